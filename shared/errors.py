@@ -1,0 +1,54 @@
+"""Typed errors of the core. Triggers map them to HTTP status codes, the CLI to exit codes.
+
+No message ever carries a secret value (PAT, token, private key): messages name the secret
+(Key Vault name, environment variable) instead.
+"""
+
+from __future__ import annotations
+
+
+class FluxOpsError(Exception):
+    """Base class. ``str(err)`` is one line fit for a log or an HTTP error body."""
+
+    status = 500
+    code = "InternalError"
+
+
+class InvalidInput(FluxOpsError):
+    """A request field or CLI flag is invalid. ``field`` names it (request-body spelling)."""
+
+    status = 400
+    code = "InvalidInput"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFound(FluxOpsError):
+    """A named thing (secret, repository, branch, object) does not exist."""
+
+    status = 404
+    code = "NotFound"
+
+
+class AuthenticationFailed(FluxOpsError):
+    """A peer (git server, Key Vault, cluster, registry) rejected our credentials."""
+
+    status = 502
+    code = "AuthenticationFailed"
+
+
+class Conflict(FluxOpsError):
+    """The target state conflicts with what exists (e.g. another sync path, a field manager)."""
+
+    status = 409
+    code = "Conflict"
+
+
+class UpstreamError(FluxOpsError):
+    """A peer failed or answered something we cannot use."""
+
+    status = 502
+    code = "UpstreamError"
