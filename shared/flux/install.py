@@ -1,0 +1,141 @@
+"""``gotk-components.yaml``: the Flux components for a selection, rendered from a distribution.
+
+Flux builds this file with kustomize from per-component bases (fluxcd/flux2
+``pkg/manifestgen/install/{install.go,templates.go}``). A distribution is that very build for
+*every* component with default options, so the file for a selection is obtained from it without
+kustomize, by the same transforms expressed on the rendered text:
+
+- keep the shared objects (Namespace, NetworkPolicies, ResourceQuota, RBAC) and, per component in
+  the requested order, its objects (those labelled ``app.kubernetes.io/component: <name>``), each
+  in the distribution's order, as kustomize keeps resource order;
+- ``--events-addr`` points at notification-controller only when it is selected, else it is empty
+  (``templates.go`` sets ``EventsAddr`` only then);
+- ``--feature-gates=ExternalArtifact=true`` stays on kustomize- and helm-controller only when
+  source-watcher is selected (``install.go`` adds it only then);
+- ``--watch-all-namespaces``, ``--log-level``, the cluster domain of ``--storage-adv-addr`` and the
+  image registry are set from the options (``templates.go`` JSON6902 patches and ``images``);
+- without network policies the NetworkPolicy objects are left out;
+- a namespace other than ``flux-system`` replaces it everywhere, as the kustomize namespace
+  transformer, the RBAC name suffix and ``rbac.yaml``'s string replacement do together;
+- Flux's header (``GetGenWarning``): warning, ``# Flux Version:`` and ``# Components:`` lines.
+
+The golden files under ``../shared/flux/golden`` hold this byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInput
+from . import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY, GEN_WARNING, Manifest
+from .distribution import Distribution
+from .options import resolve_components, validate_namespace
+from .sync import manifest_path
+
+_COMPONENT_LABEL = re.compile(r"^    app\.kubernetes\.io/component: (\S+)$", re.M)
+_KIND = re.compile(r"^kind: (\S+)$", re.M)
+_EVENTS_ADDR = re.compile(r"^(\s+- --events-addr=)\S*$", re.M)
+_WATCH_ALL = re.compile(r"^(\s+- --watch-all-namespaces=)\S+$", re.M)
+_LOG_LEVEL = re.compile(r"^(\s+- --log-level=)\S+$", re.M)
+_STORAGE_ADV = re.compile(r"^(\s+- --storage-adv-addr=\S+\.\$\(RUNTIME_NAMESPACE\)\.svc\.)\S+\.$", re.M)
+_GATE_LINE = re.compile(r"^\s+- --feature-gates=ExternalArtifact=true\n", re.M)
+_LOG_LEVELS = ("debug", "info", "error")
+_CLUSTER_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    """Options of ``flux install`` / ``flux bootstrap`` that shape gotk-components.yaml, with
+    Flux's defaults (pkg/manifestgen/install/options.go)."""
+
+    components: tuple[str, ...] = DEFAULT_COMPONENTS
+    components_extra: tuple[str, ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+    registry: str = DEFAULT_REGISTRY
+    watch_all_namespaces: bool = True
+    network_policy: bool = True
+    log_level: str = "info"
+    cluster_domain: str = "cluster.local"
+    target_path: str = ""
+    toleration_keys: tuple[str, ...] = field(default=())
+    image_pull_secret: str = ""
+
+    def selected(self) -> list[str]:
+        """``components + components_extra``, validated (InvalidInput naming the field)."""
+        return resolve_components(self.components, self.components_extra)
+
+    def validate(self) -> None:
+        """Check every option; raises InvalidInput naming the request field."""
+        self.selected()
+        validate_namespace(self.namespace)
+        if self.log_level not in _LOG_LEVELS:
+            raise InvalidInput("logLevel", f"{self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        if not _CLUSTER_DOMAIN.match(self.cluster_domain or ""):
+            raise InvalidInput("clusterDomain", f"{self.cluster_domain!r} is not a DNS domain")
+        if not _REGISTRY.match(self.registry or ""):
+            raise InvalidInput("registry", f"{self.registry!r} is not a registry such as ghcr.io/fluxcd")
+        if self.toleration_keys:
+            raise InvalidInput("tolerationKeys", "is not supported yet")
+        if self.image_pull_secret:
+            raise InvalidInput("imagePullSecret", "is not supported yet")
+
+
+def _split(dist: Distribution) -> list[str]:
+    lines = dist.text.split("\n", 4)
+    if len(lines) < 5 or not lines[3].startswith("# Components:"):
+        raise InvalidInput("manifests", f"{dist.source}: unexpected header")
+    return [doc.rstrip("\n") for doc in lines[4].split("\n---\n")]
+
+
+def generate(dist: Distribution, opts: InstallOptions) -> Manifest:
+    """Render ``<path>/<namespace>/gotk-components.yaml`` for ``opts`` from ``dist``.
+
+    Raises InvalidInput when an option is invalid or a component is not in the distribution."""
+    opts.validate()
+    selected = opts.selected()
+    missing = [c for c in selected if c not in dist.components]
+    if missing:
+        raise InvalidInput(
+            "componentsExtra" if all(m not in DEFAULT_COMPONENTS for m in missing) else "components",
+            f"component {missing[0]} is not in the Flux {dist.version} distribution {dist.source}",
+        )
+    shared_docs: list[str] = []
+    by_component: dict[str, list[str]] = {}
+    for doc in _split(dist):
+        label = _COMPONENT_LABEL.search(doc)
+        if label:
+            by_component.setdefault(label.group(1), []).append(doc)
+        else:
+            kind = _KIND.search(doc)
+            if not opts.network_policy and kind and kind.group(1) == "NetworkPolicy":
+                continue
+            shared_docs.append(doc)
+    docs = shared_docs + [d for c in selected for d in by_component.get(c, [])]
+    body = "\n---\n".join(docs) + "\n"
+
+    if "notification-controller" in selected:
+        # Keep the distribution's host form: $(RUNTIME_NAMESPACE) since v2.4, the namespace before.
+        if opts.cluster_domain != "cluster.local":
+            body = _EVENTS_ADDR.sub(lambda m: m.group(0).replace(".svc.cluster.local./", f".svc.{opts.cluster_domain}./"), body)
+    else:
+        body = _EVENTS_ADDR.sub(lambda m: m.group(1), body)
+    if "source-watcher" not in selected:
+        body = _GATE_LINE.sub("", body)
+    body = _WATCH_ALL.sub(lambda m: m.group(1) + ("true" if opts.watch_all_namespaces else "false"), body)
+    body = _LOG_LEVEL.sub(lambda m: m.group(1) + opts.log_level, body)
+    body = _STORAGE_ADV.sub(lambda m: m.group(1) + opts.cluster_domain + ".", body)
+    if opts.registry != DEFAULT_REGISTRY:
+        for component in selected:
+            body = re.sub(
+                rf"^(\s+image: )\S+/{re.escape(component)}:",
+                lambda m, c=component: f"{m.group(1)}{opts.registry}/{c}:",
+                body,
+                flags=re.M,
+            )
+    if opts.namespace != DEFAULT_NAMESPACE:
+        body = body.replace(DEFAULT_NAMESPACE, opts.namespace)
+
+    header = f"---\n{GEN_WARNING}\n# Flux Version: {dist.version}\n# Components: {','.join(selected)}\n"
+    return Manifest(manifest_path(opts.target_path, opts.namespace, "gotk-components.yaml"), header + body)

@@ -1,0 +1,172 @@
+"""Golden tests: the generators reproduce real `flux bootstrap git` output byte for byte
+(../shared/flux/golden, Flux v2.3.0 to v2.9.2)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from shared.errors import InvalidInput
+from shared.flux import distribution, install, kustomization, sourcesecret, sync
+from shared.flux.options import normalize_duration, normalize_path, sync_url
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "flux" / "golden"
+SETS = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+V292 = GOLDEN / "talos-v2.9.2-6comp" / "gotk-components.yaml"
+
+
+def source_txt(name: str) -> dict[str, str]:
+    out = {}
+    for line in (GOLDEN / name / "SOURCE.txt").read_text().splitlines():
+        if ": " in line and not line.startswith(" "):
+            key, value = line.split(": ", 1)
+            out[key] = value
+    return out
+
+
+def golden_sync_inputs(name: str) -> tuple[str, str, str]:
+    """URL, branch and path as the user gave them, read back from the golden file."""
+    text = (GOLDEN / name / "gotk-sync.yaml").read_text()
+    url = re.search(r"^  url: (\S+)$", text, re.M).group(1)
+    branch = re.search(r"^    branch: (\S+)$", text, re.M).group(1)
+    path = re.search(r"^  path: (\S+)$", text, re.M).group(1)
+    return url, branch, path
+
+
+def test_golden_sets_present():
+    assert len(SETS) == 6, SETS
+
+
+def test_v292_distribution_renders_default_components_byte_for_byte():
+    dist = distribution.load(str(V292))
+    out = install.generate(dist, install.InstallOptions(target_path="./clusters/my-cluster"))
+    assert out.path == "clusters/my-cluster/flux-system/gotk-components.yaml"
+    assert out.content == (GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml").read_text()
+    assert out.content.count("\n---\n") + 1 == 32
+
+
+def test_v292_distribution_renders_image_extras_byte_for_byte():
+    dist = distribution.load(str(V292))
+    opts = install.InstallOptions(components_extra=("image-reflector-controller", "image-automation-controller"))
+    out = install.generate(dist, opts)
+    assert out.content == V292.read_text()
+    assert out.content.count("\n---\n") + 1 == 39
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_golden_components_file_is_reproduced(name):
+    meta = source_txt(name)
+    selected = meta["components"].split(",")
+    dist = distribution.load(str(GOLDEN / name / "gotk-components.yaml"))
+    assert dist.version == meta["flux_version"]
+    out = install.generate(dist, install.InstallOptions(components=tuple(selected[:4]), components_extra=tuple(selected[4:])))
+    assert out.content == (GOLDEN / name / "gotk-components.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_golden_sync_file_is_reproduced(name):
+    url, branch, path = golden_sync_inputs(name)
+    token_auth = url.startswith("https://")
+    opts = sync.SyncOptions(
+        url=sync_url(url, token_auth=token_auth, allow_insecure_http=False),
+        branch=branch,
+        interval=normalize_duration("1m", "interval"),
+        target_path=normalize_path(path.removeprefix("./") + "/"),
+    )
+    out = sync.generate(opts)
+    assert out.content.encode() == (GOLDEN / name / "gotk-sync.yaml").read_bytes()
+    assert out.path == source_txt(name)["directory"] + "/gotk-sync.yaml"
+
+
+def _folder(root: Path):
+    def list_dir(rel):
+        return [(p.name, p.is_dir()) for p in (root / rel).iterdir() if p.name != "SOURCE.txt" and p.name != "kustomization.yaml"]
+
+    def read(rel):
+        return (root / rel).read_bytes()
+
+    return list_dir, read
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_golden_kustomization_is_reproduced(name):
+    list_dir, read = _folder(GOLDEN / name)
+    out = kustomization.generate("clusters/x/flux-system", list_dir, read)
+    assert out.content.encode() == (GOLDEN / name / "kustomization.yaml").read_bytes()
+
+
+def test_default_kustomization_is_115_bytes():
+    assert len(kustomization.render(["gotk-components.yaml", "gotk-sync.yaml"]).encode()) == 115
+
+
+def test_kustomization_skips_non_manifests_and_takes_kustomized_subfolders(tmp_path):
+    (tmp_path / "gotk-sync.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n")
+    (tmp_path / "notes.txt").write_text("just some words, not yaml: [\n")
+    (tmp_path / "scalar.md").write_text("hello world\n")
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "kustomization.yaml").write_text("resources: []\n")
+    (tmp_path / "apps" / "inner.yaml").write_text("kind: X\n")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "cm.yaml").write_text("kind: ConfigMap\n")
+    list_dir = lambda rel: [(p.name, p.is_dir()) for p in (tmp_path / rel).iterdir()]  # noqa: E731
+    assert kustomization.scan(list_dir, lambda rel: (tmp_path / rel).read_bytes()) == ["apps", "gotk-sync.yaml", "more/cm.yaml"]
+
+
+def test_token_auth_url_drops_user_info_and_forces_https():
+    assert sync_url("https://contoso@dev.azure.com/contoso/web/_git/fleet", token_auth=True, allow_insecure_http=False) == "https://dev.azure.com/contoso/web/_git/fleet"
+    assert sync_url("ssh://git@dev.azure.com:22/c/w/_git/f", token_auth=True, allow_insecure_http=False) == "https://dev.azure.com/c/w/_git/f"
+    assert sync_url("http://127.0.0.1:9/o/p/_git/r", token_auth=True, allow_insecure_http=True) == "http://127.0.0.1:9/o/p/_git/r"
+    with pytest.raises(InvalidInput) as err:
+        sync_url("http://127.0.0.1:9/o/p/_git/r", token_auth=True, allow_insecure_http=False)
+    assert err.value.field == "url"
+
+
+@pytest.mark.parametrize(
+    "components, extra, message",
+    [
+        (["source-controller", "kustomize-controller", "flux-ui"], [], "component flux-ui is not available"),
+        (["source-controller", "helm-controller"], [], "component kustomize-controller is required"),
+        (None, ["helm-controller"], "helm-controller is not an extra component"),
+        (None, ["source-watcher"], "component source-watcher is not in the Flux v2.9.2 distribution"),
+    ],
+)
+def test_component_errors_name_the_component(components, extra, message):
+    dist = distribution.load(str(V292))
+    opts = install.InstallOptions(components=tuple(components) if components else install.InstallOptions.components, components_extra=tuple(extra))
+    with pytest.raises(InvalidInput) as err:
+        install.generate(dist, opts)
+    assert message in str(err.value)
+
+
+def test_without_notification_controller_events_addr_is_empty():
+    dist = distribution.load(str(V292))
+    out = install.generate(dist, install.InstallOptions(components=("source-controller", "kustomize-controller")))
+    assert re.findall(r"- --events-addr=.*", out.content) == ["- --events-addr="] * 2
+    assert "# Components: source-controller,kustomize-controller\n" in out.content
+    assert "notification-controller" not in out.content.split("kind: Deployment")[-1]
+
+
+def test_version_mismatch_is_refused():
+    with pytest.raises(InvalidInput) as err:
+        distribution.load(str(V292), version="v2.8.3")
+    assert err.value.field == "version"
+
+
+def test_not_a_distribution_is_refused(tmp_path):
+    bad = tmp_path / "gotk-components.yaml"
+    bad.write_text("<html>rate limited</html>\n")
+    with pytest.raises(Exception) as err:
+        distribution.load(str(bad))
+    assert "not a Flux distribution" in str(err.value)
+
+
+def test_source_secret_for_token_auth():
+    secret = sourcesecret.generate(username="git", password="pat-value")
+    assert secret["stringData"] == {"username": "git", "password": "pat-value"}
+    assert secret["metadata"] == {"name": "flux-system", "namespace": "flux-system"}
+    assert "type" not in secret and "labels" not in secret["metadata"]
+    assert sourcesecret.string_data(bearer_token="t") == {"bearerToken": "t"}
+    with pytest.raises(InvalidInput):
+        sourcesecret.string_data(username="git", password="")
