@@ -1,0 +1,8 @@
+"""Azure Functions entry point: builds the app and registers one blueprint per trigger family."""
+
+import azure.functions as func
+
+from functions.bootstrap import bp as bootstrap_bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(bootstrap_bp)

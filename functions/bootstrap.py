@@ -1,0 +1,67 @@
+"""HTTP trigger ``POST /api/bootstrap``: ``flux bootstrap git --token-auth`` as a service.
+
+The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT and the
+cluster's kubeconfig are read from Key Vault by name. Answers 200 with what was committed and
+applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
+and the status of the typed error otherwise (404 missing secret/branch, 409 conflicting sync path,
+502 a peer refused our credentials or failed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger("functions.bootstrap")
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> func.HttpResponse:
+    body = {"error": {"code": code, "message": message}}
+    if field:
+        body["error"]["field"] = field
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+@bp.function_name("bootstrap")
+@bp.route(route="bootstrap", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.errors import FluxOpsError, InvalidInput, NotFound
+    from shared import bootstrap as runner
+    from shared import services
+
+    try:
+        body = req.get_json()
+    except ValueError:
+        return _error(400, "InvalidInput", "body: must be a JSON object", "body")
+    try:
+        opts, refs = runner.options_from_request(body)
+        dist = runner.prepare(opts)
+        vault = services.keyvault()
+        try:
+            pat = vault.get_secret(refs["passwordSecret"], field="passwordSecret").value
+        except NotFound as exc:
+            raise InvalidInput("passwordSecret", str(exc)) from None
+        try:
+            kubeconfig = vault.get_secret(refs["kubeconfigSecret"], field="kubeconfigSecret").value
+        except NotFound as exc:
+            raise InvalidInput("kubeconfigSecret", str(exc)) from None
+        if not pat:
+            raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
+        try:
+            cluster = services.cluster_from_kubeconfig(kubeconfig, refs["context"])
+        except InvalidInput as exc:
+            raise InvalidInput("kubeconfigSecret", exc.message) from None
+        result = runner.Bootstrapper(opts, runner.Credentials(password=pat), cluster, dist).run()
+    except InvalidInput as exc:
+        log.warning("bootstrap rejected: %s", exc)
+        return _error(400, exc.code, str(exc), exc.field)
+    except FluxOpsError as exc:
+        log.error("bootstrap failed: %s", exc)
+        return _error(exc.status, exc.code, str(exc))
+    summary = result.summary()
+    failed = [k for k, v in summary["health"].items() if v.get("status") == "failed"]
+    summary["status"] = "failed" if failed else "succeeded"
+    return func.HttpResponse(json.dumps(summary), status_code=200, mimetype="application/json")

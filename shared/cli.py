@@ -1,0 +1,154 @@
+"""The command line, running the same core as the Functions.
+
+``python -m shared install --export`` prints gotk-components.yaml, as ``flux install --export``;
+``python -m shared bootstrap git --url ... --token-auth`` bootstraps, as ``flux bootstrap git``.
+Flag names and defaults follow the Flux CLI (cmd/flux/bootstrap.go, bootstrap_git.go,
+install.go). The PAT is read from the environment variable named by ``--password-env`` or, as in
+Flux, ``GIT_PASSWORD``; never from argv, where it would land in shell history and process lists.
+Progress goes to stderr (``► …``/``✔ …``); failures end with one ``✗`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean")
+
+
+def _add_install_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--version", default=None, help="Flux version, e.g. v2.9.2 (default: the distribution's, or the newest known)")
+    p.add_argument("--manifests", default=None, help="distribution source: file, folder, https:// URL or oci:// reference (default: $FLUX_MANIFESTS, else oci://ghcr.io/fluxcd/flux-manifests:<version>)")
+    p.add_argument("--components", type=_csv, default=list(DEFAULT_COMPONENTS), help="comma-separated components (default: %(default)s)")
+    p.add_argument("--components-extra", type=_csv, default=[], help="image-reflector-controller,image-automation-controller,source-watcher")
+    p.add_argument("-n", "--namespace", default=os.environ.get("FLUX_SYSTEM_NAMESPACE", DEFAULT_NAMESPACE))
+    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p.add_argument("--network-policy", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--watch-all-namespaces", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "error"])
+    p.add_argument("--cluster-domain", default="cluster.local")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description="Flux bootstrap for AKS and Azure DevOps, as the Function runs it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    inst = sub.add_parser("install", help="render the Flux components")
+    inst.add_argument("--export", action="store_true", required=True, help="print gotk-components.yaml to stdout")
+    _add_install_flags(inst)
+
+    boot = sub.add_parser("bootstrap", help="bootstrap Flux")
+    bsub = boot.add_subparsers(dest="provider", required=True)
+    git = bsub.add_parser("git", help="bootstrap from a plain Git (Azure DevOps) repository")
+    _add_install_flags(git)
+    git.add_argument("--url", required=True, help="Git URL, e.g. https://dev.azure.com/org/project/_git/repo")
+    git.add_argument("--branch", default="main")
+    git.add_argument("--path", default="", help="path in the repository, e.g. clusters/my-cluster")
+    git.add_argument("--interval", default="1m", help="GitRepository interval (default %(default)s)")
+    git.add_argument("-u", "--username", default="git")
+    git.add_argument("-p", "--password", default=None, help=argparse.SUPPRESS)
+    git.add_argument("--password-env", default="GIT_PASSWORD", metavar="VAR", help="environment variable holding the PAT (default %(default)s)")
+    git.add_argument("--token-auth", action="store_true", help="use the PAT for HTTPS; the sync URL loses its user info")
+    git.add_argument("--allow-insecure-http", action="store_true")
+    git.add_argument("--secret-name", default=DEFAULT_NAMESPACE)
+    git.add_argument("--author-name", default="Flux")
+    git.add_argument("--author-email", default="")
+    git.add_argument("--commit-message-appendix", default="")
+    git.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    git.add_argument("--context", default=None)
+    git.add_argument("--timeout", default="0s", help="wait this long for the sync objects to become ready (default: check once)")
+    git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
+    return parser
+
+
+def _install(args) -> int:
+    from .flux import distribution, install
+
+    opts = install.InstallOptions(
+        components=tuple(args.components), components_extra=tuple(args.components_extra), namespace=args.namespace,
+        registry=args.registry, network_policy=args.network_policy, watch_all_namespaces=args.watch_all_namespaces,
+        log_level=args.log_level, cluster_domain=args.cluster_domain,
+    )
+    opts.validate()
+    version = args.version
+    if version is None and not (args.manifests or os.environ.get("FLUX_MANIFESTS")):
+        from .flux import DEFAULT_VERSION
+
+        version = DEFAULT_VERSION
+    dist = distribution.load(args.manifests, version)
+    sys.stdout.write(install.generate(dist, opts).content)
+    return 0
+
+
+def _bootstrap(args) -> int:
+    from . import bootstrap as runner
+    from .errors import InvalidInput
+    from .flux.options import normalize_duration, normalize_path, parse_duration
+
+    if args.password is not None:
+        raise InvalidInput("--password", f"is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
+    if not args.token_auth:
+        raise InvalidInput("--token-auth", "is required: only token auth (PAT over HTTPS) is supported")
+    password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
+    if not password:
+        raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset")
+    timeout = 0.0 if args.timeout in ("0", "0s") else parse_duration(args.timeout, "--timeout") / 1e9
+    opts = runner.BootstrapOptions(
+        url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
+        interval=normalize_duration(args.interval, "--interval"), version=args.version,
+        components=tuple(args.components), components_extra=tuple(args.components_extra),
+        namespace=args.namespace, secret_name=args.secret_name, username=args.username, token_auth=True,
+        allow_insecure_http=args.allow_insecure_http, author_name=args.author_name, author_email=args.author_email,
+        commit_message_appendix=args.commit_message_appendix, registry=args.registry, network_policy=args.network_policy,
+        watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
+        timeout=timeout,
+    )
+    dist = runner.prepare(opts, manifests=args.manifests)
+    kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
+    try:
+        kubeconfig = Path(kubeconfig_path).read_text()
+    except OSError as exc:
+        raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
+    from .kube import Cluster
+
+    cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
+    progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
+    result = runner.Bootstrapper(opts, runner.Credentials(password=password), cluster, dist, progress=progress).run()
+    failed = [k for k, v in result.health.items() if v.get("status") == "failed"]
+    if failed:
+        raise RuntimeError(f"bootstrap failed with {len(failed)} health check failure(s): {', '.join(failed)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from .errors import FluxOpsError
+
+    try:
+        if args.command == "install":
+            return _install(args)
+        return _bootstrap(args)
+    except (FluxOpsError, RuntimeError) as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("✗ interrupted", file=sys.stderr)
+        return 130
