@@ -1,0 +1,541 @@
+"""The git repository port: a local working clone of one branch, over smart HTTP(S), on dulwich.
+
+What Flux does and this module mirrors (see ``docs/flux-bootstrap-spec.md``):
+
+* Clone (§2.2 step 8; ``fluxcd/pkg@git/v0.52.0:git/gogit/clone.go``): clone ``--branch`` with one
+  retry after 2 s. An **empty remote** is initialised locally with ``HEAD → refs/heads/<branch>`` and
+  the remote ``origin``; a **branch missing in a non-empty repository** fails (``BranchNotFound``).
+* Commit (§2.2 step 10; ``fluxcd/pkg@git/v0.52.0:git/gogit/client.go`` ``Commit``): stage every
+  path the worktree status reports (adds, modifications, deletions); author == committer, default
+  ``Flux <>`` (empty e-mail); nothing changed → no commit (go-git's ``ErrNoStagedFiles``).
+* Push (§2.2 step 10, §2.4 step 20): push ``HEAD`` to ``refs/heads/<branch>``; a remote that moved
+  gives ``NonFastForward`` so the caller can re-clone and rerun its step.
+* Auth (§2.1 step 6): https with HTTP Basic (username, default ``git``, + PAT as password) or a bearer
+  token (``Authorization: Bearer``), plus an optional CA bundle; ``http://`` refused unless
+  ``allow_insecure_http``. User info in the URL (``https://org@dev.azure.com/...``) is dropped (§2.1
+  step 7); credentials only ever come from ``GitAuth``.
+
+Secrets never appear in exception messages or reprs: URLs are stripped of user info before dulwich
+sees them, credentials travel separately (Basic via dulwich's ``username``/``password``, bearer via an
+in-memory ``http.extraHeader`` config, never written to ``.git/config``), dulwich errors are re-raised
+as ours without chaining (``from None``), and any echo of a credential in a server message is masked.
+
+dulwich is imported inside functions, not at module import (Functions cold start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import posixpath
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from shared import errors
+
+log = logging.getLogger(__name__)
+
+#: Delay before the one clone retry on a connection failure, seconds (Flux: ``retry(1, 2*time.Second, ...)``).
+CLONE_RETRY_DELAY_S = 2.0
+#: Connect/read timeout of every HTTP request to the git server, seconds.
+HTTP_TIMEOUT_S = 60.0
+#: Default commit identity, as ``flux bootstrap`` (``--author-name Flux --author-email ""``).
+DEFAULT_AUTHOR = "Flux <>"
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    """Credentials for one git server.
+
+    ``password`` (a PAT) is sent as the HTTP Basic password with ``username`` (Azure DevOps accepts any
+    user name). ``bearer_token`` (an Entra ID access token) is sent as ``Authorization: Bearer`` and
+    wins over ``password`` when both are set. ``ca_file`` is a PEM CA bundle path trusted for https
+    instead of the system store. Secrets are excluded from ``repr``.
+    """
+
+    username: str = "git"
+    password: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    def _secrets(self) -> list[str]:
+        return [s for s in (self.password, self.bearer_token) if s]
+
+
+class GitError(errors.UpstreamError):
+    """A git operation failed (transport, protocol, server-side rejection, local repository)."""
+
+    #: True when the failure was a connection-level one worth one retry (refused, reset, timeout).
+    transient = False
+
+
+class GitAuthError(errors.AuthenticationFailed):
+    """The git server rejected the credentials (HTTP 401 or 403)."""
+
+
+class BranchNotFound(errors.NotFound):
+    """The requested branch does not exist in a non-empty repository."""
+
+
+class RepositoryNotFound(errors.NotFound):
+    """The git server answered 404 for the repository URL (unknown org/project/repo, or no read access)."""
+
+
+class NonFastForward(GitError):
+    """The push was rejected because the remote branch moved (not an ancestor of our HEAD)."""
+
+    status = 409
+    code = "Conflict"
+
+
+# -- URL and credential handling ----------------------------------------------------------------
+
+
+def _clean_url(url: str, allow_insecure_http: bool) -> str:
+    """Validate ``url`` and return it without user info, query or fragment.
+
+    Raises ``InvalidInput("url", ...)`` for a non-http(s) scheme, a missing host, or ``http://``
+    without ``allow_insecure_http``.
+    """
+    if not isinstance(url, str) or not url:
+        raise errors.InvalidInput("url", "must be a non-empty https URL")
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise errors.InvalidInput("url", "is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise errors.InvalidInput("url", f"scheme {scheme or '(none)'!r} is not supported; use https")
+    if scheme == "http" and not allow_insecure_http:
+        raise errors.InvalidInput("url", "http:// is refused unless allow_insecure_http is set; use https")
+    if not host:
+        raise errors.InvalidInput("url", "has no host")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    if not path:
+        raise errors.InvalidInput("url", "has no repository path")
+    return urlunsplit((scheme, netloc, path, "", ""))
+
+
+def _mask(text: str, auth: GitAuth) -> str:
+    for secret in auth._secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+@contextmanager
+def _client(clean_url: str, auth: GitAuth):
+    """A dulwich HTTP client for ``clean_url``: yields ``(client, path)``, then closes its
+    connections (dulwich 1.2.21's ``Urllib3HttpGitClient.close()`` is a no-op, so the urllib3
+    pool is cleared here)."""
+    from dulwich.client import HttpGitClient
+    from dulwich.config import ConfigDict
+
+    config = ConfigDict()
+    if auth.ca_file:
+        if not os.path.isfile(auth.ca_file):
+            raise errors.InvalidInput("ca_file", f"CA bundle {auth.ca_file!r} does not exist")
+        config.set((b"http",), b"sslCAInfo", os.fsencode(auth.ca_file))
+    username = password = None
+    if auth.bearer_token:
+        if any(c in auth.bearer_token for c in "\r\n"):
+            raise errors.InvalidInput("bearer_token", "contains a line break")
+        config.set((b"http",), b"extraHeader", b"Authorization: Bearer " + auth.bearer_token.encode())
+    elif auth.password is not None:
+        username, password = auth.username or "git", auth.password
+    parts = urlsplit(clean_url)
+    base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+    client = HttpGitClient(
+        base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S
+    )
+    try:
+        yield client, parts.path
+    finally:
+        client.pool_manager.clear()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import urllib3.exceptions as u3
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, u3.SSLError | u3.ProxyError) or "CERTIFICATE" in str(exc).upper():
+            return False
+        if isinstance(exc, u3.MaxRetryError) and exc.reason is not None:
+            exc = exc.reason
+            continue
+        if isinstance(exc, ConnectionError | TimeoutError | u3.NewConnectionError | u3.ProtocolError | u3.TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+@contextmanager
+def _translate(clean_url: str, auth: GitAuth, action: str) -> Iterator[None]:
+    """Re-raise dulwich/urllib3/OS errors as this module's errors, masked and unchained."""
+    from dulwich.client import HTTPProxyUnauthorized, HTTPUnauthorized
+    from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+
+    try:
+        yield
+    except (errors.FluxOpsError, KeyboardInterrupt):
+        raise
+    except HTTPUnauthorized:
+        raise GitAuthError(f"git server rejected the credentials for {clean_url} (HTTP 401)") from None
+    except HTTPProxyUnauthorized:
+        raise GitError(f"{action} {clean_url}: the HTTP proxy requires authentication (HTTP 407)") from None
+    except NotGitRepository:
+        raise RepositoryNotFound(f"git repository {clean_url} not found (HTTP 404)") from None
+    except (GitProtocolError, HangupException, OSError) as exc:
+        text = _mask(str(exc), auth)
+        if "unexpected http resp 403" in text:
+            raise GitAuthError(f"git server rejected the credentials for {clean_url} (HTTP 403)") from None
+        err = GitError(f"{action} {clean_url} failed: {type(exc).__name__}: {text}")
+        err.transient = _is_transient(exc)
+        raise err from None
+    except Exception as exc:  # anything else dulwich may raise: still never chain it
+        raise GitError(
+            f"{action} {clean_url} failed: {type(exc).__name__}: {_mask(str(exc), auth)}"
+        ) from None
+
+
+def _check_branch(branch: str) -> bytes:
+    from dulwich.refs import check_ref_format
+
+    if not isinstance(branch, str) or not branch:
+        raise errors.InvalidInput("branch", "must be a non-empty branch name")
+    ref = b"refs/heads/" + branch.encode("utf-8")
+    if not check_ref_format(ref):
+        raise errors.InvalidInput("branch", f"{branch!r} is not a valid branch name")
+    return ref
+
+
+# -- the port ---------------------------------------------------------------------------------------
+
+
+class Repository:
+    """A local working clone of one branch (create it with ``Repository.clone``).
+
+    ``url`` is the remote URL without user info, ``branch`` the branch name, ``path`` the worktree.
+    Paths given to the file methods are ``/``-separated and relative to the worktree root; absolute
+    paths, ``..`` escapes and ``.git`` are refused with ``InvalidInput("path", ...)``.
+    """
+
+    def __init__(self, repo, url: str, branch: str, auth: GitAuth):
+        self._repo = repo
+        self._auth = auth
+        self.url = url
+        self.branch = branch
+        self.path = pathlib.Path(repo.path)
+        self._ref = _check_branch(branch)
+
+    def __repr__(self) -> str:
+        return f"Repository(url={self.url!r}, branch={self.branch!r}, path={str(self.path)!r})"
+
+    def close(self) -> None:
+        """Release open pack files. The worktree stays on disk."""
+        self._repo.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- clone --------------------------------------------------------------------------------
+    @classmethod
+    def clone(
+        cls,
+        url: str,
+        branch: str,
+        auth: GitAuth,
+        workdir: str | os.PathLike,
+        *,
+        allow_insecure_http: bool = False,
+    ) -> "Repository":
+        """Clone ``branch`` of ``url`` into ``workdir`` (created; must be absent or empty).
+
+        Full history of that one branch (no shallow clone), checked out. Empty remote: an empty local
+        repository with ``HEAD → refs/heads/<branch>`` and remote ``origin``, as go-git in Flux.
+        One retry after ``CLONE_RETRY_DELAY_S`` on a connection-level failure.
+
+        Raises ``InvalidInput`` (url/branch/ca_file), ``GitAuthError`` (401/403), ``RepositoryNotFound``
+        (404), ``BranchNotFound`` (branch missing in a non-empty repository), ``GitError`` (other).
+        """
+        clean = _clean_url(url, allow_insecure_http)
+        ref = _check_branch(branch)
+        workdir = pathlib.Path(workdir)
+        if workdir.exists() and any(workdir.iterdir()):
+            raise ValueError(f"clone target {workdir} is not empty")
+        for attempt in (1, 2):
+            try:
+                return cls._clone_once(clean, branch, ref, auth, workdir)
+            except GitError as exc:
+                _wipe(workdir)
+                if attempt == 1 and exc.transient:
+                    log.warning("git clone of %s failed (%s); retrying in %.0f s", clean, exc, CLONE_RETRY_DELAY_S)
+                    time.sleep(CLONE_RETRY_DELAY_S)
+                    continue
+                raise
+            except BaseException:
+                _wipe(workdir)
+                raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _clone_once(cls, clean: str, branch: str, ref: bytes, auth: GitAuth, workdir: pathlib.Path) -> "Repository":
+        from dulwich.repo import Repo
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        repo = Repo.init(str(workdir))
+        try:
+            config = repo.get_config()
+            config.set((b"remote", b"origin"), b"url", clean.encode("utf-8"))
+            config.set((b"remote", b"origin"), b"fetch", b"+refs/heads/*:refs/remotes/origin/*")
+            config.set((b"branch", branch.encode()), b"remote", b"origin")
+            config.set((b"branch", branch.encode()), b"merge", ref)
+            config.write_to_path()
+            repo.refs.set_symbolic_ref(b"HEAD", ref)
+
+            def determine_wants(refs, depth=None):
+                sha = refs.get(ref)
+                return [sha] if sha is not None and sha not in repo.object_store else []
+
+            with _client(clean, auth) as (client, path), _translate(clean, auth, "git clone of"):
+                result = client.fetch(path, repo, determine_wants=determine_wants)
+            remote_refs = {k: v for k, v in result.refs.items() if v is not None and k != b"HEAD"}
+            sha = remote_refs.get(ref)
+            if sha is None and remote_refs:
+                raise BranchNotFound(f"branch {branch!r} not found in git repository {clean}")
+            if sha is not None:
+                with _translate(clean, auth, "checkout of"):
+                    repo.refs[ref] = sha
+                    repo.refs[b"refs/remotes/origin/" + ref[len(b"refs/heads/"):]] = sha
+                    repo.get_worktree().reset_index(tree=repo[sha].tree, config=_own_config(repo))
+        except BaseException:
+            repo.close()
+            raise
+        return cls(repo, clean, branch, auth)
+
+    # -- worktree -----------------------------------------------------------------------------
+    def _abs(self, relpath: str) -> pathlib.Path:
+        if not isinstance(relpath, str):
+            raise errors.InvalidInput("path", "must be a string")
+        slashed = relpath.replace("\\", "/")
+        norm = posixpath.normpath(slashed) if slashed else "."
+        parts = [] if norm == "." else norm.split("/")
+        if slashed.startswith("/") or (parts and parts[0] == "..") or ".git" in parts:
+            raise errors.InvalidInput("path", f"{relpath!r} is not a path inside the repository")
+        return self.path.joinpath(*parts)
+
+    def read_file(self, relpath: str) -> bytes | None:
+        """Bytes of the worktree file at ``relpath``, or None when there is no such file."""
+        p = self._abs(relpath)
+        try:
+            return p.read_bytes() if p.is_file() else None
+        except FileNotFoundError:
+            return None
+
+    def list_dir(self, relpath: str) -> list[str]:
+        """Sorted names of the entries (files and folders) directly in worktree folder ``relpath``;
+        ``[]`` if it does not exist. ``.git`` is never listed."""
+        p = self._abs(relpath)
+        if not p.is_dir():
+            return []
+        return sorted(name for name in os.listdir(p) if name != ".git")
+
+    def write_file(self, relpath: str, data: bytes) -> None:
+        """Write ``data`` to the worktree file ``relpath``, creating parent folders."""
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("data must be bytes")
+        p = self._abs(relpath)
+        if p == self.path:
+            raise errors.InvalidInput("path", "must name a file")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    def head(self) -> str | None:
+        """The sha (40 hex) HEAD points to, or None before the first commit."""
+        try:
+            return self._repo.refs[b"HEAD"].decode("ascii")
+        except KeyError:
+            return None
+
+    # -- commit -------------------------------------------------------------------------------
+    def _changed_paths(self) -> list[bytes]:
+        """Worktree paths (bytes, ``/``-separated) that differ from the index: new, modified, deleted.
+
+        Every file is hashed (no stat shortcut: racy same-size rewrites within the mtime granularity
+        must not be missed). Untracked files matching ``.gitignore`` are skipped, as go-git's status.
+        """
+        from dulwich.ignore import IgnoreFilterManager
+        from dulwich.index import blob_from_path_and_stat, cleanup_mode
+
+        repo = self._repo
+        index = repo.open_index()
+        ignore = IgnoreFilterManager.from_repo(repo)
+        root = os.fsencode(self.path)
+        seen: set[bytes] = set()
+        changed: list[bytes] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = b"" if rel_dir == b"." else rel_dir.replace(os.sep.encode(), b"/") + b"/"
+            if not rel_dir:
+                dirnames[:] = [d for d in dirnames if d != b".git"]
+            kept = []
+            for d in dirnames:
+                rel = rel_dir + d
+                if os.path.islink(os.path.join(dirpath, d)):
+                    filenames.append(d)  # a symlink to a folder is a file for git
+                elif not ignore.is_ignored(os.fsdecode(rel) + "/") or any(
+                    k.startswith(rel + b"/") for k in index.paths()
+                ):
+                    kept.append(d)
+            dirnames[:] = kept
+            for name in filenames:
+                rel = rel_dir + name
+                full = os.path.join(dirpath, name)
+                st = os.lstat(full)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    continue
+                tracked = rel in index
+                if not tracked and ignore.is_ignored(os.fsdecode(rel)):
+                    continue
+                seen.add(rel)
+                if tracked:
+                    entry = index[rel]
+                    blob = blob_from_path_and_stat(full, st)
+                    if blob.id == entry.sha and cleanup_mode(st.st_mode) == entry.mode:
+                        continue
+                changed.append(rel)
+        changed.extend(p for p in index.paths() if p not in seen)
+        return changed
+
+    def commit(self, message: str, author: str = DEFAULT_AUTHOR) -> str | None:
+        """Stage every change in the worktree (adds, modifications, deletions) and commit it.
+
+        ``author`` (``"Name <email>"``, e.g. ``"Flux <>"``) is used byte-for-byte as both author and
+        committer; time is now, UTC. ``message`` is stored as given (no newline appended), as go-git.
+        Returns the new commit sha (40 hex), or None when the tree equals HEAD's (no commit made;
+        go-git's ``ErrNoStagedFiles``). Raises ``InvalidInput("author", ...)`` for a malformed identity.
+        """
+        from dulwich.repo import InvalidUserIdentity, check_user_identity
+
+        identity = author.encode("utf-8")
+        try:
+            check_user_identity(identity)
+        except InvalidUserIdentity:
+            raise errors.InvalidInput("author", f"{author!r} is not of the form 'Name <email>'") from None
+        repo = self._repo
+        config = _own_config(repo)
+        with _translate(self.url, self._auth, "commit in clone of"):
+            worktree = repo.get_worktree()
+            changed = self._changed_paths()
+            if changed:
+                worktree.stage([os.fsdecode(p) for p in changed], config=config)
+            tree = repo.open_index().commit(repo.object_store)
+            head = self.head()
+            if head is None:
+                if not len(repo.open_index()):
+                    return None
+            elif repo[head.encode()].tree == tree:
+                return None
+            sha = worktree.commit(
+                message=message.encode("utf-8"),
+                author=identity,
+                committer=identity,
+                commit_timezone=0,
+                author_timezone=0,
+                tree=tree,
+                no_verify=True,
+                sign=False,
+                signoff=False,
+                config=config,
+            )
+        return sha.decode("ascii")
+
+    # -- push ---------------------------------------------------------------------------------
+    def push(self) -> None:
+        """Push HEAD to ``refs/heads/<branch>`` of ``origin``.
+
+        Client-side fast-forward check as git/go-git: the remote branch must be absent or an ancestor
+        of HEAD. Raises ``NonFastForward`` (remote moved; also when the server refuses with
+        non-fast-forward), ``GitAuthError`` (401/403), ``GitError`` (other, incl. no commit to push).
+        A push whose remote branch already equals HEAD sends nothing.
+        """
+        from dulwich.graph import can_fast_forward
+
+        head = self.head()
+        if head is None:
+            raise GitError(f"nothing to push to {self.url}: branch {self.branch!r} has no commit")
+        head_b = head.encode("ascii")
+        repo = self._repo
+        ref = self._ref
+        moved: list[bytes] = []
+
+        def update_refs(remote_refs):
+            old = remote_refs.get(ref)
+            if old is not None and old != head_b:
+                if old not in repo.object_store or not can_fast_forward(repo, old, head_b):
+                    moved.append(old)
+                    return None
+            return {ref: head_b}
+
+        with _client(self.url, self._auth) as (client, path), _translate(self.url, self._auth, "git push to"):
+            result = client.send_pack(path, update_refs, generate_pack_data=repo.generate_pack_data)
+        if moved:
+            raise NonFastForward(
+                f"push to {self.url} rejected: branch {self.branch!r} moved on the remote (non-fast-forward)"
+            )
+        for name, err in (result.ref_status or {}).items():
+            if err is None:
+                continue
+            text = _mask(str(err), self._auth)
+            if "non-fast-forward" in text or "fetch first" in text:
+                raise NonFastForward(f"push to {self.url} rejected: {name.decode(errors='replace')} {text}")
+            raise GitError(f"push to {self.url} rejected: {name.decode(errors='replace')} {text}")
+        repo.refs[b"refs/remotes/origin/" + ref[len(b"refs/heads/"):]] = head_b
+
+
+def ls_remote(url: str, auth: GitAuth, *, allow_insecure_http: bool = False) -> dict[str, str]:
+    """The remote's refs, ``{"refs/heads/main": "<40 hex>", ...}`` (``HEAD`` included when the server
+    advertises it; peeled tags as ``<tag>^{}``). ``{}`` for an empty repository. Doubles as a
+    credential check (PAT rotation): raises ``GitAuthError`` on 401/403, ``RepositoryNotFound`` on
+    404, ``InvalidInput`` for a bad URL, ``GitError`` otherwise.
+    """
+    clean = _clean_url(url, allow_insecure_http)
+    with _client(clean, auth) as (client, path), _translate(clean, auth, "git ls-remote of"):
+        result = client.get_refs(path)
+    return {k.decode("utf-8"): v.decode("ascii") for k, v in result.refs.items() if v is not None}
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _own_config(repo):
+    """The repository's own config only, so a user's global gitconfig (autocrlf, gpgsign, hooks
+    path, identity) cannot change what gets committed."""
+    from dulwich.config import StackedConfig
+
+    own = repo.get_config()
+    return StackedConfig([own], writable=own)
+
+
+def _wipe(workdir: pathlib.Path) -> None:
+    """Remove what a failed clone left in ``workdir`` (the folder itself stays)."""
+    if not workdir.exists():
+        return
+    for child in workdir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
