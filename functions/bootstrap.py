@@ -3,8 +3,8 @@
 The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT and the
 cluster's kubeconfig are read from Key Vault by name. Answers 200 with what was committed and
 applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
-and the status of the typed error otherwise (404 missing secret/branch, 409 conflicting sync path,
-502 a peer refused our credentials or failed).
+and the status of the typed error otherwise (404 missing branch, 409 conflicting sync path,
+502 a peer refused our credentials or failed, or a health check failed after the push).
 """
 
 from __future__ import annotations
@@ -64,4 +64,14 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     summary = result.summary()
     failed = [k for k, v in summary["health"].items() if v.get("status") == "failed"]
     summary["status"] = "failed" if failed else "succeeded"
+    if failed:
+        # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
+        summary["error"] = {
+            "code": "HealthCheckFailed",
+            "message": f"bootstrap failed with {len(failed)} health check failure(s): "
+            + "; ".join(f"{k}: {summary['health'][k]['message']}" for k in failed),
+        }
+        log.error("bootstrap health check failed: %s", summary["error"]["message"])
+        return func.HttpResponse(json.dumps(summary), status_code=502, mimetype="application/json")
+    log.info("bootstrap of %s succeeded: %d commit(s)", opts.sync_url, len(result.commits))
     return func.HttpResponse(json.dumps(summary), status_code=200, mimetype="application/json")

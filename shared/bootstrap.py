@@ -271,8 +271,7 @@ class Bootstrapper:
     def _clone(self):
         from .git import Repository
 
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._close_repo()
         self._tmp = tempfile.TemporaryDirectory(prefix="flux-bootstrap-", dir=self.workdir)
         self.progress.action(f"cloning branch \"{self.opts.branch}\" from Git repository \"{self.opts.sync_url}\"")
         repo = Repository.clone(self.opts.url, self.opts.branch, self._git_auth(), self._tmp.name, allow_insecure_http=self.opts.allow_insecure_http)
@@ -457,9 +456,14 @@ class Bootstrapper:
             self.report_health()
             return self.result
         finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
-                self._tmp = None
+            self._close_repo()
+
+    def _close_repo(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def _normalize_revision(revision: str | None) -> str | None:
