@@ -13,8 +13,12 @@ Fixtures (this module is a pytest plugin, see ``tests/conftest.py``):
 * ``kubeconfig_text``: the YAML text of the file named by ``TEST_KUBECONFIG`` when set, else the
   local server's kubeconfig.
 
+Authentication: ``Authorization: Bearer <server.token>`` or a TLS client certificate issued by the
+server's CA (``kubeconfig(client_cert=True)``); anything else is 401.
+
 Known gaps versus the real API: no watch, no aggregated discovery, no protobuf/CBOR, no admission
-beyond namespace existence, no CEL (``x-kubernetes-validations``) evaluation, lists inside objects are
+beyond namespace existence, no CEL (``x-kubernetes-validations``) evaluation, no OpenAPI schema for
+built-in kinds (only their string maps are type-checked, so unknown built-in fields are accepted), lists inside objects are
 atomic for server-side apply (no ``k:{...}`` merge keys, so list items are never merged), only a few
 built-in defaults (Namespace, Service, Deployment, Secret), no garbage collection, finalizers or
 graceful deletion (a deleted Namespace takes its objects with it at once), strategic merge patch is
@@ -717,6 +721,7 @@ class _TLSServer(ThreadingHTTPServer):
         with self.conn_lock:
             self.connections.add(request)
         try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = self.ssl_ctx.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
             return
@@ -762,16 +767,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self):
         kube: KubeApiServer = self.server.kube  # type: ignore[attr-defined]
         body = self._body()
-        code, payload, ctype, extra = kube.handle(self.command, self.path, self.headers, body)
+        try:
+            peer = self.connection.getpeercert()  # verified against the CA when a client certificate was sent
+        except (AttributeError, ValueError):
+            peer = None
+        code, payload, ctype, extra = kube.handle(self.command, self.path, self.headers, body,
+                                                  client_cert=bool(peer))
         data = payload if isinstance(payload, bytes) else (
             payload.encode() if isinstance(payload, str) else json.dumps(payload, separators=(",", ":")).encode())
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        lines = [f"HTTP/1.1 {code} {self.responses.get(code, ('',))[0]}",
+                 f"Date: {self.date_time_string()}", f"Content-Type: {ctype}", f"Content-Length: {len(data)}"]
+        lines += [f"{k}: {v}" for k, v in extra]
+        # one write per response: headers and body in separate segments stall on delayed ACKs
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -810,6 +818,9 @@ class KubeApiServer:
         cert = self.ca.issue_cert("127.0.0.1", "localhost")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert.configure_cert(ctx)
+        # client certificates issued by the same CA authenticate too (like an AKS admin kubeconfig)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.ca.configure_trust(ctx)
         self._httpd = _TLSServer(("127.0.0.1", 0), _Handler, ctx)
         self._httpd.kube = self  # type: ignore[attr-defined]
         port = self._httpd.server_address[1]
@@ -851,16 +862,24 @@ class KubeApiServer:
     def ca_pem(self) -> bytes:
         return self.ca.cert_pem.bytes()
 
-    def kubeconfig(self, *, token: str | None = None, server: str | None = None) -> str:
+    def kubeconfig(self, *, token: str | None = None, server: str | None = None, client_cert: bool = False) -> str:
         """YAML text of a kubeconfig with the server URL, the CA as certificate-authority-data and a
-        bearer token (``token`` overrides the right one, e.g. to test a rejected credential)."""
+        bearer token (``token`` overrides the right one, e.g. to test a rejected credential), or with
+        ``client_cert=True`` a client certificate and key (client-certificate-data/client-key-data)."""
+        user: dict[str, str]
+        if client_cert:
+            leaf = self.ca.issue_cert("test-admin")
+            user = {"client-certificate-data": base64.b64encode(leaf.cert_chain_pems[0].bytes()).decode(),
+                    "client-key-data": base64.b64encode(leaf.private_key_pem.bytes()).decode()}
+        else:
+            user = {"token": token if token is not None else self.token}
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "test", "cluster": {
                 "server": server or self.url,
                 "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
-            "users": [{"name": "test", "user": {"token": token if token is not None else self.token}}],
+            "users": [{"name": "test", "user": user}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
             "current-context": "test",
         }
@@ -881,8 +900,8 @@ class KubeApiServer:
             res = self._find(api_version, kind)
             if res is None:
                 return None
-            obj = self._store.get((res.group, res.plural), {}).get((namespace or "" if res.namespaced else "",
-                                                                     name))
+            key = ((namespace or "") if res.namespaced else "", name)
+            obj = self._store.get((res.group, res.plural), {}).get(key)
             return self._render(res, self._read_form(res, obj)) if obj else None
 
     def set_status(self, api_version: str, kind: str, name: str, namespace: str | None, status: dict,
@@ -929,14 +948,14 @@ class KubeApiServer:
 
     # -- HTTP entry point ---------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, headers, body: bytes):
+    def handle(self, method: str, raw_path: str, headers, body: bytes, *, client_cert: bool = False):
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         extra: list[tuple[str, str]] = []
         try:
             auth = headers.get("Authorization", "")
-            if auth != f"Bearer {self.token}":
+            if auth != f"Bearer {self.token}" and not (client_cert and not auth):
                 raise ApiError(401, _status(401, "Unauthorized", "Unauthorized"))
             code, payload = self._route(method, path, query, headers, body, extra)
             ctype = "application/json"
@@ -1660,7 +1679,7 @@ class KubeApiServer:
                         "message": message}
 
             new["status"]["conditions"] = [
-                cond("NamesAccepted", "True", "NoConflicts", "no conflict found"),
+                cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
                 cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted") if final
                 else cond("Established", "False", "Installing", "the initial names have been accepted"),
             ]

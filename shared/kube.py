@@ -1,0 +1,629 @@
+"""Cluster port: apply Flux manifests and reconcile Secrets on a Kubernetes cluster.
+
+Built on the official ``kubernetes`` client (imported lazily, inside functions, to keep cold starts short),
+through ``ApiClient.call_api`` with one reused ``ApiClient`` and our own per-group-version discovery
+cache (the ``DynamicClient`` would write its discovery cache to a temp file and discover everything).
+
+What it reproduces from Flux (fluxcd/flux2 v2.9.x):
+
+* ``internal/utils/apply.go`` ``Apply``: server-side apply with field manager ``flux``
+  (``ssa.Owner{Field: "flux", Group: "fluxcd.io"}``) and forced conflicts; objects that
+  ``ssa.IsClusterDefinition`` (CustomResourceDefinitions and Namespaces) go first, then
+  ``waitForSet`` waits for them (``Interval: 2 * time.Second, Timeout: time.Minute``), then the rest;
+  the result is a change set printed as ``<Kind>/<namespace>/<name> created|configured|unchanged``.
+* ``pkg/bootstrap/bootstrap.go`` ``reconcileSecret``: Get the Secret; absent → Create; present →
+  ``existing.StringData = secret.StringData`` then Update, so keys already in ``data`` that are not in
+  the new ``stringData`` survive.
+
+Errors are ``shared.errors`` types: 401/403 → ``AuthenticationFailed``; 404 → ``NotFound``;
+409 → ``Conflict``; a rejected object (400/422/500 on apply, create or update) → :class:`ApplyError`
+naming the object; a cluster that cannot be reached → ``UpstreamError("cluster unreachable: <url>")``.
+No message or log line carries Secret data: server messages about Secret objects are redacted and
+exceptions are raised without the client's exception (whose text holds the raw HTTP response) chained.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from shared.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, UpstreamError
+
+log = logging.getLogger(__name__)
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+_CRD_API_VERSION = "apiextensions.k8s.io/v1"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one apply did to one object, like an entry of Flux's ``ssa.ChangeSet``.
+
+    ``namespace`` is None for cluster-scoped objects. ``action`` is ``"created"``, ``"configured"`` or
+    ``"unchanged"``.
+    """
+
+    kind: str
+    name: str
+    namespace: str | None
+    action: str
+
+    def __str__(self) -> str:
+        """``CustomResourceDefinition/gitrepositories.source.toolkit.fluxcd.io created``,
+        ``Secret/flux-system/flux-system unchanged`` (Flux/kubectl style)."""
+        ref = f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+        return f"{ref} {self.action}"
+
+
+class ApplyError(UpstreamError):
+    """The cluster rejected an object (schema validation, type errors, bad names...).
+
+    ``kind``, ``name``, ``namespace`` name the object; ``message`` is the server's message (redacted for
+    Secrets); ``status`` is the HTTP status (422 Invalid, 500 for typed-patch errors of server-side
+    apply, 400 BadRequest), or None when the object was refused before any request.
+    """
+
+    code = "ApplyFailed"
+
+    def __init__(self, kind: str, name: str, namespace: str | None, message: str, status: int | None = None):
+        self.kind = kind
+        self.name = name
+        self.namespace = namespace
+        self.message = message
+        self.http_status = status
+        ref = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+        super().__init__(f"{ref}: {message}")
+
+
+class _HttpError(Exception):
+    """A non-2xx answer (internal; mapped to ``shared.errors`` by :meth:`Cluster._raise`)."""
+
+    def __init__(self, status: int, reason: str, body: Any):
+        super().__init__(status)
+        self.status = status
+        self.reason = reason
+        self.body = body  # a Status dict, or text
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict):
+            return str(self.body.get("message") or self.reason)
+        return str(self.body or self.reason).strip()[:300]
+
+
+def _ref(kind: str, name: str, namespace: str | None) -> str:
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def _secret_values(obj: dict) -> list[str]:
+    """Every value (plain and base64) of a Secret object, to strip from messages."""
+    if obj.get("kind") != "Secret":
+        return []
+    values: list[str] = []
+    for v in (obj.get("stringData") or {}).values():
+        values.append(str(v))
+        values.append(base64.b64encode(str(v).encode()).decode())
+    for v in (obj.get("data") or {}).values():
+        values.append(str(v))
+        try:
+            values.append(base64.b64decode(str(v)).decode("utf-8", "replace"))
+        except ValueError:
+            pass
+    return values
+
+
+def _redact(message: str, values: Iterable[str], *, secret: bool) -> str:
+    for v in sorted({v for v in values if v}, key=len, reverse=True):
+        message = message.replace(v, "<redacted>")
+    if secret:  # values quoted by the server in other spellings (Go %#v, JSON escapes)
+        message = re.sub(r"Value:.*?}", "Value:<redacted>}", message)
+        message = re.sub(r'Invalid value: ".*?"(?=:|,|$)', 'Invalid value: "<redacted>"', message)
+    return message
+
+
+def _comparable(obj: dict) -> dict:
+    """An object without bookkeeping: resourceVersion, generation, managedFields and status."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    out["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items()
+                       if k not in ("resourceVersion", "managedFields", "generation")}
+    return out
+
+
+def _condition(obj: dict, ctype: str) -> dict | None:
+    for c in ((obj.get("status") or {}).get("conditions") or []):
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
+def _in_memory_file(data: bytes, label: str) -> tuple[int | None, str]:
+    """A path to ``data`` that never reaches a disk: a memfd on Linux (``/proc/self/fd/N``), else a
+    0600 temp file removed by :meth:`Cluster.close`. Returns (fd or None, path)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(label, getattr(os, "MFD_CLOEXEC", 0))
+        os.write(fd, data)
+        return fd, f"/proc/self/fd/{fd}"
+    import tempfile  # pragma: no cover - non-Linux
+
+    fd, path = tempfile.mkstemp(prefix="kube-", suffix=".pem")  # pragma: no cover
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return None, path
+
+
+def _named(items: Any, name: str | None, what: str) -> dict:
+    for item in items or []:
+        if isinstance(item, dict) and item.get("name") == name:
+            return item.get(what) or {}
+    raise InvalidInput("kubeconfig", f"{what} {name!r} not found in the kubeconfig")
+
+
+class Cluster:
+    """One Kubernetes cluster, through one ``kubernetes.client.ApiClient`` (connection reuse).
+
+    ``field_manager`` names us in ``managedFields`` for every write (``flux`` like the Flux CLI).
+    """
+
+    #: (connect, read) timeouts of every request, in seconds
+    request_timeout: tuple[float, float] = (10.0, 60.0)
+
+    def __init__(self, api_client, *, field_manager: str = "flux"):
+        self.api = api_client
+        self.field_manager = field_manager
+        cfg = api_client.configuration
+        if getattr(cfg, "debug", False):
+            # debug turns on http.client's wire dump, which prints request bodies (Secret data)
+            cfg.debug = False
+        self.server = cfg.host
+        self._gvs: dict[str, dict[str, tuple[str, bool]]] = {}  # groupVersion -> kind -> (plural, namespaced)
+        self._fds: list[int] = []
+        self._files: list[str] = []
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str, *, context: str | None = None,
+                        field_manager: str = "flux") -> "Cluster":
+        """Build a cluster from kubeconfig YAML **text** (as stored in Key Vault), never written to disk.
+
+        ``context`` defaults to ``current-context``. Supported in memory: ``server``,
+        ``certificate-authority-data`` (or a ``certificate-authority`` path), ``insecure-skip-tls-verify``,
+        ``tls-server-name``, ``proxy-url``; users with ``token`` (or ``tokenFile``),
+        ``client-certificate-data``/``client-key-data`` (held in a memfd, not a file) or
+        ``username``/``password``. Users with ``exec`` or ``auth-provider`` go through the client's own
+        ``KubeConfigLoader`` (which runs the plugin and may keep certificates it returns in temp files
+        removed at exit). Raises ``InvalidInput("kubeconfig", ...)`` for text that is not a usable kubeconfig.
+        """
+        import urllib3
+        import yaml
+        from kubernetes import client
+
+        try:
+            doc = yaml.load(kubeconfig, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            raise InvalidInput("kubeconfig", "not valid YAML") from None
+        if not isinstance(doc, dict):
+            raise InvalidInput("kubeconfig", "not a kubeconfig document")
+        ctx_name = context or doc.get("current-context")
+        if not ctx_name:
+            raise InvalidInput("kubeconfig", "no context given and no current-context set")
+        ctx = _named(doc.get("contexts"), ctx_name, "context")
+        cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
+        user = _named(doc.get("users"), ctx.get("user"), "user") if ctx.get("user") else {}
+        server = cluster.get("server")
+        if not server:
+            raise InvalidInput("kubeconfig", f"cluster {ctx.get('cluster')!r} has no server")
+
+        cfg = client.Configuration()
+        cfg.host = str(server).rstrip("/")
+        # connection errors are retried twice (quickly); nothing is retried once a request was sent
+        cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
+        fds: list[int] = []
+        files: list[str] = []
+        try:
+            if "exec" in user or "auth-provider" in user:
+                from kubernetes.config.kube_config import KubeConfigLoader
+
+                KubeConfigLoader(config_dict=doc, active_context=ctx_name).load_and_set(cfg)
+                cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
+            else:
+                if cluster.get("certificate-authority-data"):
+                    cfg.ca_cert_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
+                elif cluster.get("certificate-authority"):
+                    cfg.ssl_ca_cert = cluster["certificate-authority"]
+                if cluster.get("insecure-skip-tls-verify"):
+                    cfg.verify_ssl = False
+                if cluster.get("tls-server-name"):
+                    cfg.tls_server_name = cluster["tls-server-name"]
+                if cluster.get("proxy-url"):
+                    cfg.proxy = cluster["proxy-url"]
+                token = user.get("token")
+                if not token and user.get("tokenFile"):
+                    with open(user["tokenFile"], encoding="utf-8") as f:
+                        token = f.read().strip()
+                if token:
+                    cfg.api_key["BearerToken"] = f"Bearer {token}"
+                elif user.get("username") and user.get("password"):
+                    cfg.api_key["authorization"] = urllib3.util.make_headers(
+                        basic_auth=f"{user['username']}:{user['password']}")["authorization"]
+                for key, attr in (("client-certificate", "cert_file"), ("client-key", "key_file")):
+                    if user.get(f"{key}-data"):
+                        fd, path = _in_memory_file(base64.b64decode(user[f"{key}-data"]), key)
+                        (fds.append(fd) if fd is not None else files.append(path))
+                        setattr(cfg, attr, path)
+                    elif user.get(key):
+                        setattr(cfg, attr, user[key])
+        except (ValueError, TypeError, KeyError) as e:
+            raise InvalidInput("kubeconfig", f"unusable kubeconfig ({type(e).__name__})") from None
+        cluster_obj = cls(client.ApiClient(cfg), field_manager=field_manager)
+        cluster_obj._fds, cluster_obj._files = fds, files
+        return cluster_obj
+
+    def close(self) -> None:
+        """Close the connection pool and the in-memory certificate files."""
+        self.api.close()
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for path in self._files:  # pragma: no cover - non-Linux only
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        self._fds, self._files = [], []
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
+                 content_type: str = "application/json") -> tuple[int, Any]:
+        """One request; returns (status, decoded JSON). Raises ``_HttpError`` for non-2xx answers and
+        ``UpstreamError("cluster unreachable: ...")`` when no answer came."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            method, url, headers, _, _ = self.api.param_serialize(
+                method=method, resource_path=path, query_params=list((query or {}).items()),
+                header_params=headers, auth_settings=["BearerToken"])
+            # the body goes straight to the REST client, which serialises dicts with json.dumps
+            resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                     _request_timeout=self.request_timeout)
+            data = resp.read()
+        except ApiException as e:  # the REST client's wrapper for TLS failures (status 0)
+            detail = str(e.reason or "").strip().splitlines()[-1:] or ["TLS error"]
+            raise UpstreamError(f"cluster unreachable: {self.server} ({detail[0][:200]})") from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise UpstreamError(f"cluster unreachable: {self.server}") from None
+        if 200 <= resp.status < 300:
+            return resp.status, (json.loads(data) if data else None)
+        try:
+            parsed: Any = json.loads(data)
+        except ValueError:
+            parsed = data.decode("utf-8", "replace")
+        raise _HttpError(resp.status, resp.reason or "", parsed)
+
+    def _raise(self, err: _HttpError, *, obj: tuple[str, str, str | None] | None = None,
+               write: bool = False, secret_values: Iterable[str] = ()) -> None:
+        """Map an HTTP error to ``shared.errors``; ``obj`` = (kind, name, namespace) of the object concerned."""
+        is_secret = bool(obj and obj[0] == "Secret")
+        message = _redact(err.message, secret_values, secret=is_secret)
+        where = f"{_ref(*obj)}: " if obj else ""
+        if err.status in (401, 403):
+            raise AuthenticationFailed(f"cluster {self.server} refused the request ({err.status} {err.reason}): "
+                                       f"{where}{message}") from None
+        if err.status == 404:
+            raise NotFound(f"{where}{message}") from None
+        if err.status == 409:
+            raise Conflict(f"{where}{message}") from None
+        if write and obj and err.status in (400, 422, 500):
+            raise ApplyError(obj[0], obj[1], obj[2], message, err.status) from None
+        raise UpstreamError(f"{where}cluster answered {err.status} {err.reason}: {message}") from None
+
+    # -- discovery --------------------------------------------------------------------------------
+
+    def _discover(self, api_version: str) -> dict[str, tuple[str, bool]]:
+        """GET the APIResourceList of one group/version (404 → nothing served) and cache it."""
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            _, doc = self._request("GET", path)
+        except _HttpError as e:
+            if e.status != 404:
+                self._raise(e)
+            doc = {}
+        kinds = {r["kind"]: (r["name"], bool(r.get("namespaced")))
+                 for r in (doc or {}).get("resources") or [] if "/" not in r.get("name", "/")}
+        self._gvs[api_version] = kinds
+        return kinds
+
+    def _resource(self, api_version: str, kind: str) -> tuple[str, bool] | None:
+        """(plural, namespaced) of a kind; one discovery request per group/version, refreshed once on a miss."""
+        kinds = self._gvs.get(api_version)
+        if kinds is None or kind not in kinds:
+            kinds = self._discover(api_version)
+        return kinds.get(kind)
+
+    @staticmethod
+    def _path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        if namespace:
+            path += f"/namespaces/{quote(namespace, safe='')}"
+        path += f"/{plural}"
+        if name:
+            path += f"/{quote(name, safe='')}"
+        return path
+
+    def _locate(self, obj: dict) -> tuple[str, str, str, str | None, str]:
+        """(apiVersion, kind, name, namespace, path) of a manifest; ApplyError when the kind is not served."""
+        if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") \
+                or not (obj.get("metadata") or {}).get("name"):
+            raise InvalidInput("objects", "every object needs apiVersion, kind and metadata.name")
+        api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
+        found = self._resource(api_version, kind)
+        if found is None:
+            raise ApplyError(kind, meta["name"], meta.get("namespace"),
+                             f'no matches for kind "{kind}" in version "{api_version}"')
+        plural, namespaced = found
+        namespace = meta.get("namespace") if namespaced else None
+        if namespaced and not namespace:
+            raise ApplyError(kind, meta["name"], None, "namespaced object without metadata.namespace")
+        return api_version, kind, meta["name"], namespace, self._path(api_version, plural, namespace, meta["name"])
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def _get_path(self, path: str, obj: tuple[str, str, str | None]) -> dict | None:
+        try:
+            return self._request("GET", path)[1]
+        except _HttpError as e:
+            if e.status == 404:
+                return None
+            self._raise(e, obj=obj)
+            raise  # unreachable
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """The object as the API returns it, or None when it (or its kind) does not exist."""
+        found = self._resource(api_version, kind)
+        if found is None:
+            return None
+        plural, namespaced = found
+        return self._get_path(self._path(api_version, plural, namespace if namespaced else None, name),
+                              (kind, name, namespace))
+
+    def server_version(self) -> str:
+        """The server's ``gitVersion`` (e.g. ``v1.33.2``), or ``v<major>.<minor>`` when the build is not
+        version-stamped (``v0.0.0-master…`` as in the contract recordings)."""
+        try:
+            _, doc = self._request("GET", "/version")
+        except _HttpError as e:
+            self._raise(e)
+            raise
+        git = str(doc.get("gitVersion") or "")
+        if re.match(r"^v[1-9]\d*\.\d+", git):
+            return git
+        return f"v{doc.get('major', '0')}.{str(doc.get('minor', '0')).rstrip('+')}"
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's ``data`` decoded (UTF-8, invalid bytes replaced), or None when absent. For
+        comparisons only: never log the result."""
+        secret = self._get_path(self._path("v1", "secrets", namespace, name), ("Secret", name, namespace))
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+
+    # -- apply ------------------------------------------------------------------------------------
+
+    def _apply_one(self, obj: dict, *, dry_run: bool = False) -> tuple[Change, dict]:
+        api_version, kind, name, namespace, path = self._locate(obj)
+        ref = (kind, name, namespace)
+        before = None if dry_run else self._get_path(path, ref)
+        query = {"fieldManager": self.field_manager, "force": "true"}
+        if dry_run:
+            query["dryRun"] = "All"
+        try:
+            status, live = self._request("PATCH", path, query=query, body=obj, content_type=APPLY_PATCH)
+        except _HttpError as e:
+            self._raise(e, obj=ref, write=True, secret_values=_secret_values(obj))
+            raise
+        if status == 201 or before is None:
+            action = "created"
+        else:
+            action = "unchanged" if _comparable(before) == _comparable(live) else "configured"
+        return Change(kind, name, namespace, action), live
+
+    def apply(self, objects: list[dict], *, wait_timeout: float = 60.0, poll_interval: float = 2.0) -> list[Change]:
+        """Server-side apply ``objects`` (parsed manifests; ``None`` documents are skipped) like
+        ``flux install``/``bootstrap`` (``internal/utils/apply.go``): with ``force=true`` and
+        ``self.field_manager``; CustomResourceDefinitions and Namespaces first, then a wait until every CRD is
+        ``Established`` and its kinds are served in discovery (and every Namespace is ``Active``), then the
+        other objects in the given order.
+
+        ``wait_timeout`` (s) bounds that wait (Flux: 1 m). ``poll_interval`` (s) is the longest pause between
+        polls (Flux: 2 s); polls start 50 ms apart and back off to it, since CRDs are usually Established
+        within 100 ms.
+
+        Returns one :class:`Change` per object, stage one first. An object is ``"unchanged"`` when it existed
+        and only bookkeeping moved (resourceVersion, generation, managedFields, status): the first unchanged
+        re-apply of a custom object bumps its resourceVersion once (contract 06b) and still counts as unchanged.
+
+        Raises ApplyError (object rejected or kind not served), NotFound (e.g. its namespace is missing),
+        AuthenticationFailed, Conflict, UpstreamError (unreachable, or the wait timed out).
+        """
+        objs = [o for o in objects if o]
+        stage_one = [o for o in objs if self._is_cluster_definition(o)]
+        stage_two = [o for o in objs if not self._is_cluster_definition(o)]
+        changes: list[Change] = []
+        applied_defs: list[dict] = []
+        for obj in stage_one:
+            change, live = self._apply_one(obj)
+            changes.append(change)
+            applied_defs.append(live)
+            log.info("%s", change)
+        if applied_defs:
+            self._wait_ready(applied_defs, wait_timeout, poll_interval)
+        for obj in stage_two:
+            change, _ = self._apply_one(obj)
+            changes.append(change)
+            log.info("%s", change)
+        return changes
+
+    @staticmethod
+    def _is_cluster_definition(obj: dict) -> bool:
+        """fluxcd/pkg ``ssa.IsClusterDefinition``: CRDs and Namespaces."""
+        kind, api_version = obj.get("kind"), obj.get("apiVersion", "")
+        return (kind == "CustomResourceDefinition" and api_version.startswith("apiextensions.k8s.io/")) or \
+            (kind == "Namespace" and api_version == "v1")
+
+    def _wait_ready(self, defs: list[dict], timeout: float, poll_interval: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = min(0.05, poll_interval)
+        pending = {(d["kind"], d["metadata"]["name"]): d for d in defs if not self._ready(d)}
+
+        def pause(what: str) -> None:
+            nonlocal delay
+            if time.monotonic() + delay > deadline:
+                raise UpstreamError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(delay)
+            delay = min(delay * 2, poll_interval)
+
+        while pending:
+            pause(", ".join(f"{k}/{n}" for k, n in pending) + " to become ready")
+            for (kind, name) in list(pending):
+                api_version = pending[(kind, name)]["apiVersion"]
+                plural = "customresourcedefinitions" if kind == "CustomResourceDefinition" else "namespaces"
+                live = self._get_path(self._path(api_version, plural, None, name), (kind, name, None))
+                if live is not None and self._ready(live):
+                    del pending[(kind, name)]
+        # the CRDs' kinds must be served before objects of those kinds can be applied (contract 05a)
+        wanted: dict[str, set[str]] = {}
+        for d in defs:
+            if d["kind"] == "CustomResourceDefinition":
+                spec = d.get("spec") or {}
+                for v in spec.get("versions") or []:
+                    if v.get("served", True):
+                        wanted.setdefault(f"{spec['group']}/{v['name']}", set()).add(spec["names"]["kind"])
+        delay = min(0.01, poll_interval)
+        for gv, kinds in wanted.items():
+            while not kinds <= set(self._gvs.get(gv) or {}) and not kinds <= set(self._discover(gv)):
+                pause(f"{', '.join(sorted(kinds))} to be served in {gv}")
+
+    @staticmethod
+    def _ready(obj: dict) -> bool:
+        if obj.get("kind") == "Namespace":
+            return (obj.get("status") or {}).get("phase", "Active") == "Active"
+        names = _condition(obj, "NamesAccepted")
+        if names is not None and names.get("status") == "False":
+            raise ApplyError("CustomResourceDefinition", obj["metadata"]["name"], None,
+                             f"names not accepted: {names.get('message', '')}")
+        established = _condition(obj, "Established")
+        return established is not None and established.get("status") == "True"
+
+    def dry_run_apply(self, objects: list[dict]) -> None:
+        """Validate ``objects`` with server-side apply and ``dryRun=All``; nothing is persisted.
+
+        Objects that cannot be checked yet are skipped: custom objects whose CRD is in ``objects`` but not
+        installed, and namespaced objects whose Namespace is in ``objects`` but does not exist yet.
+        Raises ApplyError (or NotFound, AuthenticationFailed...) for the first invalid object.
+        """
+        objs = [o for o in objects if o]
+        new_namespaces = {o["metadata"]["name"] for o in objs
+                          if o.get("kind") == "Namespace" and o.get("apiVersion") == "v1"}
+        defined_kinds = set()
+        for o in objs:
+            if o.get("kind") == "CustomResourceDefinition":
+                spec = o.get("spec") or {}
+                for v in spec.get("versions") or []:
+                    defined_kinds.add((f"{spec.get('group')}/{v.get('name')}", (spec.get("names") or {}).get("kind")))
+        missing_ns: dict[str, bool] = {}
+        for obj in objs:
+            if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind"):
+                raise InvalidInput("objects", "every object needs apiVersion, kind and metadata.name")
+            if (obj["apiVersion"], obj["kind"]) in defined_kinds and \
+                    self._resource(obj["apiVersion"], obj["kind"]) is None:
+                continue
+            ns = (obj.get("metadata") or {}).get("namespace")
+            if ns in new_namespaces and obj["kind"] != "Namespace":
+                if ns not in missing_ns:
+                    missing_ns[ns] = self.get("v1", "Namespace", ns) is None
+                if missing_ns[ns]:
+                    continue
+            self._apply_one(obj, dry_run=True)
+
+    # -- secrets and annotations ------------------------------------------------------------------
+
+    def reconcile_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
+                         labels: dict[str, str] | None = None) -> Change:
+        """Create or update an Opaque Secret like Flux's ``reconcileSecret`` (``pkg/bootstrap/bootstrap.go``).
+
+        Absent → created from ``stringData``. Present → updated (PUT with the read resourceVersion, retried
+        on a concurrent write) with ``stringData`` = ``string_data``: keys already in ``data`` that are not in
+        ``string_data`` survive. ``"unchanged"`` (no write) when every key already holds the same value and
+        ``labels`` are already set. Values are compared decoded and never logged.
+        """
+        values = list(string_data.values())
+        ref = ("Secret", name, namespace)
+        path = self._path("v1", "secrets", namespace, name)
+        for attempt in range(3):
+            existing = self._get_path(path, ref)
+            try:
+                if existing is None:
+                    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+                    if labels:
+                        meta["labels"] = dict(labels)
+                    body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": dict(string_data)}
+                    self._request("POST", self._path("v1", "secrets", namespace), body=body,
+                                  query={"fieldManager": self.field_manager})
+                    change = Change("Secret", name, namespace, "created")
+                else:
+                    data = existing.get("data") or {}
+                    same = all(k in data and base64.b64decode(data[k]) == str(v).encode()
+                               for k, v in string_data.items())
+                    current_labels = (existing.get("metadata") or {}).get("labels") or {}
+                    if same and all(current_labels.get(k) == v for k, v in (labels or {}).items()):
+                        change = Change("Secret", name, namespace, "unchanged")
+                    else:
+                        existing["stringData"] = dict(string_data)
+                        if labels:
+                            existing.setdefault("metadata", {})["labels"] = {**current_labels, **labels}
+                        self._request("PUT", path, body=existing, query={"fieldManager": self.field_manager})
+                        change = Change("Secret", name, namespace, "configured")
+            except _HttpError as e:
+                # 409: created or modified concurrently; read again and retry
+                if e.status == 409 and attempt < 2:
+                    continue
+                self._raise(e, obj=ref, write=True, secret_values=values)
+            log.info("%s", change)
+            return change
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def annotate(self, api_version: str, kind: str, name: str, namespace: str | None,
+                 annotations: dict[str, str]) -> None:
+        """Merge-patch ``metadata.annotations`` (e.g. ``reconcile.fluxcd.io/requestedAt``, as ``flux reconcile``).
+        Raises NotFound when the object or its kind does not exist."""
+        found = self._resource(api_version, kind)
+        if found is None:
+            raise NotFound(f'{_ref(kind, name, namespace)}: no matches for kind "{kind}" in version "{api_version}"')
+        plural, namespaced = found
+        path = self._path(api_version, plural, namespace if namespaced else None, name)
+        try:
+            self._request("PATCH", path, body={"metadata": {"annotations": dict(annotations)}},
+                          content_type=MERGE_PATCH, query={"fieldManager": self.field_manager})
+        except _HttpError as e:
+            self._raise(e, obj=(kind, name, namespace), write=True)
