@@ -1,0 +1,142 @@
+"""A real bootstrap on this machine, with no Azure account: ``python -m tests.peers.local_bootstrap``.
+
+It starts the local peers on 127.0.0.1 (an Azure DevOps-style git server, a Key Vault HTTPS test
+server and, unless ``--kubeconfig`` names a real cluster, the Kubernetes API test server), puts a
+PAT and the cluster's kubeconfig in the vault, sends ``POST /api/bootstrap`` through the indexed
+HTTP trigger of ``function_app.py`` with a real ``func.HttpRequest``, then shows the commits in
+the repository and the objects on the cluster, and runs the same request again to show that a
+re-run changes nothing. With no internet, the Flux distribution comes from ``FLUX_MANIFESTS`` or
+the Flux v2.9.2 copy in ``../shared``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_V292 = ROOT.parent / "shared" / "flux" / "golden" / "talos-v2.9.2-6comp" / "gotk-components.yaml"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.peers.local_bootstrap", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", help="bootstrap this real cluster instead of the local Kubernetes API test server")
+    parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument("--path", default="clusters/local-1", help="path in the repository (default %(default)s)")
+    parser.add_argument("--components-extra", default="", help="e.g. image-reflector-controller,image-automation-controller")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    if not os.environ.get("FLUX_MANIFESTS"):
+        if not SHARED_V292.is_file():
+            _say(f"✗ set FLUX_MANIFESTS to a Flux distribution (no {SHARED_V292})")
+            return 1
+        os.environ["FLUX_MANIFESTS"] = str(SHARED_V292)
+
+    import azure.functions as func
+
+    from shared import services
+    from shared.keyvault import KeyVault
+    from tests.peers.git_server import AzureDevOpsGitServer, log as git_log, read_tree
+    from tests.peers.keyvault import KeyVaultServer
+
+    work = Path(tempfile.mkdtemp(prefix="flux-local-bootstrap-"))
+    pat = secrets.token_urlsafe(32)
+    kube = None
+    with AzureDevOpsGitServer(work / "git", pat) as git, KeyVaultServer() as vault:
+        git.create_repo("contoso", "platform", "fleet")
+        url = git.url("contoso", "platform", "fleet")
+        if args.kubeconfig:
+            kubeconfig = Path(args.kubeconfig).read_text()
+            where = f"the cluster of {args.kubeconfig}"
+        else:
+            from tests.peers.kube_api import KubeApiServer
+
+            kube = KubeApiServer().start()
+            kubeconfig = kube.kubeconfig()
+            where = "the local Kubernetes API TEST SERVER (no controllers run; pass --kubeconfig FILE for a real cluster)"
+        vault.seed("fleet-pat", pat)
+        vault.seed("local-1-kubeconfig", kubeconfig)
+        services.set_keyvault_factory(
+            lambda: KeyVault(vault.vault_url, vault.credential(), connection_verify=vault.ca_file, verify_challenge_resource=False)
+        )
+
+        _say("Local peers on 127.0.0.1:")
+        _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat')")
+        _say(f"  Key Vault test server          {vault.vault_url}")
+        _say(f"  cluster                        {where}")
+        _say(f"  Flux distribution              {os.environ['FLUX_MANIFESTS']}")
+        _say()
+
+        from function_app import app
+
+        functions = {fn.get_function_name(): fn for fn in app.get_functions()}
+        body = {
+            "url": url,
+            "branch": "main",
+            "path": args.path,
+            "allowInsecureHttp": True,
+            "passwordSecret": "fleet-pat",
+            "kubeconfigSecret": "local-1-kubeconfig",
+        }
+        if args.components_extra:
+            body["componentsExtra"] = [c for c in args.components_extra.split(",") if c]
+        if args.context:
+            body["context"] = args.context
+
+        def send(title: str) -> tuple[int, dict]:
+            _say(f"POST /api/bootstrap ({title})")
+            _say("  " + json.dumps(body))
+            req = func.HttpRequest("POST", "http://localhost:7071/api/bootstrap", headers={"Content-Type": "application/json"}, body=json.dumps(body).encode())
+            started = time.monotonic()
+            resp = functions["bootstrap"].get_user_function()(req)
+            result = json.loads(resp.get_body())
+            _say(f"→ HTTP {resp.status_code} in {time.monotonic() - started:.1f}s")
+            for line in result.get("log", []):
+                _say("  " + line)
+            if "error" in result:
+                _say(f"  error: {result['error']}")
+            return resp.status_code, result
+
+        status, result = send("first run")
+        if status != 200:
+            return 1
+        bare = git.bare_path("contoso", "platform", "fleet")
+        _say()
+        _say("Commits on main:")
+        for commit in git_log(bare, "main"):
+            _say(f"  {commit['sha'][:12]}  {commit['author']:<8}  {commit['message'].strip()}")
+        _say("Files:")
+        for path, data in sorted(read_tree(bare, "main").items()):
+            _say(f"  {path}  ({len(data)} bytes)")
+        cluster = result["cluster"]
+        _say(f"Objects applied to {where}:")
+        _say(f"  {cluster['created']} created, {cluster['configured']} configured, {cluster['unchanged']} unchanged")
+        for change in cluster["changes"]:
+            _say(f"  {change}")
+        _say("Health: " + ", ".join(f"{k} {v['status']} ({v.get('message', '')})" for k, v in result["health"].items()))
+        _say()
+
+        status, again = send("second run, same request")
+        if status != 200:
+            return 1
+        cluster = again["cluster"]
+        _say(f"Re-run: {len(again['repository']['commits'])} new commit(s); {cluster['created']} created, {cluster['configured']} configured, {cluster['unchanged']} unchanged")
+        if kube is not None:
+            kube.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""End to end: the indexed HTTP trigger bootstraps a cluster from an Azure DevOps-style repository.
+
+Peers (all on 127.0.0.1): the git smart-HTTP server (git http-backend, ADO URL layout, PAT Basic
+auth), the Key Vault HTTPS test server behind the real SecretClient, and the Kubernetes API test
+server behind the real kubernetes client, or the real cluster named by TEST_KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from shared import services
+from shared.kube import Cluster
+from tests.peers.git_server import log as git_log
+from tests.peers.git_server import read_tree
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "flux" / "golden"
+V292 = GOLDEN / "talos-v2.9.2-6comp" / "gotk-components.yaml"
+REAL_CLUSTER = bool(os.environ.get("TEST_KUBECONFIG"))
+
+
+@pytest.fixture(scope="session")
+def functions_by_name():
+    """Index function_app.py once per process, as the Functions worker does."""
+    from function_app import app
+
+    return {fn.get_function_name(): fn for fn in app.get_functions()}
+
+
+@pytest.fixture
+def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, monkeypatch):
+    """A repository, a vault holding the PAT and the kubeconfig, and the distribution setting."""
+    ado_git_server.create_repo("contoso", "platform", "fleet")
+    keyvault_server.seed("fleet-pat", git_pat)
+    keyvault_server.seed("aks-weu-1-kubeconfig", kubeconfig_text)
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
+    services.set_keyvault_factory(lambda: keyvault)
+    yield {
+        "git": ado_git_server,
+        "bare": ado_git_server.bare_path("contoso", "platform", "fleet"),
+        "url": ado_git_server.url("contoso", "platform", "fleet"),
+        "cluster": Cluster.from_kubeconfig(kubeconfig_text),
+        "pat": git_pat,
+        "vault": keyvault_server,
+    }
+    services.set_keyvault_factory(None)
+
+
+def call(functions_by_name, body) -> tuple[int, dict]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = func.HttpRequest("POST", "http://localhost/api/bootstrap", headers={"Content-Type": "application/json"}, body=raw)
+    resp = functions_by_name["bootstrap"].get_user_function()(req)
+    assert resp.mimetype == "application/json"
+    return resp.status_code, json.loads(resp.get_body())
+
+
+def request(env, **overrides) -> dict:
+    body = {
+        "url": env["url"],
+        "branch": "main",
+        "path": "clusters/aks-weu-1",
+        "allowInsecureHttp": True,
+        "passwordSecret": "fleet-pat",
+        "kubeconfigSecret": "aks-weu-1-kubeconfig",
+    }
+    body.update(overrides)
+    return body
+
+
+def expected_sync(url: str) -> bytes:
+    from shared.flux import sync
+
+    return sync.generate(sync.SyncOptions(url=url, target_path="./clusters/aks-weu-1")).content.encode()
+
+
+def snapshot(cluster: Cluster) -> dict:
+    """resourceVersions of what bootstrap owns, to prove a re-run writes nothing."""
+    objs = {
+        ("v1", "Namespace", "flux-system", None),
+        ("v1", "Secret", "flux-system", "flux-system"),
+        ("apps/v1", "Deployment", "source-controller", "flux-system"),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "gitrepositories.source.toolkit.fluxcd.io", None),
+        ("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system"),
+        ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "flux-system"),
+    }
+    out = {}
+    for api, kind, name, ns in objs:
+        obj = cluster.get(api, kind, name, ns)
+        out[(kind, name)] = obj and (obj["metadata"].get("generation"), obj.get("spec"), obj.get("data"))
+    return out
+
+
+def test_bootstrap_end_to_end_then_rerun_changes_nothing(functions_by_name, env, caplog):
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    assert body["status"] == "succeeded"
+
+    # The repository: two commits by Flux <>, files equal to Flux's bytes.
+    commits = git_log(env["bare"], "main")
+    assert [c["message"].strip() for c in commits] == ["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"]
+    assert {c["author"] for c in commits} == {"Flux <>"}
+    tree = read_tree(env["bare"], "main")
+    assert tree["clusters/aks-weu-1/flux-system/gotk-components.yaml"] == (GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml").read_bytes()
+    assert tree["clusters/aks-weu-1/flux-system/gotk-sync.yaml"] == expected_sync(env["url"])
+    assert tree["clusters/aks-weu-1/flux-system/kustomization.yaml"] == (GOLDEN / "talos-v2.9.2-4comp" / "kustomization.yaml").read_bytes()
+    assert body["repository"]["head"] == commits[0]["sha"]
+    assert [c["sha"] for c in body["repository"]["commits"]] == [c["sha"] for c in reversed(commits)]
+
+    # The cluster: components, the source secret and the sync objects.
+    cluster = env["cluster"]
+    crd = cluster.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "gitrepositories.source.toolkit.fluxcd.io")
+    assert any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"]["conditions"])
+    for name in ("source-controller", "kustomize-controller", "helm-controller", "notification-controller"):
+        assert cluster.get("apps/v1", "Deployment", name, "flux-system") is not None
+    secret = cluster.get("v1", "Secret", "flux-system", "flux-system")
+    assert base64.b64decode(secret["data"]["username"]) == b"git"
+    assert base64.b64decode(secret["data"]["password"]).decode() == env["pat"]
+    repo_obj = cluster.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    assert repo_obj["spec"]["url"] == env["url"] and repo_obj["spec"]["ref"] == {"branch": "main"}
+    ks = cluster.get("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "flux-system")
+    assert ks["spec"]["path"] == "./clusters/aks-weu-1"
+    assert body["cluster"]["componentsInstalled"] is True
+    assert body["cluster"]["created"] >= 32 + 1 + 2 - (body["cluster"]["unchanged"] if REAL_CLUSTER else 0)
+    # Nothing reconciles on the test server: health is reported as pending, not invented.
+    if not REAL_CLUSTER:
+        assert {v["status"] for v in body["health"].values()} == {"pending"}
+
+    # Second run: no commit, nothing changed on the cluster.
+    before = snapshot(cluster)
+    status, again = call(functions_by_name, request(env))
+    assert status == 200, again
+    assert again["repository"]["commits"] == []
+    assert len(git_log(env["bare"], "main")) == 2
+    assert again["cluster"]["created"] == 0 and again["cluster"]["configured"] == 0, again["cluster"]["changes"]
+    assert snapshot(cluster) == before
+
+    # The PAT never shows in responses or logs.
+    assert env["pat"] not in json.dumps(body) + json.dumps(again)
+    assert env["pat"] not in caplog.text
+
+
+def test_rerun_skips_install_once_flux_has_applied(functions_by_name, env, kube_server):
+    if REAL_CLUSTER:
+        pytest.skip("plays kustomize-controller by writing status on the test server")
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    kube_server.set_status("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "flux-system", "flux-system", {"lastAppliedRevision": "main@sha1:" + body["repository"]["head"]})
+    status, again = call(functions_by_name, request(env, componentsExtra=["image-reflector-controller", "image-automation-controller"]))
+    assert status == 200, again
+    # The new components are committed for Flux to apply; the runner does not install them itself.
+    assert [c["message"] for c in again["repository"]["commits"]] == ["Add Flux v2.9.2 component manifests"]
+    assert again["cluster"]["componentsInstalled"] is False
+    assert env["cluster"].get("apps/v1", "Deployment", "image-reflector-controller", "flux-system") is None
+    tree = read_tree(env["bare"], "main")
+    assert tree["clusters/aks-weu-1/flux-system/gotk-components.yaml"] == V292.read_bytes()
+
+
+def test_health_ready_when_controllers_report_the_pushed_revision(functions_by_name, env, kube_server):
+    if REAL_CLUSTER:
+        pytest.skip("plays the controllers by writing status on the test server")
+    status, body = call(functions_by_name, request(env))
+    head = body["repository"]["head"]
+    for api, kind, rev in (
+        ("source.toolkit.fluxcd.io/v1", "GitRepository", {"artifact": {
+            "revision": f"main@sha1:{head}", "digest": "sha256:" + "0" * 64, "lastUpdateTime": "2026-11-21T00:00:00Z",
+            "path": "gitrepository/flux-system/flux-system/x.tar.gz", "url": "http://source-controller/x.tar.gz"}}),
+        ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", {"lastAttemptedRevision": f"main/{head}"}),
+    ):
+        obj = kube_server.get_object(api, kind, "flux-system", "flux-system")
+        kube_server.set_status(api, kind, "flux-system", "flux-system", {
+            "observedGeneration": obj["metadata"]["generation"],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "ok", "lastTransitionTime": "2026-11-21T00:00:00Z"}],
+            **rev,
+        })
+    status, again = call(functions_by_name, request(env))
+    assert status == 200
+    assert again["health"]["GitRepository"]["status"] == "ready"
+    assert again["health"]["Kustomization"]["status"] == "ready"
+
+
+def _assert_untouched(env, kube_server):
+    assert git_log(env["bare"], "main") == []
+    if not REAL_CLUSTER:
+        writes = [r for r in kube_server.request_log if r[0] not in ("GET",)]
+        assert writes == [], writes
+
+
+def test_wrong_pat_fails_clearly_and_touches_nothing(functions_by_name, env, kube_server):
+    env["vault"].seed("fleet-pat", "not-the-pat")
+    status, body = call(functions_by_name, request(env))
+    assert status == 502
+    assert body["error"]["code"] == "AuthenticationFailed"
+    assert "contoso/platform/_git/fleet" in body["error"]["message"]
+    assert "not-the-pat" not in json.dumps(body)
+    _assert_untouched(env, kube_server)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"components": ["source-controller", "kustomize-controller", "flux-ui"]}, "components"),
+        ({"components": ["source-controller", "helm-controller"]}, "components"),
+        ({"componentsExtra": ["source-watcher"]}, "componentsExtra"),
+        ({"url": None}, "url"),
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"allowInsecureHttp": False}, "url"),
+        ({"interval": "5 minutes"}, "interval"),
+        ({"path": "../escape"}, "path"),
+        ({"branch": "bad..name"}, "branch"),
+        ({"version": "2.9.2"}, "version"),
+        ({"version": "v2.8.3"}, "version"),
+        ({"password": "inline-secret"}, "password"),
+        ({"passwordSecret": "no-such-secret"}, "passwordSecret"),
+        ({"kubeconfigSecret": "bad name!"}, "kubeconfigSecret"),
+        ({"logLevel": "trace"}, "logLevel"),
+        ({"tokenAuth": "yes"}, "tokenAuth"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field_and_touches_nothing(functions_by_name, env, kube_server, overrides, field):
+    body = {k: v for k, v in request(env, **overrides).items() if v is not None}
+    status, resp = call(functions_by_name, body)
+    assert status == 400, resp
+    assert resp["error"]["field"] == field
+    assert resp["error"]["message"]
+    _assert_untouched(env, kube_server)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
+def test_malformed_body_is_400(functions_by_name, env, kube_server, raw):
+    status, resp = call(functions_by_name, raw)
+    assert status == 400
+    assert resp["error"]["field"] == "body"
+    _assert_untouched(env, kube_server)
+
+
+def test_function_wiring(functions_by_name):
+    fn = functions_by_name["bootstrap"]
+    trigger = next(b for b in fn.get_bindings() if b.type == "httpTrigger")
+    assert trigger.route == "bootstrap"
+    assert [m.value if hasattr(m, "value") else m for m in trigger.methods] == ["POST"]
+    assert str(trigger.auth_level).lower().endswith("function")
