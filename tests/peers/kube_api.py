@@ -269,6 +269,11 @@ def _cause(reason: str, message: str, fld: str) -> dict:
     return {"reason": reason, "message": message, "field": fld}
 
 
+def _condition_true(obj: dict, ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -1659,6 +1664,9 @@ class KubeApiServer:
             key = ("", crd_name)
             old = self._store[("apiextensions.k8s.io", "customresourcedefinitions")].get(key)
             if old is None or old["metadata"]["uid"] != uid:
+                return
+            if not final and _condition_true(old, "Established"):
+                # The two timers can run out of order on a loaded machine; never step back.
                 return
             new = copy.deepcopy(old)
             names = new["spec"]["names"]
