@@ -246,3 +246,75 @@ def test_function_wiring(functions_by_name):
     assert trigger.route == "bootstrap"
     assert [m.value if hasattr(m, "value") else m for m in trigger.methods] == ["POST"]
     assert str(trigger.auth_level).lower().endswith("function")
+
+
+def test_existing_folder_files_are_listed_and_a_user_kustomization_is_kept(functions_by_name, env):
+    from tests.peers.git_server import seed
+
+    readme = (GOLDEN / "clickhouse_deployment-v2.8.3" / "README.md").read_bytes()
+    seed(env["bare"], {"clusters/aks-weu-1/flux-system/README.md": readme, "README.md": b"# fleet\n"})
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    tree = read_tree(env["bare"], "main")
+    # As the clickhouse_deployment golden set: a comment-only README.md is listed as a resource.
+    assert tree["clusters/aks-weu-1/flux-system/kustomization.yaml"] == (GOLDEN / "clickhouse_deployment-v2.8.3" / "kustomization.yaml").read_bytes()
+    assert tree["README.md"] == b"# fleet\n"
+
+    # A user's kustomization.yaml (e.g. the ADO SSH patch) is kept byte for byte on a re-run.
+    custom = tree["clusters/aks-weu-1/flux-system/kustomization.yaml"] + b"patches:\n- patch: |\n    - op: add\n      path: /spec/template/spec/containers/0/args/-\n      value: --ssh-hostkey-algos=rsa-sha2-512,rsa-sha2-256\n  target:\n    kind: Deployment\n    name: (source-controller|image-automation-controller)\n"
+    seed(env["bare"], {"clusters/aks-weu-1/flux-system/kustomization.yaml": custom})
+    status, again = call(functions_by_name, request(env))
+    assert status == 200, again
+    assert again["repository"]["commits"] == []
+    assert read_tree(env["bare"], "main")["clusters/aks-weu-1/flux-system/kustomization.yaml"] == custom
+
+
+def test_missing_branch_in_non_empty_repository_is_404(functions_by_name, env, kube_server):
+    from tests.peers.git_server import seed
+
+    seed(env["bare"], {"README.md": b"x\n"}, branch="develop")
+    status, body = call(functions_by_name, request(env, branch="release"))
+    assert status == 404, body
+    assert "release" in body["error"]["message"]
+    assert git_log(env["bare"], "develop")[0]["message"].strip() == "seed"
+    assert len(git_log(env["bare"], "develop")) == 1
+
+
+def test_sync_path_conflict_is_409_before_any_commit(functions_by_name, env):
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    status, body = call(functions_by_name, request(env, path="clusters/other"))
+    assert status == 409, body
+    assert 'sync path configuration ("./clusters/other") would overwrite path ("./clusters/aks-weu-1")' in body["error"]["message"]
+    assert len(git_log(env["bare"], "main")) == 2
+    assert "clusters/other/flux-system/gotk-components.yaml" not in read_tree(env["bare"], "main")
+
+
+def test_unreachable_cluster_fails_before_any_commit(functions_by_name, env, kube_server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(server=f"https://127.0.0.1:{port}"))
+    status, body = call(functions_by_name, request(env))
+    assert status == 502, body
+    assert body["error"]["code"] == "UpstreamError"
+    assert git_log(env["bare"], "main") == []
+
+
+def test_rejected_cluster_credentials_fail_before_any_commit(functions_by_name, env, kube_server):
+    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(token="wrong-token-value"))
+    status, body = call(functions_by_name, request(env))
+    assert status == 502, body
+    assert body["error"]["code"] == "AuthenticationFailed"
+    assert "wrong-token-value" not in json.dumps(body)
+    assert git_log(env["bare"], "main") == []
+
+
+def test_garbage_kubeconfig_is_400(functions_by_name, env):
+    env["vault"].seed("aks-weu-1-kubeconfig", "this is not a kubeconfig")
+    status, body = call(functions_by_name, request(env))
+    assert status == 400, body
+    assert body["error"]["field"] == "kubeconfigSecret"
+    assert git_log(env["bare"], "main") == []

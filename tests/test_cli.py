@@ -1,0 +1,82 @@
+"""The CLI as a user runs it: ``python -m shared ...`` in a subprocess, against the local peers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.peers.git_server import log as git_log
+from tests.peers.git_server import read_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT.parent / "shared" / "flux" / "golden"
+V292 = GOLDEN / "talos-v2.9.2-6comp" / "gotk-components.yaml"
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FLUX_MANIFESTS", "GIT_PASSWORD")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "shared", *args], cwd=ROOT, env=full_env, capture_output=True, timeout=120)
+
+
+def test_install_export_prints_flux_bytes():
+    out = run("install", "--export", "--manifests", str(V292))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml").read_bytes()
+    out = run("install", "--export", "--version", "v2.9.2", "--components-extra", "image-reflector-controller,image-automation-controller", env={"FLUX_MANIFESTS": str(V292)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == V292.read_bytes()
+
+
+def test_install_export_unknown_component_fails_with_one_line():
+    out = run("install", "--export", "--manifests", str(V292), "--components", "source-controller,kustomize-controller,bogus")
+    assert out.returncode == 1
+    assert out.stdout == b""
+    assert out.stderr.decode().strip().splitlines() == ["✗ components: component bogus is not available (known: source-controller, kustomize-controller, helm-controller, notification-controller, image-reflector-controller, image-automation-controller, source-watcher)"]
+
+
+def test_bootstrap_git_end_to_end(ado_git_server, git_pat, kubeconfig_text, tmp_path):
+    ado_git_server.create_repo("contoso", "platform", "fleet")
+    url = ado_git_server.url("contoso", "platform", "fleet")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    args = ["bootstrap", "git", "--url", url, "--branch", "main", "--path", "clusters/cli-1", "--token-auth",
+            "--password-env", "FLEET_PAT", "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292)]
+    out = run(*args, env={"FLEET_PAT": git_pat})
+    err = out.stderr.decode()
+    assert out.returncode == 0, err
+    assert "► cloning branch \"main\"" in err and "✔ reconciled sync configuration" in err
+    assert git_pat not in err and git_pat.encode() not in out.stdout
+    bare = ado_git_server.bare_path("contoso", "platform", "fleet")
+    assert [c["message"].strip() for c in git_log(bare)] == ["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"]
+    assert read_tree(bare)["clusters/cli-1/flux-system/gotk-components.yaml"] == (GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml").read_bytes()
+
+    # GIT_PASSWORD works as in Flux; a re-run makes no commit.
+    again = run(*[a for a in args if a not in ("--password-env", "FLEET_PAT")], env={"GIT_PASSWORD": git_pat})
+    assert again.returncode == 0, again.stderr
+    assert "✔ component manifests are up to date" in again.stderr.decode()
+    assert len(git_log(bare)) == 2
+
+
+def test_bootstrap_git_wrong_pat_and_password_on_argv(ado_git_server, kubeconfig_text, tmp_path):
+    ado_git_server.create_repo("contoso", "platform", "fleet")
+    url = ado_git_server.url("contoso", "platform", "fleet")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    base = ["bootstrap", "git", "--url", url, "--token-auth", "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292)]
+    out = run(*base, env={"GIT_PASSWORD": "wrong-pat-value"})
+    err = out.stderr.decode()
+    assert out.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("✗ git server rejected the credentials")
+    assert "wrong-pat-value" not in err
+    assert git_log(ado_git_server.bare_path("contoso", "platform", "fleet")) == []
+
+    out = run(*base, "--password", "inline-pat")
+    assert out.returncode == 1
+    assert "--password-env" in out.stderr.decode() and "inline-pat" not in out.stderr.decode()
+
+    out = run(*base)
+    assert out.returncode == 1
+    assert "GIT_PASSWORD is empty or unset" in out.stderr.decode()
