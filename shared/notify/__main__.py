@@ -1,0 +1,61 @@
+"""``python -m shared.notify``: check a routing file, list and replay dead letters.
+
+    python -m shared.notify check routing.yaml
+    python -m shared.notify list [--prefix undeliverable/] [--limit 100]
+    python -m shared.notify replay [--prefix undeliverable/ | --name BLOB ...] [--limit 100]
+
+``list``/``replay`` use the same app settings as the Functions (``NOTIFY_ROUTING``, storage,
+``KEY_VAULT_URL``). Exit codes: 0 done, 1 invalid input or something still failing, 2 storage unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shared.notify", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    check = sub.add_parser("check", help="validate a routing file")
+    check.add_argument("file")
+    for name in ("list", "replay"):
+        p = sub.add_parser(name, help=f"{name} dead letters")
+        p.add_argument("--prefix", default=None)
+        p.add_argument("--limit", type=int, default=100)
+        if name == "replay":
+            p.add_argument("--name", action="append", default=None, help="a dead-letter blob name (repeatable)")
+    args = ap.parse_args(argv)
+
+    from shared.errors import FluxOpsError
+
+    from .dedupe import StorageUnavailable
+
+    try:
+        if args.cmd == "check":
+            from .routing import load_routing
+
+            cfg = load_routing(args.file)
+            print(f"✔ {args.file}: {len(cfg.targets)} target(s): "
+                  + ", ".join(f"{t.name} ({t.type})" for t in cfg.targets))
+            return 0
+        from . import forwarder
+
+        if args.cmd == "list":
+            for name in forwarder().deadletters.names(args.prefix, args.limit):
+                print(name)
+            return 0
+        report = forwarder().replay(names=args.name, prefix=args.prefix, limit=args.limit)
+        print(json.dumps(report, indent=2))
+        return 1 if report["failed"] or report["invalid"] else 0
+    except StorageUnavailable as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 2
+    except FluxOpsError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The forwarder: decode → route → dedupe → deliver with retries → dead-letter, for one batch.
+
+Guarantees (issue #3):
+
+- every message ends as *delivered* (or *unchanged*/*skipped* for Azure DevOps, or a *duplicate*) for each
+  target that takes it, or as a dead-letter record (rejected message, or undeliverable (event, target)
+  with the error and the attempt count);
+- retries: 429, 408/425, 5xx, connection errors and timeouts are retried with exponential backoff and full
+  jitter (``min(max, base * 2^(n-1))``), waiting at least ``Retry-After``; at most ``max_attempts`` per
+  (event, target), and never past the batch budget (``batch_budget`` seconds from the start, well inside
+  host.json's ``functionTimeout``): what is still failing then is dead-lettered;
+- deliveries run on a bounded thread pool (``concurrency``) over one pooled ``requests.Session``, so a
+  slow target does not serialise the batch;
+- a storage failure (dedupe table or dead-letter container) raises :class:`StorageUnavailable` after the
+  other jobs finished: the invocation fails and Event Hub delivers the batch again (the dedupe records
+  make that retry skip what was already delivered).
+
+Settings (app settings, :meth:`DeliverySettings.from_env`): ``NOTIFY_MAX_ATTEMPTS`` (5),
+``NOTIFY_BACKOFF_BASE_SECONDS`` (0.5), ``NOTIFY_BACKOFF_MAX_SECONDS`` (30), ``NOTIFY_BATCH_BUDGET_SECONDS``
+(240), ``NOTIFY_CONCURRENCY`` (32), ``NOTIFY_SECRET_TTL_SECONDS`` (300).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from shared import errors
+
+from .deadletter import REJECTED, UNDELIVERABLE, make_record
+from .dedupe import StorageUnavailable
+from .events import FluxEvent, InvalidEvent, parse_event
+from .routing import RoutingConfig, Target
+from .targets import DELIVERED, SKIPPED, UNCHANGED, DeliveryError, Sender
+
+log = logging.getLogger(__name__)
+
+DUPLICATE, FAILED = "duplicate", "dead-lettered"
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, integer: bool = False,
+            minimum: float = 0.0) -> Any:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise errors.InvalidInput(name, f"app setting {raw!r} is not a {'whole ' if integer else ''}number") from None
+    if value < minimum:
+        raise errors.InvalidInput(name, f"app setting must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    max_attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    batch_budget: float = 240.0
+    concurrency: int = 32
+    secret_ttl: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeliverySettings":
+        """Raises :class:`shared.errors.InvalidInput` naming the bad app setting."""
+        return cls(max_attempts=_number(environ, "NOTIFY_MAX_ATTEMPTS", 5, integer=True, minimum=1),
+                   backoff_base=_number(environ, "NOTIFY_BACKOFF_BASE_SECONDS", 0.5),
+                   backoff_max=_number(environ, "NOTIFY_BACKOFF_MAX_SECONDS", 30.0),
+                   batch_budget=_number(environ, "NOTIFY_BATCH_BUDGET_SECONDS", 240.0, minimum=1),
+                   concurrency=_number(environ, "NOTIFY_CONCURRENCY", 32, integer=True, minimum=1),
+                   secret_ttl=_number(environ, "NOTIFY_SECRET_TTL_SECONDS", 300.0))
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1))))
+        return max(delay, retry_after or 0.0)
+
+
+@dataclass
+class Message:
+    """One incoming message: raw ``body``, where it came from (``source``, kept in dead letters),
+    ``owner`` (dedupe claim owner: stable across redeliveries of the same message) and ``cluster``
+    (from the HTTP route; None for Event Hub)."""
+
+    body: bytes
+    source: dict = field(default_factory=dict)
+    owner: str = ""
+    cluster: str | None = None
+
+
+@dataclass
+class Delivery:
+    target: str
+    dedupe_key: str
+    outcome: str
+    attempts: int
+    latency: float  # seconds from this job's start (dedupe claim) to its outcome
+    finished: float  # seconds from the batch start to the outcome
+    dead_letter: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """Counts of one batch; ``deliveries`` lists every (event, target) job, ``dead_letters`` blob names."""
+
+    received: int = 0
+    rejected: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    dead_letters: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for d in self.deliveries if d.outcome == outcome)
+
+    def summary(self) -> dict:
+        return {"received": self.received, "rejected": self.rejected,
+                "delivered": self.count(DELIVERED), "unchanged": self.count(UNCHANGED),
+                "skipped": self.count(SKIPPED), "duplicates": self.count(DUPLICATE),
+                "deadLettered": len(self.dead_letters)}
+
+
+class Forwarder:
+    """One per process (built by :func:`shared.notify.forwarder`); ``forward`` is thread-safe."""
+
+    def __init__(self, config: RoutingConfig, sender: Sender, dedupe, deadletters,
+                 settings: DeliverySettings | None = None, *, sleep=time.sleep):
+        self.config = config
+        self.sender = sender
+        self.dedupe = dedupe
+        self.deadletters = deadletters
+        self.settings = settings or DeliverySettings()
+        self._sleep = sleep
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify")
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def parse(self, message: Message) -> FluxEvent:
+        return parse_event(message.body, cluster_key=self.config.cluster_metadata_key,
+                           default_cluster=self.config.default_cluster, cluster=message.cluster)
+
+    def reject(self, message: Message, reason: str, *, event: dict | None = None) -> str:
+        """Dead-letter a message that will not be forwarded (malformed, bad signature)."""
+        record = make_record(REJECTED, error=reason, cluster=message.cluster, event=event,
+                             body=None if event is not None else message.body, source=message.source)
+        return self.deadletters.put(record)
+
+    def forward(self, messages: list[Message]) -> BatchResult:
+        """Process one batch; returns when every message is delivered or dead-lettered.
+        Raises :class:`StorageUnavailable` if dedupe or dead-lettering failed for any of them."""
+        start = time.monotonic()
+        deadline = start + self.settings.batch_budget
+        result = BatchResult(received=len(messages))
+        jobs: list[tuple[Message, FluxEvent, Target]] = []
+        storage_error: StorageUnavailable | None = None
+        for message in messages:
+            try:
+                event = self.parse(message)
+            except InvalidEvent as exc:
+                result.rejected += 1
+                log.warning("notify: rejected message %s: %s", _where(message.source), exc)
+                try:
+                    result.dead_letters.append(self.reject(message, str(exc)))
+                except StorageUnavailable as err:
+                    storage_error = storage_error or err
+                continue
+            jobs.extend((message, event, t) for t in self.config.route(event))
+        futures = [self._executor().submit(self._job, m, e, t, start, deadline) for m, e, t in jobs]
+        for fut in futures:
+            try:
+                delivery = fut.result()
+            except StorageUnavailable as err:
+                storage_error = storage_error or err
+                continue
+            result.deliveries.append(delivery)
+            if delivery.dead_letter:
+                result.dead_letters.append(delivery.dead_letter)
+        log.info("notify: batch %s", result.summary())
+        if storage_error is not None:
+            log.error("notify: storage unavailable, failing the invocation so the batch is retried: %s",
+                      storage_error)
+            raise storage_error
+        return result
+
+    def _deliver(self, target: Target, event: FluxEvent, deadline: float) -> tuple[str | None, int, str]:
+        """(outcome or None, attempts, last error)."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self.sender.send(target, event), attempts, ""
+            except InvalidEvent as exc:
+                return None, attempts, str(exc)
+            except DeliveryError as exc:
+                if not exc.retryable:
+                    return None, attempts, str(exc)
+                if attempts >= self.settings.max_attempts:
+                    return None, attempts, f"{exc} (gave up after {attempts} attempts)"
+                delay = self.settings.backoff(attempts, exc.retry_after)
+                if time.monotonic() + delay > deadline:
+                    return None, attempts, f"{exc} (batch retry budget exhausted)"
+                self._sleep(delay)
+
+    def _job(self, message: Message, event: FluxEvent, target: Target, start: float, deadline: float) -> Delivery:
+        began = time.monotonic()
+        key = event.dedupe_key()
+        if not self.dedupe.claim(target.name, key, message.owner):
+            now = time.monotonic()
+            return Delivery(target.name, key, DUPLICATE, 0, now - began, now - start)
+        outcome, attempts, error = self._deliver(target, event, deadline)
+        if outcome is not None:
+            self.dedupe.delivered(target.name, key)
+            now = time.monotonic()
+            return Delivery(target.name, key, outcome, attempts, now - began, now - start)
+        log.warning("notify: dead-lettering %s/%s for target %s after %d attempt(s): %s",
+                    event.kind, event.name, target.name, attempts, error)
+        record = make_record(UNDELIVERABLE, error=error, attempts=attempts, target=target.name,
+                             cluster=event.cluster, event=event.data, dedupe_key=key, source=message.source)
+        name = self.deadletters.put(record)
+        self.dedupe.release(target.name, key)
+        now = time.monotonic()
+        return Delivery(target.name, key, FAILED, attempts, now - began, now - start, dead_letter=name)
+
+    # replay ----------------------------------------------------------------------------------------
+    def replay(self, names: list[str] | None = None, prefix: str | None = None, limit: int = 100) -> dict:
+        """Re-send dead letters (``names``, else the first ``limit`` under ``prefix``).
+
+        ``undeliverable``: sent again to its target only, without the dedupe window (an operator asked);
+        deleted when delivered, else rewritten with the new error and the attempts added up.
+        ``rejected``: decoded again and forwarded to every matching target as a new message; deleted once
+        forwarded (new failures become new dead letters); kept if still invalid.
+        Returns ``{"replayed": [...], "failed": [{"name", "error"}], "invalid": [...]}``.
+        """
+        chosen = list(names) if names else list(self.deadletters.names(prefix, limit))
+        report: dict[str, list] = {"replayed": [], "failed": [], "invalid": []}
+        deadline = time.monotonic() + self.settings.batch_budget
+        for name in chosen:
+            record = self.deadletters.get(name)
+            source = {"trigger": "replay", "deadLetter": name}
+            if record.get("kind") == UNDELIVERABLE:
+                target = self.config.target(record.get("target") or "")
+                if target is None:
+                    report["failed"].append({"name": name, "error": f"target {record.get('target')!r} is not configured"})
+                    continue
+                try:
+                    event = parse_event(record["event"], cluster=record.get("cluster"))
+                except InvalidEvent as exc:
+                    report["invalid"].append({"name": name, "error": str(exc)})
+                    continue
+                outcome, attempts, error = self._deliver(target, event, deadline)
+                if outcome is not None:
+                    self.dedupe.delivered(target.name, event.dedupe_key(), at=time.time())
+                    self.deadletters.delete(name)
+                    report["replayed"].append(name)
+                else:
+                    record["attempts"] = int(record.get("attempts") or 0) + attempts
+                    record["error"] = error
+                    self.deadletters.put(record, name)
+                    report["failed"].append({"name": name, "error": error})
+            else:
+                raw = record.get("event")
+                body = json.dumps(raw).encode() if raw is not None else str(record.get("body") or "").encode()
+                message = Message(body=body,
+                                  source=source, owner=f"replay/{name}", cluster=record.get("cluster"))
+                try:
+                    self.parse(message)
+                except InvalidEvent as exc:
+                    report["invalid"].append({"name": name, "error": str(exc)})
+                    continue
+                result = self.forward([message])
+                self.deadletters.delete(name)
+                report["replayed"].append(name)
+                if result.dead_letters:
+                    report["failed"].extend({"name": n, "error": "dead-lettered again"} for n in result.dead_letters)
+        return report
+
+
+def _where(source: dict) -> str:
+    if source.get("trigger") == "eventhub":
+        return f"partition {source.get('partition')} sequence {source.get('sequenceNumber')}"
+    return str(source.get("trigger") or "message")
