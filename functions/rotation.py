@@ -1,0 +1,104 @@
+"""Credential rotation (issue #4): the timer, "rotate one cluster now", and the cluster registry.
+
+- ``rotate_credentials``: timer trigger, schedule from app setting ``ROTATION_SCHEDULE`` (NCRONTAB with
+  seconds, e.g. ``0 */10 * * * *``); ``run_on_startup`` off as the Functions docs advise; timers are
+  singletons (blob lease). Per-cluster failures are logged in the summary and never raised, so the run
+  is not retried for them; a registry or settings failure raises (the invocation fails and is logged).
+- ``rotate_cluster_now``: ``POST /api/rotation/clusters/{name}`` (admin key): 200 with the summary
+  (:meth:`shared.rotation.RotationSummary.to_dict`), 502 with the same body when the cluster failed,
+  404 when not registered.
+- ``registry_list``/``registry_get``/``registry_put``/``registry_delete``: ``GET /api/registry/clusters``,
+  ``GET|PUT|DELETE /api/registry/clusters/{name}`` (admin key). PUT takes a
+  :class:`shared.registry.ClusterRecord` JSON object (201 created, 200 replaced); 400
+  ``{"error": {"code", "field", "message"}}`` for a bad field.
+Routes avoid the host-reserved ``admin`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger("functions.rotation")
+
+
+def _json(body, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _error(exc) -> func.HttpResponse:
+    body = {"error": {"code": exc.code, "message": str(exc)}}
+    if getattr(exc, "field", None):
+        body["error"]["field"] = exc.field
+    return _json(body, exc.status)
+
+
+@bp.function_name("rotate_credentials")
+@bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def rotate_credentials(timer: func.TimerRequest) -> None:
+    from shared import rotation
+
+    if timer.past_due:
+        log.warning("rotation: the timer is past due; running now")
+    summary = rotation.rotate_all()  # logs the summary
+    if summary.failed:
+        log.warning("rotation: %d of %d cluster(s) failed; they are tried again next run",
+                    summary.failed, len(summary.clusters))
+
+
+@bp.function_name("rotate_cluster_now")
+@bp.route(route="rotation/clusters/{name}", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def rotate_cluster_now(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import rotation
+    from shared.errors import FluxOpsError
+
+    try:
+        summary = rotation.rotate_cluster(req.route_params.get("name", ""))
+    except FluxOpsError as exc:
+        return _error(exc)
+    return _json(summary.to_dict(), 502 if summary.failed else 200)
+
+
+@bp.function_name("registry_list")
+@bp.route(route="registry/clusters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+def registry_list(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import services
+    from shared.errors import FluxOpsError
+
+    try:
+        records = services.registry().list()
+    except FluxOpsError as exc:
+        return _error(exc)
+    return _json({"clusters": [r.to_dict() for r in records]})
+
+
+@bp.function_name("registry_cluster")
+@bp.route(route="registry/clusters/{name}", methods=["GET", "PUT", "DELETE"], auth_level=func.AuthLevel.ADMIN)
+def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import services
+    from shared.errors import FluxOpsError, InvalidInput
+    from shared.registry import ClusterRecord
+
+    name = req.route_params.get("name", "")
+    try:
+        registry = services.registry()
+        if req.method == "GET":
+            return _json(registry.get(name).to_dict())
+        if req.method == "DELETE":
+            registry.delete(name)
+            return func.HttpResponse(status_code=204)
+        try:
+            body = req.get_json()
+        except ValueError:
+            raise InvalidInput("body", "must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("body", "must be a JSON object")
+        if body.get("name", name) != name:
+            raise InvalidInput("name", "must match the name in the URL")
+        record, created = registry.upsert(ClusterRecord.from_dict({**body, "name": name}))
+    except FluxOpsError as exc:
+        return _error(exc)
+    return _json(record.to_dict(), 201 if created else 200)

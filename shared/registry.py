@@ -1,0 +1,351 @@
+"""The cluster registry: one Azure Table storage entity per cluster the app manages (issue #4).
+
+Table ``REGISTRY_TABLE`` (default ``fluxclusters``) in the Functions storage account; ``PartitionKey``
+is ``"cluster"``, ``RowKey`` the cluster name. Entity properties use the JSON (request-body) spelling
+of :class:`ClusterRecord` fields, so ``GET /api/registry/clusters`` shows what the table holds.
+
+Storage account, first match wins (the same account the Functions host uses):
+
+1. ``REGISTRY_STORAGE_CONNECTION``: a connection string (Azurite's, or a dedicated account);
+2. ``AzureWebJobsStorage``: the Function's own storage connection string;
+3. identity-based ``AzureWebJobsStorage__tableServiceUri``, or ``AzureWebJobsStorage__accountName``
+   (``https://<name>.table.core.windows.net``), with ``DefaultAzureCredential``; the identity needs the
+   "Storage Table Data Contributor" role (``0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3``).
+
+``azure-data-tables`` (12.7) is imported lazily (Functions cold start). Records hold **names** of
+secrets (Key Vault secret names, Kubernetes Secret names), never secret values.
+References: learn.microsoft.com/azure/storage/tables/table-storage-overview (entities, keys);
+learn.microsoft.com/python/api/overview/azure/data-tables-readme (``TableClient``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+from shared import errors
+from shared.keyvault import validate_secret_name
+
+log = logging.getLogger(__name__)
+
+PARTITION = "cluster"
+DEFAULT_TABLE = "fluxclusters"
+
+#: Git auth modes. ``pat``: the PAT from Key Vault secret ``patSecret`` goes to ``username``/``password``
+#: (what ``flux bootstrap git --token-auth`` writes). ``entra-bearer``: an Entra ID access token for Azure
+#: DevOps goes to ``bearerToken``. ``entra-password``: the same token goes to ``password`` with
+#: ``username``. ``none``: the app does not manage the Git credential (Event Hub only).
+GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "none")
+
+_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label; safe as a RowKey
+_DNS1123_LABEL = _CLUSTER_NAME
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_EVENTHUB_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?$")  # 1-256 chars
+_EVENTHUB_NS = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9](\.servicebus\.[a-z0-9.]+)?$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+
+
+def _subdomain(value: Any, field: str) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise errors.InvalidInput(field, "must be a Kubernetes object name (lower-case DNS-1123 subdomain, at most 253 characters)")
+    return value
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """One managed cluster. JSON (and table entity) spelling in brackets.
+
+    * ``name`` [``name``]: cluster name, a DNS-1123 label (1-63 ``a-z 0-9 -``); the table's RowKey.
+    * ``kubeconfig_secret`` [``kubeconfigSecret``]: Key Vault secret holding the cluster's kubeconfig
+      YAML; ``context`` [``context``]: its context (None: ``current-context``).
+    * ``namespace`` [``namespace``]: Flux namespace (default ``flux-system``).
+    * ``source_secret`` [``sourceSecret``]: the GitRepository's ``spec.secretRef`` Secret (default
+      ``flux-system``); ``git_repository`` [``gitRepository``]: the GitRepository annotated with
+      ``reconcile.fluxcd.io/requestedAt`` after a change and whose ``spec.url`` the new credential is
+      checked against (default ``flux-system``, as ``flux bootstrap``).
+    * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``); ``username``
+      [``username``]: written with ``password`` in ``pat``/``entra-password`` modes (default ``git``).
+    * ``pat_secret`` [``patSecret``]: Key Vault secret holding the PAT (required in ``pat`` mode).
+    * ``allow_insecure_http`` [``allowInsecureHttp``]: allow an ``http://`` GitRepository URL for the
+      credential check (local test servers only; default false).
+    * ``eventhub_secret`` [``eventHubSecret``], ``eventhub_name`` [``eventHubName``],
+      ``eventhub_namespace`` [``eventHubNamespace``]: for a cluster whose notification Provider
+      (``azureeventhub``) publishes with a JWT: the Provider's Secret (in ``namespace``; keys ``token`` and
+      ``address``), the hub name (written as ``address``) and the Event Hubs namespace (the Provider's
+      ``spec.channel``; recorded for operators). All three or none.
+    """
+
+    name: str
+    kubeconfig_secret: str
+    namespace: str = "flux-system"
+    source_secret: str = "flux-system"
+    git_repository: str = "flux-system"
+    git_auth: str = "pat"
+    username: str = "git"
+    pat_secret: str | None = None
+    context: str | None = None
+    allow_insecure_http: bool = False
+    eventhub_secret: str | None = None
+    eventhub_name: str | None = None
+    eventhub_namespace: str | None = None
+
+    # JSON field name <-> attribute
+    _JSON = {"name": "name", "kubeconfigSecret": "kubeconfig_secret", "namespace": "namespace",
+             "sourceSecret": "source_secret", "gitRepository": "git_repository", "gitAuth": "git_auth",
+             "username": "username", "patSecret": "pat_secret", "context": "context",
+             "allowInsecureHttp": "allow_insecure_http", "eventHubSecret": "eventhub_secret",
+             "eventHubName": "eventhub_name", "eventHubNamespace": "eventhub_namespace"}
+
+    @property
+    def has_eventhub(self) -> bool:
+        return bool(self.eventhub_secret)
+
+    def validate(self) -> "ClusterRecord":
+        """Check every field; returns self. Raises ``InvalidInput(<JSON field name>, message)``."""
+        if not isinstance(self.name, str) or not _CLUSTER_NAME.match(self.name):
+            raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
+        validate_secret_name(self.kubeconfig_secret, "kubeconfigSecret")
+        if self.context is not None and (not isinstance(self.context, str) or not self.context.strip()):
+            raise errors.InvalidInput("context", "must be a non-empty kubeconfig context name when given")
+        if not isinstance(self.namespace, str) or not _DNS1123_LABEL.match(self.namespace):
+            raise errors.InvalidInput("namespace", "must be a Kubernetes namespace name (DNS-1123 label)")
+        _subdomain(self.source_secret, "sourceSecret")
+        _subdomain(self.git_repository, "gitRepository")
+        if self.git_auth not in GIT_AUTH_MODES:
+            raise errors.InvalidInput("gitAuth", f"must be one of {', '.join(GIT_AUTH_MODES)}")
+        if not isinstance(self.username, str) or not self.username or ":" in self.username or len(self.username) > 256:
+            raise errors.InvalidInput("username", "must be a non-empty user name without ':'")
+        if self.git_auth == "pat":
+            if self.pat_secret is None:
+                raise errors.InvalidInput("patSecret", "is required when gitAuth is 'pat'")
+            validate_secret_name(self.pat_secret, "patSecret")
+        elif self.pat_secret is not None:
+            validate_secret_name(self.pat_secret, "patSecret")
+        if not isinstance(self.allow_insecure_http, bool):
+            raise errors.InvalidInput("allowInsecureHttp", "must be true or false")
+        eh = {"eventHubSecret": self.eventhub_secret, "eventHubName": self.eventhub_name,
+              "eventHubNamespace": self.eventhub_namespace}
+        given = [k for k, v in eh.items() if v is not None]
+        if given and len(given) != 3:
+            missing = next(k for k in eh if k not in given)
+            raise errors.InvalidInput(missing, "eventHubSecret, eventHubName and eventHubNamespace go together")
+        if given:
+            _subdomain(self.eventhub_secret, "eventHubSecret")
+            if not isinstance(self.eventhub_name, str) or not _EVENTHUB_NAME.match(self.eventhub_name):
+                raise errors.InvalidInput("eventHubName", "must be an Event Hub name (1-256 letters, digits, '.', '_', '-')")
+            if not isinstance(self.eventhub_namespace, str) or not _EVENTHUB_NS.match(self.eventhub_namespace):
+                raise errors.InvalidInput(
+                    "eventHubNamespace", "must be an Event Hubs namespace name (6-50 characters) or its "
+                    "<name>.servicebus.windows.net host name")
+        if self.git_auth == "none" and not given:
+            raise errors.InvalidInput("gitAuth", "'none' leaves nothing to rotate unless the Event Hub fields are set")
+        return self
+
+    @classmethod
+    def from_dict(cls, body: Any) -> "ClusterRecord":
+        """Build and validate from a JSON object (request body or table entity; ``PartitionKey``,
+        ``RowKey`` and unknown ``odata``/timestamp keys of an entity are ignored). Unknown fields of a
+        request are refused: ``InvalidInput(<field>, "unknown field")``."""
+        if not isinstance(body, Mapping):
+            raise errors.InvalidInput("body", "must be a JSON object")
+        kwargs: dict[str, Any] = {}
+        for key, value in body.items():
+            if key in ("PartitionKey", "RowKey", "Timestamp", "etag") or key.startswith("odata"):
+                continue
+            attr = cls._JSON.get(key)
+            if attr is None:
+                raise errors.InvalidInput(key, "unknown field")
+            if value is None or (isinstance(value, str) and value == "" and attr not in ("name", "kubeconfig_secret")):
+                continue  # null/empty = default
+            kwargs[attr] = value
+        for required in ("name", "kubeconfig_secret"):
+            if required not in kwargs:
+                json_name = next(k for k, v in cls._JSON.items() if v == required)
+                raise errors.InvalidInput(json_name, "is required")
+        return cls(**kwargs).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (fields that are None are left out)."""
+        values = asdict(self)
+        return {k: values[a] for k, a in self._JSON.items() if values[a] is not None}
+
+
+class Registry:
+    """The records in one table. Thread-safe; the table is created on first use.
+
+    ``table_client``: an ``azure.data.tables.TableClient`` (tests, or :meth:`from_settings`).
+    Errors: :class:`shared.errors.NotFound` (no such cluster), ``InvalidInput`` (bad record),
+    :class:`shared.errors.UpstreamError` (storage failed or unreachable; message names the table).
+    """
+
+    def __init__(self, table_client):
+        self._table = table_client
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE) -> "Registry":
+        from azure.data.tables import TableClient
+
+        return cls(TableClient.from_connection_string(connection_string, table_name=_table_name(table),
+                                                      retry_total=2, connection_timeout=10, read_timeout=30))
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "Registry":
+        """From app settings (see the module docstring); ``REGISTRY_TABLE`` names the table.
+        Raises ``InvalidInput("REGISTRY_STORAGE_CONNECTION", ...)`` when no account is configured."""
+        table = _table_name((environ.get("REGISTRY_TABLE") or DEFAULT_TABLE).strip(), "REGISTRY_TABLE")
+        conn = (environ.get("REGISTRY_STORAGE_CONNECTION") or environ.get("AzureWebJobsStorage") or "").strip()
+        if conn:
+            return cls.from_connection_string(conn, table)
+        url = (environ.get("AzureWebJobsStorage__tableServiceUri") or "").strip()
+        account = (environ.get("AzureWebJobsStorage__accountName") or "").strip()
+        if not url and account:
+            url = f"https://{account}.table.core.windows.net"
+        if not url:
+            raise errors.InvalidInput(
+                "REGISTRY_STORAGE_CONNECTION", "app setting is missing (nor is AzureWebJobsStorage or "
+                "AzureWebJobsStorage__accountName set); the registry lives in Azure Table storage")
+        from azure.data.tables import TableClient
+        from azure.identity import DefaultAzureCredential
+
+        return cls(TableClient(url, table_name=table, credential=DefaultAzureCredential(), retry_total=2,
+                               connection_timeout=10, read_timeout=30))
+
+    @property
+    def table_name(self) -> str:
+        return self._table.table_name
+
+    def close(self) -> None:
+        self._table.close()
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                self._table.create_table()
+                log.info("registry: created table %s", self.table_name)
+            except ResourceExistsError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                raise self._upstream("create table", exc) from None
+            self._ready = True
+
+    def _upstream(self, action: str, exc: BaseException) -> errors.UpstreamError:
+        detail = getattr(exc, "error_code", None) or type(exc).__name__
+        return errors.UpstreamError(f"cluster registry (table {self.table_name}): {action} failed ({detail})")
+
+    def list(self) -> list[ClusterRecord]:
+        """Every record, sorted by name. Entities that no longer validate are skipped with a warning
+        (one bad row must not hide the fleet)."""
+        self._ensure_table()
+        try:
+            entities = list(self._table.query_entities(f"PartitionKey eq '{PARTITION}'"))
+        except Exception as exc:  # noqa: BLE001
+            raise self._upstream("list", exc) from None
+        out = []
+        for entity in entities:
+            try:
+                out.append(ClusterRecord.from_dict(dict(entity)))
+            except errors.InvalidInput as exc:
+                log.warning("registry: skipping invalid record %r: %s", entity.get("RowKey"), exc)
+        return sorted(out, key=lambda r: r.name)
+
+    def get(self, name: str) -> ClusterRecord:
+        """The record of ``name``; ``NotFound`` if not registered, ``InvalidInput("name")`` for a bad name."""
+        _check_name(name)
+        self._ensure_table()
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._table.get_entity(PARTITION, name)
+        except ResourceNotFoundError:
+            raise errors.NotFound(f"cluster {name!r} is not registered") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._upstream(f"get {name}", exc) from None
+        return ClusterRecord.from_dict(dict(entity))
+
+    def upsert(self, record: ClusterRecord) -> tuple[ClusterRecord, bool]:
+        """Validate and store ``record`` (replacing an existing one). Returns (record, created)."""
+        record.validate()
+        self._ensure_table()
+        from azure.data.tables import UpdateMode
+
+        created = not self.exists(record.name)
+        entity = {"PartitionKey": PARTITION, "RowKey": record.name, **record.to_dict()}
+        try:
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except Exception as exc:  # noqa: BLE001
+            raise self._upstream(f"upsert {record.name}", exc) from None
+        log.info("registry: %s cluster %s", "added" if created else "updated", record.name)
+        return record, created
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+            return True
+        except errors.NotFound:
+            return False
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``'s record; ``NotFound`` if it was not registered."""
+        self.get(name)
+        try:
+            self._table.delete_entity(PARTITION, name)
+        except Exception as exc:  # noqa: BLE001
+            raise self._upstream(f"delete {name}", exc) from None
+        log.info("registry: removed cluster %s", name)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _CLUSTER_NAME.match(name):
+        raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
+    return name
+
+
+def _table_name(name: str, field: str = "table") -> str:
+    if not _TABLE_NAME.match(name or ""):
+        raise errors.InvalidInput(field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
+    return name
+
+
+def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secret: str,
+                            namespace: str = "flux-system", secret_name: str = "flux-system",
+                            username: str = "git", context: str | None = None,
+                            allow_insecure_http: bool = False, registry: Registry | None = None) -> ClusterRecord:
+    """Register (or update) the cluster a bootstrap just set up, in ``pat`` mode.
+
+    Arguments are the bootstrap request's: ``kubeconfig_secret`` (``kubeconfigSecret``),
+    ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret), ``namespace``, ``secret_name``
+    (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
+    (``allowInsecureHttp``); ``name`` is the cluster's registry name. The GitRepository is named after
+    the namespace, as ``flux bootstrap`` does. Fields a bootstrap does not know (the Event Hub fields)
+    are kept from an existing record. ``registry`` defaults to :func:`shared.services.registry`.
+    Returns the stored record; raises ``InvalidInput`` (bad field) or ``UpstreamError`` (storage).
+    """
+    if registry is None:
+        from shared import services
+
+        registry = services.registry()
+    try:
+        current = registry.get(name)
+    except errors.NotFound:
+        current = None
+    record = ClusterRecord(name=name, kubeconfig_secret=kubeconfig_secret) if current is None else current
+    record = replace(record, kubeconfig_secret=kubeconfig_secret, context=context, namespace=namespace,
+                     source_secret=secret_name, git_repository=namespace, git_auth="pat", username=username,
+                     pat_secret=password_secret, allow_insecure_http=allow_insecure_http)
+    stored, _ = registry.upsert(record)
+    return stored
+
+
+__all__ = ["ClusterRecord", "Registry", "GIT_AUTH_MODES", "register_from_bootstrap"]

@@ -1,0 +1,522 @@
+"""Credential rotation into every registered cluster's Secrets (issue #4): the timer's work.
+
+For each :class:`shared.registry.ClusterRecord`, on a thread pool of ``concurrency`` workers, each
+cluster isolated from the others' failures (an error is recorded in its :class:`ClusterResult`, never
+raised), with what each Flux consumer reads (``../shared/docs/notifications-and-rotation.md`` D3, A, B1):
+
+* **Git, ``pat`` mode.** The latest version of Key Vault secret ``patSecret`` is compared (SHA-256
+  digests, never the values) with ``password`` (and ``username``) of the source Secret. When they differ,
+  the PAT is first checked against the GitRepository's ``spec.url`` with a ``git ls-remote`` (dulwich,
+  :func:`shared.git.ls_remote`); only a PAT the server accepts is written (keys ``username``/``password``,
+  as ``flux bootstrap git --token-auth``; other keys survive), then the GitRepository gets
+  ``reconcile.fluxcd.io/requestedAt`` (``fluxcd/pkg/apis/meta/annotations.go``; source-controller
+  re-reads the Secret on every reconcile). Key Vault's ``exp`` is informational (Key Vault still returns
+  an expired secret, about-secrets): within ``pat_warning_days`` → a warning; passed → an error and
+  nothing written. A managed identity cannot mint PATs (Azure DevOps "You can't use service principals
+  or managed identities to create or revoke PATs"), so a human stores each new PAT as a new version.
+* **Git, ``entra-bearer`` / ``entra-password``.** When the token in the Secret (``bearerToken``, or
+  ``password`` with ``username``) has less than ``token_min_remaining`` left (its JWT ``exp``, read with
+  PyJWT without verifying the signature; absent or unreadable counts as expired), an Entra ID token for
+  Azure DevOps (scope ``499b84ac-1321-427f-aa17-267ca6975798/.default``) is minted with the Function's
+  identity, checked with ``git ls-remote`` (Bearer, or Basic with the token as password), written, and
+  the GitRepository annotated (source-controller ``api/v1`` secretRef keys ``bearerToken``,
+  ``username``/``password``).
+* **Event Hub JWT.** For a record with a notification Provider, when the Provider Secret's ``token``
+  expires within ``token_min_remaining`` (or ``address`` is not the hub name), a token for
+  ``https://eventhubs.azure.net/.default`` is minted and written as ``token`` with ``address`` = hub name
+  (the keys of fluxcd/flux2 ``manifests/integrations/eventhub-credentials-sync``; notification-controller
+  re-reads the Provider Secret for every event). Only a JWT that decodes, is not expired and, when it
+  names an audience, names Event Hubs is written.
+
+No credential value is logged, returned or put in an error: results name the Key Vault secret, its
+version and the Kubernetes Secret. A failed cluster is retried by the next run (nothing is remembered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from shared import errors
+
+log = logging.getLogger(__name__)
+
+ADO_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
+EVENTHUB_SCOPE = "https://eventhubs.azure.net/.default"
+EVENTHUB_AUDIENCE = "https://eventhubs.azure.net"
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+GITREPOSITORY_API = "source.toolkit.fluxcd.io/v1"
+
+
+@dataclass(frozen=True)
+class RotationSettings:
+    """Tuning, from app settings (:meth:`from_settings`).
+
+    ``pat_warning_days`` (``ROTATION_PAT_WARNING_DAYS``, default 7): warn when the PAT's Key Vault
+    ``exp`` is closer than this. ``token_min_remaining`` (``ROTATION_TOKEN_MIN_REMAINING_MINUTES``, default
+    20): refresh Entra/Event Hub tokens with less lifetime left. ``concurrency``
+    (``ROTATION_CONCURRENCY``, default 16): clusters handled at once.
+    """
+
+    pat_warning_days: float = 7.0
+    token_min_remaining: timedelta = timedelta(minutes=20)
+    concurrency: int = 16
+
+    @classmethod
+    def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "RotationSettings":
+        """Raises ``InvalidInput(<setting>, ...)`` for a value that is not a number in range."""
+
+        def num(name: str, default: float, lo: float, hi: float) -> float:
+            raw = (environ.get(name) or "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise errors.InvalidInput(name, f"{raw!r} is not a number") from None
+            if not lo <= value <= hi:
+                raise errors.InvalidInput(name, f"must be between {lo:g} and {hi:g}")
+            return value
+
+        return cls(pat_warning_days=num("ROTATION_PAT_WARNING_DAYS", 7, 0, 365),
+                   token_min_remaining=timedelta(minutes=num("ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, 0, 1440)),
+                   concurrency=int(num("ROTATION_CONCURRENCY", 16, 1, 128)))
+
+
+@dataclass
+class ClusterResult:
+    """What one run did to one cluster. ``status``: ``updated`` (a Secret was written), ``unchanged``
+    (checked, nothing to do) or ``failed`` (at least one error; other parts may still have been updated,
+    see ``changes``). ``changes``/``warnings``/``errors`` are one-line texts without credential values."""
+
+    cluster: str
+    changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    duration_ms: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.errors:
+            return "failed"
+        return "updated" if self.changes else "unchanged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "status": self.status, "changes": list(self.changes),
+                "warnings": list(self.warnings), "errors": list(self.errors), "durationMs": self.duration_ms}
+
+
+@dataclass
+class RotationSummary:
+    """A run: per-cluster results (in registry order) and counts. ``to_dict()`` is the JSON the HTTP
+    endpoint returns: ``{"checked", "updated", "unchanged", "failed", "warnings", "startedAt",
+    "durationSeconds", "clusters": [ClusterResult.to_dict(), ...]}``."""
+
+    clusters: list[ClusterResult]
+    started_at: datetime
+    duration_s: float
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.clusters if c.status == status)
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checked": len(self.clusters), "updated": self.count("updated"),
+                "unchanged": self.count("unchanged"), "failed": self.failed,
+                "warnings": sum(len(c.warnings) for c in self.clusters),
+                "startedAt": self.started_at.isoformat(), "durationSeconds": round(self.duration_s, 3),
+                "clusters": [c.to_dict() for c in self.clusters]}
+
+    def log(self, logger: logging.Logger = log) -> None:
+        """One line per cluster that changed, warned or failed, then the totals."""
+        for c in self.clusters:
+            if c.status == "failed":
+                logger.error("rotation: cluster %s failed: %s%s", c.cluster, "; ".join(c.errors),
+                             (" (also: " + "; ".join(c.changes) + ")") if c.changes else "")
+            elif c.changes:
+                logger.info("rotation: cluster %s updated: %s", c.cluster, "; ".join(c.changes))
+            for w in c.warnings:
+                logger.warning("rotation: cluster %s: %s", c.cluster, w)
+        d = self.to_dict()
+        logger.info("rotation: %d checked, %d updated, %d unchanged, %d failed, %d warnings in %.1f s",
+                    d["checked"], d["updated"], d["unchanged"], d["failed"], d["warnings"], self.duration_s)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def digest(value: str | None) -> str:
+    """SHA-256 hex of a credential, for comparisons (never log the value; the digest is not logged either)."""
+    return hashlib.sha256((value or "").encode("utf-8")).hexdigest()
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and hmac.compare_digest(digest(a), digest(b))
+
+
+def jwt_expiry(token: str | None) -> datetime | None:
+    """The ``exp`` claim of a JWT as an aware UTC datetime, read with PyJWT **without** verifying the
+    signature (we only need to know when to refresh); None when absent, not a JWT, or without ``exp``."""
+    if not token:
+        return None
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        return None
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)):
+        return None
+    return datetime.fromtimestamp(exp, timezone.utc)
+
+
+def _jwt_audience(token: str) -> list[str]:
+    import jwt
+
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False, "verify_exp": False}).get("aud")
+    except jwt.PyJWTError:
+        return []
+    return [aud] if isinstance(aud, str) else list(aud or [])
+
+
+def _fmt_delta(delta: timedelta) -> str:
+    s = int(delta.total_seconds())
+    if abs(s) >= 86400:
+        return f"{s / 86400:.1f} days"
+    if abs(s) >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s // 60} min"
+
+
+class _Memo:
+    """Per-run memo: ``get(key, fn)`` runs ``fn`` once per key (concurrent callers wait), remembering
+    the result or the exception (a PAT shared by 500 clusters is read and checked once)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: dict[Any, tuple[threading.Event, list]] = {}
+
+    def get(self, key: Any, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._entries[key] = (threading.Event(), [])
+        event, box = entry
+        if owner:
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - re-raised for every caller
+                box.append((False, exc))
+            finally:
+                event.set()
+        else:
+            event.wait()
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+
+class _Redactor:
+    """Strips known credential values from a text (for unexpected exceptions' messages)."""
+
+    def __init__(self):
+        self.values: list[str] = []
+
+    def add(self, value: str | None) -> None:
+        if value and len(value) >= 4:
+            self.values.append(value)
+
+    def __call__(self, text: str) -> str:
+        for v in sorted(set(self.values), key=len, reverse=True):
+            text = text.replace(v, "<redacted>")
+        return text
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+class Rotator:
+    """One rotation run over some records.
+
+    ``keyvault``: :class:`shared.keyvault.KeyVault`; ``credential``: a ``TokenCredential`` (its
+    ``get_token(scope)`` → ``AccessToken(token, expires_on)``); ``cluster_factory(kubeconfig_text,
+    context)`` → :class:`shared.kube.Cluster`; ``clock()`` → aware UTC datetime (tests); ``git_ca_file``:
+    optional CA bundle for the ``ls-remote`` check. Defaults come from :mod:`shared.services`.
+    """
+
+    def __init__(self, *, keyvault=None, credential=None, cluster_factory=None,
+                 settings: RotationSettings | None = None, clock: Callable[[], datetime] | None = None,
+                 git_ca_file: str | None = None):
+        from shared import services
+
+        self._keyvault = keyvault
+        self._credential = credential
+        self.cluster_factory = cluster_factory or services.cluster_from_kubeconfig
+        self.settings = settings or RotationSettings.from_settings()
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.git_ca_file = git_ca_file
+        self._secrets = _Memo()
+        self._checks = _Memo()
+        self._tokens = _Memo()
+
+    @property
+    def keyvault(self):
+        if self._keyvault is None:
+            from shared import services
+
+            self._keyvault = services.keyvault()
+        return self._keyvault
+
+    @property
+    def credential(self):
+        if self._credential is None:
+            from shared import services
+
+            self._credential = services.credential()
+        return self._credential
+
+    # shared, memoised look-ups ------------------------------------------------------------------
+    def _secret(self, name: str, field: str):
+        return self._secrets.get(name, lambda: self.keyvault.get_secret(name, field=field))
+
+    def _mint(self, scope: str) -> tuple[str, datetime]:
+        """(token, expires_on) for ``scope``, minted once per run."""
+
+        def mint():
+            try:
+                at = self.credential.get_token(scope)
+            except errors.FluxOpsError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - azure-identity's CredentialUnavailableError, ClientAuthenticationError...
+                raise errors.AuthenticationFailed(
+                    f"could not get an Entra ID token for {scope} with the Function's identity ({type(exc).__name__})") from None
+            token = getattr(at, "token", None)
+            if not isinstance(token, str) or not token.strip():
+                raise errors.AuthenticationFailed(f"the credential returned an empty token for {scope}")
+            return token, datetime.fromtimestamp(int(at.expires_on), timezone.utc)
+
+        return self._tokens.get(scope, mint)
+
+    def _check_git(self, url: str, auth, allow_insecure_http: bool) -> None:
+        from shared.git import ls_remote
+
+        key = (url, auth.username, digest(auth.password), digest(auth.bearer_token), allow_insecure_http)
+        self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http))
+
+    # run ------------------------------------------------------------------------------------------
+    def run(self, records: Iterable) -> RotationSummary:
+        """Rotate every record; never raises for a cluster's failure. Results keep ``records`` order."""
+        records = list(records)
+        started = self.clock()
+        t0 = time.monotonic()
+        if not records:
+            return RotationSummary([], started, 0.0)
+        workers = max(1, min(self.settings.concurrency, len(records)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
+            results = list(pool.map(self.rotate_one, records))
+        return RotationSummary(results, started, time.monotonic() - t0)
+
+    def rotate_one(self, record) -> ClusterResult:
+        """Rotate one cluster; every failure becomes an entry of ``errors``."""
+        t0 = time.monotonic()
+        result = ClusterResult(record.name)
+        redact = _Redactor()
+        cluster = None
+        try:
+            try:
+                kubeconfig = self._secret(record.kubeconfig_secret, "kubeconfigSecret").value
+                redact.add(kubeconfig)
+                cluster = self.cluster_factory(kubeconfig, record.context)
+            except errors.FluxOpsError as exc:
+                result.errors.append(f"cluster access: {redact(str(exc))}")
+                return result
+            except Exception as exc:  # noqa: BLE001 - isolation: one cluster never stops the run
+                result.errors.append(f"cluster access: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
+                return result
+            parts = []
+            if record.git_auth == "pat":
+                parts.append(("git", self._rotate_pat))
+            elif record.git_auth in ("entra-bearer", "entra-password"):
+                parts.append(("git", self._rotate_entra))
+            if record.has_eventhub:
+                parts.append(("eventhub", self._rotate_eventhub))
+            for label, part in parts:
+                try:
+                    part(record, cluster, result, redact)
+                except errors.FluxOpsError as exc:
+                    result.errors.append(f"{label}: {redact(str(exc))}")
+                except Exception as exc:  # noqa: BLE001 - isolation: one cluster never stops the run
+                    result.errors.append(f"{label}: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
+            return result
+        finally:
+            if cluster is not None:
+                try:
+                    cluster.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            result.duration_ms = int((time.monotonic() - t0) * 1000)
+
+    # parts ------------------------------------------------------------------------------------------
+    def _source_secret(self, record, cluster) -> dict[str, str]:
+        data = cluster.read_secret_data(record.namespace, record.source_secret)
+        if data is None:
+            raise errors.NotFound(f"source Secret {record.namespace}/{record.source_secret} not found "
+                                  "(bootstrap the cluster first); nothing written")
+        return data
+
+    def _repo_url(self, record, cluster) -> str:
+        repo = cluster.get(GITREPOSITORY_API, "GitRepository", record.git_repository, record.namespace)
+        if repo is None:
+            raise errors.NotFound(f"GitRepository {record.namespace}/{record.git_repository} not found; nothing written")
+        url = (repo.get("spec") or {}).get("url")
+        if not url:
+            raise errors.InvalidInput("gitRepository", f"GitRepository {record.namespace}/{record.git_repository} has no spec.url")
+        return url
+
+    def _write_and_annotate(self, record, cluster, result: ClusterResult, values: dict[str, str], what: str) -> None:
+        ref = f"Secret {record.namespace}/{record.source_secret}"
+        change = cluster.reconcile_secret(record.namespace, record.source_secret, values)
+        if change.action == "unchanged":
+            return
+        result.changes.append(f"{ref}: {', '.join(sorted(values))} {change.action} ({what})")
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            cluster.annotate(GITREPOSITORY_API, "GitRepository", record.git_repository, record.namespace,
+                             {REQUESTED_AT: now})
+        except errors.FluxOpsError as exc:
+            raise errors.UpstreamError(f"{ref} was updated but annotating GitRepository "
+                                       f"{record.namespace}/{record.git_repository} failed: {exc}") from None
+        result.changes.append(f"GitRepository {record.namespace}/{record.git_repository} annotated {REQUESTED_AT}")
+
+    def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+        from shared.git import GitAuth, GitAuthError
+
+        pat = self._secret(record.pat_secret, "patSecret")
+        redact.add(pat.value)
+        kv_ref = f"Key Vault secret {record.pat_secret} (version {pat.version})"
+        now = self.clock()
+        if pat.expires_on is not None:
+            left = pat.expires_on - now
+            if left <= timedelta(0):
+                raise errors.AuthenticationFailed(
+                    f"PAT in {kv_ref} expired {_fmt_delta(-left)} ago ({pat.expires_on:%Y-%m-%d %H:%M} UTC); "
+                    "store a new PAT as a new version of the secret; nothing written")
+            if left <= timedelta(days=self.settings.pat_warning_days):
+                result.warnings.append(
+                    f"PAT in {kv_ref} expires in {_fmt_delta(left)} ({pat.expires_on:%Y-%m-%d %H:%M} UTC); "
+                    "create a new PAT in Azure DevOps and store it as a new version of the secret")
+        if not pat.value.strip():
+            raise errors.InvalidInput("patSecret", f"{kv_ref} is empty; nothing written")
+        current = self._source_secret(record, cluster)
+        redact.add(current.get("password"))
+        if _same(current.get("password"), pat.value) and current.get("username") == record.username:
+            return
+        url = self._repo_url(record, cluster)
+        try:
+            self._check_git(url, GitAuth(record.username, password=pat.value, ca_file=self.git_ca_file),
+                            record.allow_insecure_http)
+        except GitAuthError:
+            raise errors.AuthenticationFailed(
+                f"the PAT in {kv_ref} was refused by {url} (git ls-remote); nothing written") from None
+        self._write_and_annotate(record, cluster, result, {"username": record.username, "password": pat.value},
+                                 f"PAT from {kv_ref}, checked with git ls-remote")
+
+    def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+        from shared.git import GitAuth, GitAuthError
+
+        bearer = record.git_auth == "entra-bearer"
+        key = "bearerToken" if bearer else "password"
+        current = self._source_secret(record, cluster)
+        redact.add(current.get(key))
+        now = self.clock()
+        threshold = self.settings.token_min_remaining
+        exp = jwt_expiry(current.get(key))
+        username_ok = bearer or current.get("username") == record.username
+        if exp is not None and exp - now >= threshold and username_ok:
+            return
+        token, token_exp = self._mint(ADO_SCOPE)
+        redact.add(token)
+        if token_exp <= now:
+            raise errors.AuthenticationFailed("the Entra ID token for Azure DevOps is already expired; nothing written")
+        if token_exp - now < threshold:
+            result.warnings.append(f"the Entra ID token for Azure DevOps is valid for only {_fmt_delta(token_exp - now)}")
+        if _same(current.get(key), token) and username_ok:
+            return  # the credential handed out the token the cluster already has
+        url = self._repo_url(record, cluster)
+        auth = (GitAuth(record.username, bearer_token=token, ca_file=self.git_ca_file) if bearer
+                else GitAuth(record.username, password=token, ca_file=self.git_ca_file))
+        try:
+            self._check_git(url, auth, record.allow_insecure_http)
+        except GitAuthError:
+            raise errors.AuthenticationFailed(
+                f"the Entra ID token for Azure DevOps was refused by {url} (git ls-remote; is the identity "
+                "added to the organization with Basic access and project Readers?); nothing written") from None
+        values = {key: token} if bearer else {"username": record.username, "password": token}
+        self._write_and_annotate(record, cluster, result, values,
+                                 f"Entra ID token valid until {token_exp:%Y-%m-%d %H:%M} UTC, checked with git ls-remote")
+
+    def _rotate_eventhub(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+        ns, name = record.namespace, record.eventhub_secret
+        current = cluster.read_secret_data(ns, name) or {}
+        redact.add(current.get("token"))
+        now = self.clock()
+        threshold = self.settings.token_min_remaining
+        exp = jwt_expiry(current.get("token"))
+        if exp is not None and exp - now >= threshold and current.get("address") == record.eventhub_name:
+            return
+        token, token_exp = self._mint(EVENTHUB_SCOPE)
+        redact.add(token)
+        jwt_exp = jwt_expiry(token)
+        if jwt_exp is None:
+            raise errors.AuthenticationFailed("the Event Hubs token is not a JWT with an exp claim; nothing written")
+        if min(jwt_exp, token_exp) <= now:
+            raise errors.AuthenticationFailed("the Event Hubs token is already expired; nothing written")
+        audiences = _jwt_audience(token)
+        if audiences and not any(a.rstrip("/") == EVENTHUB_AUDIENCE for a in audiences):
+            raise errors.AuthenticationFailed("the Event Hubs token is for another audience; nothing written")
+        if min(jwt_exp, token_exp) - now < threshold:
+            result.warnings.append(f"the Event Hubs token is valid for only {_fmt_delta(min(jwt_exp, token_exp) - now)}")
+        change = cluster.reconcile_secret(ns, name, {"token": token, "address": record.eventhub_name})
+        if change.action != "unchanged":
+            result.changes.append(f"Secret {ns}/{name}: token, address {change.action} "
+                                  f"(Event Hubs token valid until {jwt_exp:%Y-%m-%d %H:%M} UTC)")
+
+
+# -- entry points -----------------------------------------------------------------------------------
+
+
+def rotate(records: Iterable, **kwargs) -> RotationSummary:
+    """Rotate ``records`` (see :class:`Rotator` for the keyword arguments) and log the summary."""
+    summary = Rotator(**kwargs).run(records)
+    summary.log()
+    return summary
+
+
+def rotate_all(**kwargs) -> RotationSummary:
+    """The timer's run: every record of :func:`shared.services.registry`. Raises only when the
+    registry cannot be read (``UpstreamError``) or a setting is invalid (``InvalidInput``)."""
+    from shared import services
+
+    return rotate(services.registry().list(), **kwargs)
+
+
+def rotate_cluster(name: str, **kwargs) -> RotationSummary:
+    """Rotate one registered cluster now; ``NotFound`` when it is not registered."""
+    from shared import services
+
+    return rotate([services.registry().get(name)], **kwargs)

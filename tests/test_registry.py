@@ -1,0 +1,181 @@
+"""The cluster registry (issue #4) on Azurite's Table service: records, validation, the admin HTTP
+endpoints through the indexed app, the CLI, and ``register_from_bootstrap``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from shared import cli, services
+from shared.errors import InvalidInput, NotFound
+from shared.registry import ClusterRecord, Registry, register_from_bootstrap
+
+
+@pytest.fixture
+def registry(azurite):
+    reg = Registry.from_connection_string(azurite.connection_string, f"reg{uuid.uuid4().hex[:12]}")
+    services.set_registry_factory(lambda: reg)
+    try:
+        yield reg
+    finally:
+        services.set_registry_factory(None)
+        reg.close()
+
+
+def full(**kw) -> dict:
+    body = {"name": "aks-weu-1", "kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat"}
+    body.update(kw)
+    return body
+
+
+@pytest.mark.parametrize("body, field", [
+    (full(name="AKS_1"), "name"),
+    (full(name=""), "name"),
+    ({"kubeconfigSecret": "k"}, "name"),
+    (full(kubeconfigSecret=None), "kubeconfigSecret"),
+    (full(kubeconfigSecret="has space"), "kubeconfigSecret"),
+    (full(namespace="Flux_System"), "namespace"),
+    (full(sourceSecret="bad/name"), "sourceSecret"),
+    (full(gitRepository="-x"), "gitRepository"),
+    (full(gitAuth="ssh"), "gitAuth"),
+    (full(patSecret=None), "patSecret"),
+    (full(patSecret="bad_name"), "patSecret"),
+    (full(username="a:b"), "username"),
+    (full(allowInsecureHttp="yes"), "allowInsecureHttp"),
+    (full(eventHubSecret="eh-token", eventHubName="flux"), "eventHubNamespace"),
+    (full(eventHubSecret="eh-token", eventHubName="bad name!", eventHubNamespace="contoso-flux"), "eventHubName"),
+    (full(eventHubSecret="eh-token", eventHubName="flux", eventHubNamespace="x"), "eventHubNamespace"),
+    (full(gitAuth="none", patSecret=None), "gitAuth"),
+    (full(color="blue"), "color"),
+])
+def test_invalid_records_name_the_field(body, field):
+    with pytest.raises(InvalidInput) as err:
+        ClusterRecord.from_dict(body)
+    assert err.value.field == field
+
+
+def test_record_defaults_and_json_round_trip():
+    r = ClusterRecord.from_dict(full(eventHubSecret="eh-token", eventHubName="flux-events",
+                                     eventHubNamespace="contoso-flux.servicebus.windows.net"))
+    assert (r.namespace, r.source_secret, r.git_repository, r.git_auth, r.username) == \
+        ("flux-system", "flux-system", "flux-system", "pat", "git")
+    assert r.has_eventhub and ClusterRecord.from_dict(r.to_dict()) == r
+    assert ClusterRecord.from_dict(full(gitAuth="entra-bearer", patSecret=None)).pat_secret is None
+
+
+def test_crud_on_table_storage(registry):
+    assert registry.list() == []
+    a = ClusterRecord.from_dict(full(name="b-cluster"))
+    b = ClusterRecord.from_dict(full(name="a-cluster", gitAuth="entra-bearer", patSecret=None))
+    assert registry.upsert(a) == (a, True)
+    assert registry.upsert(b) == (b, True)
+    assert [r.name for r in registry.list()] == ["a-cluster", "b-cluster"]  # sorted
+    changed = ClusterRecord.from_dict(full(name="b-cluster", namespace="flux"))
+    assert registry.upsert(changed) == (changed, False)
+    assert registry.get("b-cluster").namespace == "flux"
+    registry.delete("a-cluster")
+    with pytest.raises(NotFound):
+        registry.get("a-cluster")
+    with pytest.raises(NotFound):
+        registry.delete("a-cluster")
+    with pytest.raises(InvalidInput):
+        registry.get("Bad Name")
+    # a row that no longer validates is skipped, not fatal for the fleet
+    registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": "broken", "name": "broken", "gitAuth": "ssh"})
+    assert [r.name for r in registry.list()] == ["b-cluster"]
+
+
+def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry):
+    r = register_from_bootstrap(name="aks-1", kubeconfig_secret="aks-1-kubeconfig", password_secret="pat-1")
+    assert (r.git_auth, r.pat_secret, r.source_secret, r.git_repository) == ("pat", "pat-1", "flux-system", "flux-system")
+    registry.upsert(ClusterRecord.from_dict({**r.to_dict(), "eventHubSecret": "eh", "eventHubName": "flux",
+                                             "eventHubNamespace": "contoso-flux"}))
+    r2 = register_from_bootstrap(name="aks-1", kubeconfig_secret="aks-1-kc2", password_secret="pat-2",
+                                 namespace="gitops", secret_name="gitops-auth", username="flux")
+    stored = registry.get("aks-1")
+    assert stored == r2
+    assert (stored.kubeconfig_secret, stored.pat_secret, stored.namespace, stored.source_secret,
+            stored.git_repository, stored.username) == ("aks-1-kc2", "pat-2", "gitops", "gitops-auth", "gitops", "flux")
+    assert (stored.eventhub_secret, stored.eventhub_name, stored.eventhub_namespace) == ("eh", "flux", "contoso-flux")
+    with pytest.raises(InvalidInput) as err:
+        register_from_bootstrap(name="aks-1", kubeconfig_secret="kc", password_secret="bad_name")
+    assert err.value.field == "patSecret"
+
+
+def test_storage_settings():
+    with pytest.raises(InvalidInput) as err:
+        Registry.from_settings({})
+    assert err.value.field == "REGISTRY_STORAGE_CONNECTION"
+    with pytest.raises(InvalidInput) as err:
+        Registry.from_settings({"REGISTRY_TABLE": "no-dashes", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert err.value.field == "REGISTRY_TABLE"
+    reg = Registry.from_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert reg.table_name == "fluxclusters"
+
+
+# -- HTTP endpoints through the indexed app -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def registry_functions(functions_by_name):
+    return functions_by_name
+
+
+def _call(fn, method: str, name: str | None = None, body=None):
+    import azure.functions as func
+
+    url = "/api/registry/clusters" + (f"/{name}" if name else "")
+    raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    resp = fn.get_user_function()(func.HttpRequest(method, url, route_params={"name": name} if name else {}, body=raw))
+    text = resp.get_body().decode()
+    return resp.status_code, (json.loads(text) if text else None)
+
+
+def test_registry_endpoints(registry_functions, registry):
+    one, many = registry_functions["registry_cluster"], registry_functions["registry_list"]
+    for fn in (one, many):
+        assert fn.get_trigger().get_dict_repr()["authLevel"].value == "admin"
+
+    assert _call(many, "GET") == (200, {"clusters": []})
+    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat"})
+    assert status == 201 and body["name"] == "aks-1" and body["gitAuth"] == "pat"
+    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat-2"})
+    assert status == 200 and body["patSecret"] == "pat-2"
+    assert _call(one, "GET", "aks-1")[1]["patSecret"] == "pat-2"
+    assert [c["name"] for c in _call(many, "GET")[1]["clusters"]] == ["aks-1"]
+
+    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "gitAuth": "ssh"})
+    assert status == 400 and body["error"]["field"] == "gitAuth"
+    status, body = _call(one, "PUT", "aks-2", {"name": "other", "kubeconfigSecret": "k", "patSecret": "p"})
+    assert status == 400 and body["error"]["field"] == "name"
+    status, body = _call(one, "PUT", "aks-2", b"not json")
+    assert status == 400 and body["error"]["field"] == "body"
+
+    assert _call(one, "DELETE", "aks-1") == (204, None)
+    assert _call(one, "DELETE", "aks-1")[0] == 404
+    assert _call(one, "GET", "aks-1")[0] == 404
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+
+
+def test_cli_registry_add_list_remove(registry, capsys):
+    assert cli.main(["registry", "add", "aks-1", "--kubeconfig-secret", "aks-1-kubeconfig", "--pat-secret", "fleet-pat",
+                     "--eventhub-secret", "eh", "--eventhub-name", "flux", "--eventhub-namespace", "contoso-flux"]) == 0
+    assert "added aks-1" in capsys.readouterr().err
+    assert cli.main(["registry", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)["clusters"]
+    assert [(c["name"], c["eventHubName"]) for c in listed] == [("aks-1", "flux")]
+    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k"]) == 1  # pat mode needs --pat-secret
+    assert "patSecret" in capsys.readouterr().err
+    assert cli.main(["registry", "remove", "aks-1"]) == 0
+    assert cli.main(["registry", "remove", "aks-1"]) == 1
+    assert "not registered" in capsys.readouterr().err
+    assert registry.list() == []
+
+
+def test_cli_rotate_unknown_cluster_fails(registry, capsys):
+    assert cli.main(["rotate", "--cluster", "nope"]) == 1
+    assert "nope" in capsys.readouterr().err
