@@ -72,7 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("--context", default=None)
     git.add_argument("--timeout", default="0s", help="wait this long for the sync objects to become ready (default: check once)")
     git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
+    _add_rotation_commands(sub)
     return parser
+
+
+def _add_rotation_commands(sub) -> None:
+    """``registry list|add|remove`` and ``rotate [--cluster NAME]`` (issue #4). Storage and Key Vault
+    come from the app settings in the environment (``REGISTRY_STORAGE_CONNECTION`` or
+    ``AzureWebJobsStorage``, ``KEY_VAULT_URL``); tokens from ``DefaultAzureCredential``."""
+    reg = sub.add_parser("registry", help="list, add or remove clusters of the rotation registry")
+    rsub = reg.add_subparsers(dest="action", required=True)
+    rsub.add_parser("list", help="print the registered clusters as JSON")
+    add = rsub.add_parser("add", help="register a cluster (replaces an existing record of the same name)")
+    add.add_argument("name", help="cluster name (a-z, 0-9, '-')")
+    add.add_argument("--kubeconfig-secret", required=True, help="Key Vault secret holding the kubeconfig")
+    add.add_argument("--context", default=None)
+    add.add_argument("-n", "--namespace", default="flux-system")
+    add.add_argument("--secret-name", dest="source_secret", default="flux-system", help="source Secret (default %(default)s)")
+    add.add_argument("--git-repository", default="flux-system", help="GitRepository to annotate (default %(default)s)")
+    add.add_argument("--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "none"])
+    add.add_argument("-u", "--username", default="git")
+    add.add_argument("--pat-secret", default=None, help="Key Vault secret holding the PAT (gitAuth pat)")
+    add.add_argument("--allow-insecure-http", action="store_true")
+    add.add_argument("--eventhub-secret", default=None, help="notification Provider Secret (keys token, address)")
+    add.add_argument("--eventhub-name", default=None, help="Event Hub name (written as address)")
+    add.add_argument("--eventhub-namespace", default=None, help="Event Hubs namespace (the Provider's channel)")
+    rm = rsub.add_parser("remove", help="unregister a cluster")
+    rm.add_argument("name")
+    rot = sub.add_parser("rotate", help="rotate credentials now (all registered clusters, or one)")
+    rot.add_argument("--cluster", default=None, help="only this registered cluster")
 
 
 def _install(args) -> int:
@@ -100,7 +128,7 @@ def _bootstrap(args) -> int:
     from .flux.options import normalize_duration, normalize_path, parse_duration
 
     if args.password is not None:
-        raise InvalidInput("--password", f"is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
+        raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
     if not args.token_auth:
         raise InvalidInput("--token-auth", "is required: only token auth (PAT over HTTPS) is supported")
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
@@ -134,6 +162,41 @@ def _bootstrap(args) -> int:
     return 0
 
 
+def _registry(args) -> int:
+    import json
+
+    from . import services
+    from .registry import ClusterRecord
+
+    registry = services.registry()
+    if args.action == "list":
+        print(json.dumps({"clusters": [r.to_dict() for r in registry.list()]}, indent=2))
+        return 0
+    if args.action == "remove":
+        registry.delete(args.name)
+        print(f"✔ removed {args.name}", file=sys.stderr)
+        return 0
+    record = ClusterRecord(
+        name=args.name, kubeconfig_secret=args.kubeconfig_secret, context=args.context, namespace=args.namespace,
+        source_secret=args.source_secret, git_repository=args.git_repository, git_auth=args.git_auth,
+        username=args.username, pat_secret=args.pat_secret, allow_insecure_http=args.allow_insecure_http,
+        eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
+        eventhub_namespace=args.eventhub_namespace)
+    _, created = registry.upsert(record)
+    print(f"✔ {'added' if created else 'updated'} {args.name}", file=sys.stderr)
+    return 0
+
+
+def _rotate(args) -> int:
+    import json
+
+    from . import rotation
+
+    summary = rotation.rotate_cluster(args.cluster) if args.cluster else rotation.rotate_all()
+    print(json.dumps(summary.to_dict(), indent=2))
+    return 1 if summary.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     import logging
@@ -145,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install":
             return _install(args)
+        if args.command == "registry":
+            return _registry(args)
+        if args.command == "rotate":
+            return _rotate(args)
         return _bootstrap(args)
     except (FluxOpsError, RuntimeError) as exc:
         print(f"✗ {exc}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""Process-wide providers of the peers a Function talks to (Key Vault, clusters).
+"""Process-wide providers of the peers a Function talks to (Key Vault, storage, credentials, the
+cluster registry).
 
-In Azure they are built from app settings with the Function's managed identity. A local run or a
-test swaps a provider for one wired to local peers (``set_keyvault_factory``); the code under test
-is still the real client code, only the endpoint and credential differ.
+In Azure each is built once per process from app settings with the Function's managed identity
+(cold start: nothing is built until first use). A local run or a test swaps a provider's factory
+for one wired to local peers (``set_keyvault_factory`` and friends); the code under test is still
+the real client code, only the endpoint and credential differ.
 """
 
 from __future__ import annotations
@@ -10,31 +12,110 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-_lock = threading.Lock()
-_keyvault = None
-_keyvault_factory: Callable[[], object] | None = None
+
+class _Provider:
+    """A lazily built singleton with a replaceable factory."""
+
+    def __init__(self, default: Callable[[], object]):
+        self._default = default
+        self._factory: Callable[[], object] | None = None
+        self._value: object | None = None
+        self._lock = threading.Lock()
+
+    def set_factory(self, factory: Callable[[], object] | None) -> None:
+        with self._lock:
+            self._factory = factory
+            self._value = None
+
+    def get(self):
+        with self._lock:
+            if self._value is None:
+                self._value = (self._factory or self._default)()
+            return self._value
+
+
+def _default_keyvault():
+    from .keyvault import KeyVault
+
+    return KeyVault.from_settings()
+
+
+def _default_storage():
+    from .notify.storage import Storage
+
+    return Storage.from_settings()
+
+
+def _default_registry():
+    from .registry import Registry
+
+    return Registry.from_settings()
+
+
+def _default_credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+_keyvault = _Provider(_default_keyvault)
+_storage = _Provider(_default_storage)
+_registry = _Provider(_default_registry)
+_credential = _Provider(_default_credential)
+_devops_credential = _Provider(_default_credential)
+
+
+def keyvault():
+    """The shared :class:`shared.keyvault.KeyVault` (app setting ``KEY_VAULT_URL``)."""
+    return _keyvault.get()
 
 
 def set_keyvault_factory(factory: Callable[[], object] | None) -> None:
     """Use ``factory()`` to build the Key Vault client (None restores the app-settings default)."""
-    global _keyvault, _keyvault_factory
-    with _lock:
-        _keyvault_factory = factory
-        _keyvault = None
+    _keyvault.set_factory(factory)
 
 
-def keyvault():
-    """The shared :class:`shared.keyvault.KeyVault` (built once per process: cold start)."""
-    global _keyvault
-    with _lock:
-        if _keyvault is None:
-            if _keyvault_factory is not None:
-                _keyvault = _keyvault_factory()
-            else:
-                from .keyvault import KeyVault
+def storage():
+    """The shared :class:`shared.notify.storage.Storage` (Table + Blob clients for the forwarder)."""
+    return _storage.get()
 
-                _keyvault = KeyVault.from_settings()
-        return _keyvault
+
+def set_storage_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the notification storage (None restores the app-settings default)."""
+    _storage.set_factory(factory)
+
+
+def registry():
+    """The shared :class:`shared.registry.Registry` (the cluster registry on Azure Table storage)."""
+    return _registry.get()
+
+
+def set_registry_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the cluster registry (None restores the app-settings default)."""
+    _registry.set_factory(factory)
+
+
+def credential():
+    """A ``TokenCredential`` (the Function's managed identity through ``DefaultAzureCredential``;
+    ``AZURE_CLIENT_ID`` selects a user-assigned one) used by :mod:`shared.rotation` to mint tokens for
+    Azure DevOps (``499b84ac-1321-427f-aa17-267ca6975798/.default``) and Event Hubs
+    (``https://eventhubs.azure.net/.default``)."""
+    return _credential.get()
+
+
+def set_credential_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` for the rotation's token credential (None restores ``DefaultAzureCredential``)."""
+    _credential.set_factory(factory)
+
+
+def devops_credential():
+    """A ``TokenCredential`` for Azure DevOps REST calls of the forwarder (managed identity)."""
+    return _devops_credential.get()
+
+
+def set_devops_credential_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` for the Azure DevOps token credential (None restores ``DefaultAzureCredential``)."""
+    _devops_credential.set_factory(factory)
 
 
 def cluster_from_kubeconfig(kubeconfig: str, context: str | None = None):

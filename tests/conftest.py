@@ -4,6 +4,8 @@ registry) lives in ``tests/peers`` with its own fixtures, registered here as plu
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -13,4 +15,15 @@ pytest_plugins = [
     "tests.peers.kube_api",
     "tests.peers.keyvault",
     "tests.peers.oci_registry",
+    "tests.peers.azurite",
+    "tests.peers.http_targets",
 ]
+
+
+@pytest.fixture(scope="session")
+def functions_by_name():
+    """function_app indexed once per process, as the Functions worker does (``get_functions()``
+    refuses a second call on the same app): ``{function name: Function}``."""
+    from function_app import app
+
+    return {fn.get_function_name(): fn for fn in app.get_functions()}

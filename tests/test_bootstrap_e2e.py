@@ -25,14 +25,6 @@ V292 = GOLDEN / "talos-v2.9.2-6comp" / "gotk-components.yaml"
 REAL_CLUSTER = bool(os.environ.get("TEST_KUBECONFIG"))
 
 
-@pytest.fixture(scope="session")
-def functions_by_name():
-    """Index function_app.py once per process, as the Functions worker does."""
-    from function_app import app
-
-    return {fn.get_function_name(): fn for fn in app.get_functions()}
-
-
 @pytest.fixture
 def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, monkeypatch):
     """A repository, a vault holding the PAT and the kubeconfig, and the distribution setting."""

@@ -12,7 +12,7 @@ from itertools import count
 import pytest
 
 from shared import errors
-from shared.keyvault import KeyVault, KeyVaultError, SecretNotFound, SecretValue
+from shared.keyvault import KeyVault, KeyVaultError, SecretNotFound
 from tests.peers.keyvault import SCOPE, KeyVaultTestCredential
 
 SECRET = "pat-Zq9-very-secret-value"

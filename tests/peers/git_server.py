@@ -34,6 +34,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
+from tests.peers._serving import serve_in_thread, stop_server
+
 GIT = shutil.which("git") or "/usr/bin/git"
 REALM = "https://dev.azure.com/"
 _ROUTE = re.compile(
@@ -241,20 +243,12 @@ class AzureDevOpsGitServer:
             self.tls_ca.cert_pem.write_to_path(str(ca_path))
             self.ca_file = str(ca_path)
         self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(httpd, f"ado-git-server:{httpd.server_address[1]}")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        stop_server(self._httpd, self._thread)
+        self._httpd = self._thread = None
 
     def __enter__(self) -> "AzureDevOpsGitServer":
         return self.start()

@@ -43,12 +43,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
+
+from tests.peers._serving import serve_in_thread, stop_server
 
 RESOURCE = "https://vault.azure.net"
 SCOPE = RESOURCE + "/.default"
@@ -246,19 +248,12 @@ class KeyVaultServer:
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler, ctx, self)
         port = self._httpd.server_address[1]
         self.vault_url = f"https://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"keyvault-test-server:{port}", daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(self._httpd, f"keyvault-test-server:{port}")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        stop_server(self._httpd, self._thread)
+        self._httpd = self._thread = None
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
