@@ -25,6 +25,29 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> fu
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
+def _register(opts, refs) -> dict:
+    """Register the cluster for credential rotation. The bootstrap has succeeded by now, so a
+    registry failure is reported in the response and logged, not turned into a failed request."""
+    from shared.errors import FluxOpsError
+    from shared.registry import register_from_bootstrap
+
+    try:
+        record = register_from_bootstrap(
+            name=refs["clusterName"],
+            kubeconfig_secret=refs["kubeconfigSecret"],
+            password_secret=refs["passwordSecret"],
+            namespace=opts.namespace,
+            secret_name=opts.secret_name,
+            username=opts.username,
+            context=refs["context"],
+            allow_insecure_http=opts.allow_insecure_http,
+        )
+    except FluxOpsError as exc:
+        log.error("cluster %s not registered for rotation: %s", refs["clusterName"], exc)
+        return {"status": "failed", "cluster": refs["clusterName"], "message": str(exc)}
+    return {"status": "registered", "cluster": record.name}
+
+
 @bp.function_name("bootstrap")
 @bp.route(route="bootstrap", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
@@ -62,6 +85,7 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         log.error("bootstrap failed: %s", exc)
         return _error(exc.status, exc.code, str(exc))
     summary = result.summary()
+    summary["registry"] = _register(opts, refs)
     failed = [k for k, v in summary["health"].items() if v.get("status") == "failed"]
     summary["status"] = "failed" if failed else "succeeded"
     if failed:

@@ -501,7 +501,9 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``. Credentials are named,
     never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required) and
     ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, required), optional
-    ``context``. Returns the options and ``{"passwordSecret", "kubeconfigSecret", "context"}``.
+    ``context``, and ``clusterName``, the cluster's name in the registry that credential rotation
+    walks (default: the last segment of ``path``, else ``kubeconfigSecret``). Returns the options and
+    ``{"passwordSecret", "kubeconfigSecret", "context", "clusterName"}``.
 
     Raises InvalidInput naming the first bad field; unknown fields are errors too."""
     if not isinstance(body, dict):
@@ -518,6 +520,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "registry": (str, DEFAULT_REGISTRY), "networkPolicy": (bool, True), "watchAllNamespaces": (bool, True),
         "logLevel": (str, "info"), "clusterDomain": (str, "cluster.local"), "timeout": (str, "0s"),
         "passwordSecret": (str, None), "kubeconfigSecret": (str, None), "context": (str, None),
+        "clusterName": (str, None),
     }
     unknown = sorted(set(body) - set(spec))
     if unknown:
@@ -555,7 +558,13 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         cluster_domain=values["clusterDomain"],
         timeout=timeout,
     ).validate()
-    refs = {"passwordSecret": values["passwordSecret"], "kubeconfigSecret": values["kubeconfigSecret"], "context": values["context"]}
+    cluster_name = values["clusterName"] or (opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"])
+    refs = {
+        "passwordSecret": values["passwordSecret"],
+        "kubeconfigSecret": values["kubeconfigSecret"],
+        "context": values["context"],
+        "clusterName": cluster_name,
+    }
     return opts, refs
 
 

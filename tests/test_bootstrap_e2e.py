@@ -26,7 +26,21 @@ REAL_CLUSTER = bool(os.environ.get("TEST_KUBECONFIG"))
 
 
 @pytest.fixture
-def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, monkeypatch):
+def cluster_registry(azurite):
+    """The cluster registry on Azurite (Table storage), as the Function gets it."""
+    import uuid
+
+    from shared.registry import Registry
+
+    reg = Registry.from_connection_string(azurite.connection_string, f"reg{uuid.uuid4().hex[:12]}")
+    services.set_registry_factory(lambda: reg)
+    yield reg
+    services.set_registry_factory(None)
+    reg.close()
+
+
+@pytest.fixture
+def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, cluster_registry, monkeypatch):
     """A repository, a vault holding the PAT and the kubeconfig, and the distribution setting."""
     ado_git_server.create_repo("contoso", "platform", "fleet")
     keyvault_server.seed("fleet-pat", git_pat)
@@ -40,6 +54,7 @@ def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, mon
         "cluster": Cluster.from_kubeconfig(kubeconfig_text),
         "pat": git_pat,
         "vault": keyvault_server,
+        "registry": cluster_registry,
     }
     services.set_keyvault_factory(None)
 
@@ -131,6 +146,11 @@ def test_bootstrap_end_to_end_then_rerun_changes_nothing(functions_by_name, env,
     assert len(git_log(env["bare"], "main")) == 2
     assert again["cluster"]["created"] == 0 and again["cluster"]["configured"] == 0, again["cluster"]["changes"]
     assert snapshot(cluster) == before
+
+    # The cluster is registered for credential rotation, by name, with the secrets' names only.
+    assert body["registry"] == {"status": "registered", "cluster": "aks-weu-1"}
+    record = env["registry"].get("aks-weu-1")
+    assert (record.kubeconfig_secret, record.pat_secret, record.git_auth, record.source_secret) == ("aks-weu-1-kubeconfig", "fleet-pat", "pat", "flux-system")
 
     # The PAT never shows in responses or logs.
     assert env["pat"] not in json.dumps(body) + json.dumps(again)
@@ -310,3 +330,19 @@ def test_garbage_kubeconfig_is_400(functions_by_name, env):
     assert status == 400, body
     assert body["error"]["field"] == "kubeconfigSecret"
     assert git_log(env["bare"], "main") == []
+
+
+def test_registry_outage_is_reported_but_the_bootstrap_stands(functions_by_name, env, monkeypatch):
+    class Down:
+        def get(self, name):
+            from shared.errors import UpstreamError
+
+            raise UpstreamError("table storage unreachable")
+
+        upsert = get
+
+    services.set_registry_factory(lambda: Down())
+    status, body = call(functions_by_name, request(env, clusterName="weu-prod"))
+    assert status == 200, body
+    assert body["registry"] == {"status": "failed", "cluster": "weu-prod", "message": "table storage unreachable"}
+    assert len(git_log(env["bare"], "main")) == 2

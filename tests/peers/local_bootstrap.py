@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from shared import services
     from shared.keyvault import KeyVault
     from tests.peers.git_server import AzureDevOpsGitServer, log as git_log, read_tree
+    from tests.peers.azurite import start_or_fail as start_azurite
     from tests.peers.keyvault import KeyVaultServer
+    from shared.registry import Registry
 
     work = Path(tempfile.mkdtemp(prefix="flux-local-bootstrap-"))
     pat = secrets.token_urlsafe(32)
@@ -71,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         services.set_keyvault_factory(
             lambda: KeyVault(vault.vault_url, vault.credential(), connection_verify=vault.ca_file, verify_challenge_resource=False)
         )
+        azurite = start_azurite()
+        registry = Registry.from_connection_string(azurite.connection_string)
+        services.set_registry_factory(lambda: registry)
 
         _say("Local peers on 127.0.0.1:")
         _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat')")
         _say(f"  Key Vault test server          {vault.vault_url}")
         _say(f"  cluster                        {where}")
+        _say(f"  cluster registry (Table)       Azurite {azurite.table_endpoint}")
         _say(f"  Flux distribution              {os.environ['FLUX_MANIFESTS']}")
         _say()
 
@@ -125,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  {cluster['created']} created, {cluster['configured']} configured, {cluster['unchanged']} unchanged")
         for change in cluster["changes"]:
             _say(f"  {change}")
+        reg = result.get("registry", {})
+        _say(f"Registered for credential rotation: {reg.get('status')} as {reg.get('cluster')!r} {reg.get('message', '')}")
         _say("Health: " + ", ".join(f"{k} {v['status']} ({v.get('message', '')})" for k, v in result["health"].items()))
         _say()
 
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"Re-run: {len(again['repository']['commits'])} new commit(s); {cluster['created']} created, {cluster['configured']} configured, {cluster['unchanged']} unchanged")
         if kube is not None:
             kube.stop()
+        azurite.stop()
     return 0
 
 
