@@ -1842,9 +1842,37 @@ def local_kube_server(request):
 
 @pytest.fixture
 def kubeconfig_text(request, local_kube_server):
-    """Kubeconfig YAML text: the file named by TEST_KUBECONFIG, else the local test server's."""
+    """Kubeconfig YAML text: the file named by TEST_KUBECONFIG, else the local test server's.
+
+    A real cluster outlives the test, so there the ``flux-system`` Kustomization and GitRepository
+    a previous test left are removed first (pruning off and finalizers dropped, so nothing they
+    applied is garbage-collected): every test starts from a cluster that is not syncing yet. Name
+    only a throwaway cluster."""
     path = os.environ.get("TEST_KUBECONFIG")
     if path:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
+        reset_flux_sync(text)
+        return text
     return local_kube_server.kubeconfig()
+
+
+def reset_flux_sync(kubeconfig: str, namespace: str = "flux-system") -> None:
+    """Delete ``<namespace>/<namespace>`` Kustomization and GitRepository without cascading."""
+    import yaml
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    try:
+        api = client.CustomObjectsApi(api_client)
+        for group, plural in (("kustomize.toolkit.fluxcd.io", "kustomizations"), ("source.toolkit.fluxcd.io", "gitrepositories")):
+            try:
+                if plural == "kustomizations":
+                    api.patch_namespaced_custom_object(group, "v1", namespace, plural, namespace, {"spec": {"prune": False}})
+                api.patch_namespaced_custom_object(group, "v1", namespace, plural, namespace, {"metadata": {"finalizers": None}})
+                api.delete_namespaced_custom_object(group, "v1", namespace, plural, namespace)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+    finally:
+        api_client.close()
