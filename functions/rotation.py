@@ -3,14 +3,17 @@
 - ``rotate_credentials``: timer trigger, schedule from app setting ``ROTATION_SCHEDULE`` (NCRONTAB with
   seconds, e.g. ``0 */10 * * * *``); ``run_on_startup`` off as the Functions docs advise; timers are
   singletons (blob lease). Per-cluster failures are logged in the summary and never raised, so the run
-  is not retried for them; a registry or settings failure raises (the invocation fails and is logged).
+  is not retried for them; a registry or app-setting failure is logged and raised (the invocation fails).
 - ``rotate_cluster_now``: ``POST /api/rotation/clusters/{name}`` (admin key): 200 with the summary
   (:meth:`shared.rotation.RotationSummary.to_dict`), 502 with the same body when the cluster failed,
-  404 when not registered.
-- ``registry_list``/``registry_get``/``registry_put``/``registry_delete``: ``GET /api/registry/clusters``,
-  ``GET|PUT|DELETE /api/registry/clusters/{name}`` (admin key). PUT takes a
-  :class:`shared.registry.ClusterRecord` JSON object (201 created, 200 replaced); 400
-  ``{"error": {"code", "field", "message"}}`` for a bad field.
+  400 (bad name), 404 (not registered), 409 (stored record invalid), 500 (``InvalidSetting``: an app
+  setting is missing or invalid), 502 (registry storage failed).
+- ``registry_list``: ``GET /api/registry/clusters`` → ``{"clusters": [record, ...]}``, plus
+  ``"invalid": [{"name", "error"}, ...]`` when stored rows no longer validate.
+- ``registry_cluster``: ``GET|PUT|DELETE /api/registry/clusters/{name}`` (admin key). PUT takes a
+  :class:`shared.registry.ClusterRecord` JSON object (201 created, 200 replaced, also over an invalid
+  row); 400 ``{"error": {"code", "field", "message"}}`` for a bad field; DELETE 204, 404.
+Error bodies are ``{"error": {"code", "message"[, "field"]}}`` and never hold credential values.
 Routes avoid the host-reserved ``admin`` prefix.
 """
 
@@ -40,10 +43,15 @@ def _error(exc) -> func.HttpResponse:
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def rotate_credentials(timer: func.TimerRequest) -> None:
     from shared import rotation
+    from shared.errors import FluxOpsError
 
     if timer.past_due:
         log.warning("rotation: the timer is past due; running now")
-    summary = rotation.rotate_all()  # logs the summary
+    try:
+        summary = rotation.rotate_all()  # logs the summary
+    except FluxOpsError as exc:  # settings or registry: no cluster was touched
+        log.error("rotation: run not started: %s", exc)
+        raise
     if summary.failed:
         log.warning("rotation: %d of %d cluster(s) failed; they are tried again next run",
                     summary.failed, len(summary.clusters))
@@ -69,10 +77,13 @@ def registry_list(req: func.HttpRequest) -> func.HttpResponse:
     from shared.errors import FluxOpsError
 
     try:
-        records = services.registry().list()
+        records, invalid = services.registry().scan()
     except FluxOpsError as exc:
         return _error(exc)
-    return _json({"clusters": [r.to_dict() for r in records]})
+    body = {"clusters": [r.to_dict() for r in records]}
+    if invalid:
+        body["invalid"] = [{"name": n, "error": e} for n, e in invalid]
+    return _json(body)
 
 
 @bp.function_name("registry_cluster")

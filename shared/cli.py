@@ -162,15 +162,31 @@ def _bootstrap(args) -> int:
     return 0
 
 
+#: record field (JSON spelling) -> ``registry add`` flag, so errors name what the user typed
+_REGISTRY_FLAGS = {"name": "NAME", "kubeconfigSecret": "--kubeconfig-secret", "context": "--context",
+                   "namespace": "--namespace", "sourceSecret": "--secret-name", "gitRepository": "--git-repository",
+                   "gitAuth": "--git-auth", "username": "--username", "patSecret": "--pat-secret",
+                   "allowInsecureHttp": "--allow-insecure-http", "eventHubSecret": "--eventhub-secret",
+                   "eventHubName": "--eventhub-name", "eventHubNamespace": "--eventhub-namespace"}
+
+
 def _registry(args) -> int:
+    """``registry list`` prints ``{"clusters": [...]}`` (plus ``"invalid": [{"name", "error"}]`` for
+    stored rows that no longer validate); ``add``/``remove`` print one ``✔`` line to stderr. Errors
+    raise ``InvalidInput`` naming the flag (``--pat-secret``), ``NotFound``, ``UpstreamError``."""
     import json
 
     from . import services
+    from .errors import InvalidInput
     from .registry import ClusterRecord
 
     registry = services.registry()
     if args.action == "list":
-        print(json.dumps({"clusters": [r.to_dict() for r in registry.list()]}, indent=2))
+        records, invalid = registry.scan()
+        body = {"clusters": [r.to_dict() for r in records]}
+        if invalid:
+            body["invalid"] = [{"name": n, "error": e} for n, e in invalid]
+        print(json.dumps(body, indent=2))
         return 0
     if args.action == "remove":
         registry.delete(args.name)
@@ -182,12 +198,18 @@ def _registry(args) -> int:
         username=args.username, pat_secret=args.pat_secret, allow_insecure_http=args.allow_insecure_http,
         eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
         eventhub_namespace=args.eventhub_namespace)
+    try:
+        record.validate()
+    except InvalidInput as exc:
+        raise InvalidInput(_REGISTRY_FLAGS.get(exc.field, exc.field), exc.message) from None
     _, created = registry.upsert(record)
     print(f"✔ {'added' if created else 'updated'} {args.name}", file=sys.stderr)
     return 0
 
 
 def _rotate(args) -> int:
+    """Prints the summary JSON (:meth:`shared.rotation.RotationSummary.to_dict`); exit 1 when a
+    cluster failed. Warnings and failures are also logged to stderr."""
     import json
 
     from . import rotation

@@ -26,6 +26,14 @@ class InvalidInput(FluxOpsError):
         self.message = message
 
 
+class SettingError(InvalidInput):
+    """An app setting is missing or invalid (``field`` names the setting). A server-side problem:
+    HTTP endpoints answer 500, not 400, and timers fail their invocation."""
+
+    status = 500
+    code = "InvalidSetting"
+
+
 class NotFound(FluxOpsError):
     """A named thing (secret, repository, branch, object) does not exist."""
 

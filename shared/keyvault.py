@@ -124,18 +124,21 @@ class KeyVault:
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "KeyVault":
         """From app settings: ``KEY_VAULT_URL`` (required, ``https://<vault>.vault.azure.net``) and
         ``KEY_VAULT_CA_FILE`` (optional, local testing only: a CA bundle for a test vault; also turns off
-        the challenge-resource domain check). Raises :class:`shared.errors.InvalidInput` naming the setting.
+        the challenge-resource domain check). Raises :class:`shared.errors.SettingError` naming the setting.
         """
         url = (environ.get("KEY_VAULT_URL") or "").strip()
         if not url:
-            raise errors.InvalidInput(
+            raise errors.SettingError(
                 "KEY_VAULT_URL", "app setting is missing; set it to the vault URI, https://<vault-name>.vault.azure.net")
-        url = _check_vault_url(url, "KEY_VAULT_URL")
+        try:
+            url = _check_vault_url(url, "KEY_VAULT_URL")
+        except errors.InvalidInput as exc:
+            raise errors.SettingError(exc.field, exc.message) from None
         ca_file = (environ.get("KEY_VAULT_CA_FILE") or "").strip()
         if not ca_file:
             return cls(url)
         if not os.path.isfile(ca_file):
-            raise errors.InvalidInput("KEY_VAULT_CA_FILE", f"no such file: {ca_file}")
+            raise errors.SettingError("KEY_VAULT_CA_FILE", f"no such file: {ca_file}")
         return cls(url, connection_verify=ca_file, verify_challenge_resource=False)
 
     def __repr__(self) -> str:

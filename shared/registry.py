@@ -49,6 +49,9 @@ _EVENTHUB_NS = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9](\.servicebus\
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
 
+SettingError = errors.SettingError  # re-exported: callers import it from here too
+
+
 def _subdomain(value: Any, field: str) -> str:
     if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
         raise errors.InvalidInput(field, "must be a Kubernetes object name (lower-case DNS-1123 subdomain, at most 253 characters)")
@@ -121,7 +124,7 @@ class ClusterRecord:
             raise errors.InvalidInput("username", "must be a non-empty user name without ':'")
         if self.git_auth == "pat":
             if self.pat_secret is None:
-                raise errors.InvalidInput("patSecret", "is required when gitAuth is 'pat'")
+                raise errors.InvalidInput("patSecret", "is required in the 'pat' Git auth mode (the Key Vault secret holding the PAT)")
             validate_secret_name(self.pat_secret, "patSecret")
         elif self.pat_secret is not None:
             validate_secret_name(self.pat_secret, "patSecret")
@@ -132,7 +135,7 @@ class ClusterRecord:
         given = [k for k, v in eh.items() if v is not None]
         if given and len(given) != 3:
             missing = next(k for k in eh if k not in given)
-            raise errors.InvalidInput(missing, "eventHubSecret, eventHubName and eventHubNamespace go together")
+            raise errors.InvalidInput(missing, "is required: the Event Hub secret, name and namespace go together (all three or none)")
         if given:
             _subdomain(self.eventhub_secret, "eventHubSecret")
             if not isinstance(self.eventhub_name, str) or not _EVENTHUB_NAME.match(self.eventhub_name):
@@ -174,11 +177,22 @@ class ClusterRecord:
         return {k: values[a] for k, a in self._JSON.items() if values[a] is not None}
 
 
+class InvalidRecord(errors.Conflict):
+    """A stored row no longer validates (edited in the table by hand, or an older schema). 409; replace
+    it (PUT, ``registry add``) or remove it. ``name``: the cluster; ``reason``: the validation error."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"the stored record of cluster {name!r} is invalid ({reason}); replace it with "
+                         f"PUT /api/registry/clusters/{name} or 'python -m shared registry add', or remove it")
+        self.name, self.reason = name, reason
+
+
 class Registry:
     """The records in one table. Thread-safe; the table is created on first use.
 
     ``table_client``: an ``azure.data.tables.TableClient`` (tests, or :meth:`from_settings`).
-    Errors: :class:`shared.errors.NotFound` (no such cluster), ``InvalidInput`` (bad record),
+    Errors: :class:`shared.errors.NotFound` (no such cluster), ``InvalidInput`` (bad record or name;
+    ``field`` in JSON spelling), :class:`InvalidRecord` (a stored row that no longer validates),
     :class:`shared.errors.UpstreamError` (storage failed or unreachable; message names the table).
     """
 
@@ -197,7 +211,8 @@ class Registry:
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "Registry":
         """From app settings (see the module docstring); ``REGISTRY_TABLE`` names the table.
-        Raises ``InvalidInput("REGISTRY_STORAGE_CONNECTION", ...)`` when no account is configured."""
+        Raises :class:`SettingError` (``REGISTRY_STORAGE_CONNECTION`` when no account is configured,
+        ``REGISTRY_TABLE`` for a bad table name)."""
         table = _table_name((environ.get("REGISTRY_TABLE") or DEFAULT_TABLE).strip(), "REGISTRY_TABLE")
         conn = (environ.get("REGISTRY_STORAGE_CONNECTION") or environ.get("AzureWebJobsStorage") or "").strip()
         if conn:
@@ -207,7 +222,7 @@ class Registry:
         if not url and account:
             url = f"https://{account}.table.core.windows.net"
         if not url:
-            raise errors.InvalidInput(
+            raise SettingError(
                 "REGISTRY_STORAGE_CONNECTION", "app setting is missing (nor is AzureWebJobsStorage or "
                 "AzureWebJobsStorage__accountName set); the registry lives in Azure Table storage")
         from azure.data.tables import TableClient
@@ -244,35 +259,53 @@ class Registry:
         detail = getattr(exc, "error_code", None) or type(exc).__name__
         return errors.UpstreamError(f"cluster registry (table {self.table_name}): {action} failed ({detail})")
 
-    def list(self) -> list[ClusterRecord]:
-        """Every record, sorted by name. Entities that no longer validate are skipped with a warning
-        (one bad row must not hide the fleet)."""
+    def scan(self) -> tuple[list[ClusterRecord], list[tuple[str, str]]]:
+        """Every row: (valid records sorted by name, ``[(RowKey, reason), ...]`` for rows that no longer
+        validate, e.g. edited by hand in the table). Raises ``UpstreamError`` when storage fails."""
         self._ensure_table()
         try:
             entities = list(self._table.query_entities(f"PartitionKey eq '{PARTITION}'"))
         except Exception as exc:  # noqa: BLE001
             raise self._upstream("list", exc) from None
-        out = []
+        out, invalid = [], []
         for entity in entities:
             try:
                 out.append(ClusterRecord.from_dict(dict(entity)))
             except errors.InvalidInput as exc:
-                log.warning("registry: skipping invalid record %r: %s", entity.get("RowKey"), exc)
-        return sorted(out, key=lambda r: r.name)
+                invalid.append((str(entity.get("RowKey")), str(exc)))
+        return sorted(out, key=lambda r: r.name), sorted(invalid)
 
-    def get(self, name: str) -> ClusterRecord:
-        """The record of ``name``; ``NotFound`` if not registered, ``InvalidInput("name")`` for a bad name."""
+    def list(self) -> list[ClusterRecord]:
+        """Every valid record, sorted by name. Rows that no longer validate are skipped with a warning
+        (one bad row must not hide the fleet; :meth:`scan` returns them)."""
+        records, invalid = self.scan()
+        for name, reason in invalid:
+            log.warning("registry: skipping invalid record %r: %s", name, reason)
+        return records
+
+    def _entity(self, name: str) -> dict | None:
+        """The raw row of ``name`` (not validated), or None."""
         _check_name(name)
         self._ensure_table()
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            entity = self._table.get_entity(PARTITION, name)
+            return dict(self._table.get_entity(PARTITION, name))
         except ResourceNotFoundError:
-            raise errors.NotFound(f"cluster {name!r} is not registered") from None
+            return None
         except Exception as exc:  # noqa: BLE001
             raise self._upstream(f"get {name}", exc) from None
-        return ClusterRecord.from_dict(dict(entity))
+
+    def get(self, name: str) -> ClusterRecord:
+        """The record of ``name``. Raises ``NotFound`` if not registered, ``InvalidInput("name")`` for a
+        bad name, :class:`InvalidRecord` when the stored row no longer validates."""
+        entity = self._entity(name)
+        if entity is None:
+            raise errors.NotFound(f"cluster {name!r} is not registered")
+        try:
+            return ClusterRecord.from_dict(entity)
+        except errors.InvalidInput as exc:
+            raise InvalidRecord(name, str(exc)) from None
 
     def upsert(self, record: ClusterRecord) -> tuple[ClusterRecord, bool]:
         """Validate and store ``record`` (replacing an existing one). Returns (record, created)."""
@@ -290,15 +323,13 @@ class Registry:
         return record, created
 
     def exists(self, name: str) -> bool:
-        try:
-            self.get(name)
-            return True
-        except errors.NotFound:
-            return False
+        """Whether a row (valid or not) exists for ``name``."""
+        return self._entity(name) is not None
 
     def delete(self, name: str) -> None:
-        """Remove ``name``'s record; ``NotFound`` if it was not registered."""
-        self.get(name)
+        """Remove ``name``'s record (also an invalid one); ``NotFound`` if it was not registered."""
+        if not self.exists(name):
+            raise errors.NotFound(f"cluster {name!r} is not registered")
         try:
             self._table.delete_entity(PARTITION, name)
         except Exception as exc:  # noqa: BLE001
@@ -314,23 +345,25 @@ def _check_name(name: Any) -> str:
 
 def _table_name(name: str, field: str = "table") -> str:
     if not _TABLE_NAME.match(name or ""):
-        raise errors.InvalidInput(field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
+        raise (SettingError if field == "REGISTRY_TABLE" else errors.InvalidInput)(field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
     return name
 
 
-def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secret: str,
-                            namespace: str = "flux-system", secret_name: str = "flux-system",
-                            username: str = "git", context: str | None = None,
+def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secret: str | None = None,
+                            git_auth: str = "pat", namespace: str = "flux-system",
+                            secret_name: str = "flux-system", username: str = "git", context: str | None = None,
                             allow_insecure_http: bool = False, registry: Registry | None = None) -> ClusterRecord:
-    """Register (or update) the cluster a bootstrap just set up, in ``pat`` mode.
+    """Register (or update) the cluster a bootstrap just set up.
 
     Arguments are the bootstrap request's: ``kubeconfig_secret`` (``kubeconfigSecret``),
-    ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret), ``namespace``, ``secret_name``
-    (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
+    ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret; required when ``git_auth`` is
+    ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``entra-bearer`` for ``withBearerToken``, which
+    writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
+    ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
     (``allowInsecureHttp``); ``name`` is the cluster's registry name. The GitRepository is named after
     the namespace, as ``flux bootstrap`` does. Fields a bootstrap does not know (the Event Hub fields)
     are kept from an existing record. ``registry`` defaults to :func:`shared.services.registry`.
-    Returns the stored record; raises ``InvalidInput`` (bad field) or ``UpstreamError`` (storage).
+    Returns the stored record; raises ``InvalidInput`` (bad field, JSON spelling) or ``UpstreamError``.
     """
     if registry is None:
         from shared import services
@@ -340,12 +373,15 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secre
         current = registry.get(name)
     except errors.NotFound:
         current = None
+    except InvalidRecord as exc:  # replaced by what the bootstrap knows
+        log.warning("registry: replacing the invalid record of cluster %s: %s", name, exc.reason)
+        current = None
     record = ClusterRecord(name=name, kubeconfig_secret=kubeconfig_secret) if current is None else current
     record = replace(record, kubeconfig_secret=kubeconfig_secret, context=context, namespace=namespace,
-                     source_secret=secret_name, git_repository=namespace, git_auth="pat", username=username,
+                     source_secret=secret_name, git_repository=namespace, git_auth=git_auth, username=username,
                      pat_secret=password_secret, allow_insecure_http=allow_insecure_http)
     stored, _ = registry.upsert(record)
     return stored
 
 
-__all__ = ["ClusterRecord", "Registry", "GIT_AUTH_MODES", "register_from_bootstrap"]
+__all__ = ["ClusterRecord", "InvalidRecord", "Registry", "SettingError", "GIT_AUTH_MODES", "register_from_bootstrap"]

@@ -9,11 +9,12 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   the PAT is first checked against the GitRepository's ``spec.url`` with a ``git ls-remote`` (dulwich,
   :func:`shared.git.ls_remote`); only a PAT the server accepts is written (keys ``username``/``password``,
   as ``flux bootstrap git --token-auth``; other keys survive), then the GitRepository gets
-  ``reconcile.fluxcd.io/requestedAt`` (``fluxcd/pkg/apis/meta/annotations.go``; source-controller
-  re-reads the Secret on every reconcile). Key Vault's ``exp`` is informational (Key Vault still returns
-  an expired secret, about-secrets): within ``pat_warning_days`` → a warning; passed → an error and
-  nothing written. A managed identity cannot mint PATs (Azure DevOps "You can't use service principals
-  or managed identities to create or revoke PATs"), so a human stores each new PAT as a new version.
+  ``reconcile.fluxcd.io/requestedAt`` = the time in Go's RFC3339Nano form, as ``flux reconcile`` writes
+  it (``fluxcd/pkg/apis/meta/annotations.go``; source-controller re-reads the Secret on every reconcile).
+  Key Vault's ``exp`` is informational (Key Vault still returns an expired secret, about-secrets):
+  within ``pat_warning_days`` → a warning; passed → an error and nothing written. A managed identity
+  cannot mint PATs (Azure DevOps: "You can't use service principals or managed identities to create or
+  revoke PATs", research D2), so a human stores each new PAT as a new version.
 * **Git, ``entra-bearer`` / ``entra-password``.** When the token in the Secret (``bearerToken``, or
   ``password`` with ``username``) has less than ``token_min_remaining`` left (its JWT ``exp``, read with
   PyJWT without verifying the signature; absent or unreadable counts as expired), an Entra ID token for
@@ -21,6 +22,9 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   identity, checked with ``git ls-remote`` (Bearer, or Basic with the token as password), written, and
   the GitRepository annotated (source-controller ``api/v1`` secretRef keys ``bearerToken``,
   ``username``/``password``).
+* source-controller uses ``bearerToken`` instead of ``username``/``password`` when both are present
+  (``fluxcd/pkg/git`` ``NewAuthOptions``), so in ``pat``/``entra-password`` mode a ``bearerToken`` key in
+  the Secret is reported as an error (the new password is still written; that key is not ours to remove).
 * **Event Hub JWT.** For a record with a notification Provider, when the Provider Secret's ``token``
   expires within ``token_min_remaining`` (or ``address`` is not the hub name), a token for
   ``https://eventhubs.azure.net/.default`` is minted and written as ``token`` with ``address`` = hub name
@@ -30,6 +34,8 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
 
 No credential value is logged, returned or put in an error: results name the Key Vault secret, its
 version and the Kubernetes Secret. A failed cluster is retried by the next run (nothing is remembered).
+A missing or invalid app setting (``KEY_VAULT_URL``, ``ROTATION_*``, registry storage) is not a cluster's
+failure: it raises :class:`shared.registry.SettingError` before any cluster is touched.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from shared import errors
+from shared.registry import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +79,24 @@ class RotationSettings:
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "RotationSettings":
-        """Raises ``InvalidInput(<setting>, ...)`` for a value that is not a number in range."""
+        """Raises :class:`shared.registry.SettingError` (field = the setting's name) for a value that is
+        not a number in range (days 0-365, minutes 0-1440, concurrency a whole number 1-128)."""
 
-        def num(name: str, default: float, lo: float, hi: float) -> float:
+        def num(name: str, default: float, lo: float, hi: float, whole: bool = False) -> float:
             raw = (environ.get(name) or "").strip()
             if not raw:
                 return default
             try:
-                value = float(raw)
+                value = int(raw) if whole else float(raw)
             except ValueError:
-                raise errors.InvalidInput(name, f"{raw!r} is not a number") from None
+                raise SettingError(name, f"{raw!r} is not a {'whole number' if whole else 'number'}") from None
             if not lo <= value <= hi:
-                raise errors.InvalidInput(name, f"must be between {lo:g} and {hi:g}")
+                raise SettingError(name, f"must be between {lo:g} and {hi:g}")
             return value
 
         return cls(pat_warning_days=num("ROTATION_PAT_WARNING_DAYS", 7, 0, 365),
                    token_min_remaining=timedelta(minutes=num("ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, 0, 1440)),
-                   concurrency=int(num("ROTATION_CONCURRENCY", 16, 1, 128)))
+                   concurrency=int(num("ROTATION_CONCURRENCY", 16, 1, 128, whole=True)))
 
 
 @dataclass
@@ -139,7 +147,11 @@ class RotationSummary:
                 "clusters": [c.to_dict() for c in self.clusters]}
 
     def log(self, logger: logging.Logger = log) -> None:
-        """One line per cluster that changed, warned or failed, then the totals."""
+        """One line per cluster that changed, warned (WARNING) or failed (ERROR), one line naming the
+        unchanged clusters, then the totals. No credential values (results never hold any)."""
+        unchanged = [c.cluster for c in self.clusters if c.status == "unchanged"]
+        if unchanged:
+            logger.info("rotation: unchanged: %s", ", ".join(unchanged))
         for c in self.clusters:
             if c.status == "failed":
                 logger.error("rotation: cluster %s failed: %s%s", c.cluster, "; ".join(c.errors),
@@ -190,6 +202,15 @@ def _jwt_audience(token: str) -> list[str]:
     except jwt.PyJWTError:
         return []
     return [aud] if isinstance(aud, str) else list(aud or [])
+
+
+def rfc3339nano(when: datetime) -> str:
+    """``when`` as Go's ``time.RFC3339Nano`` formats it (what ``flux reconcile`` writes into
+    ``reconcile.fluxcd.io/requestedAt``): UTC with ``Z``, fractional seconds without trailing zeros
+    (none when zero), e.g. ``2026-08-10T12:00:00.12Z``. Python keeps microseconds, Go nanoseconds."""
+    when = when.astimezone(timezone.utc)
+    frac = f"{when.microsecond:06d}".rstrip("0")
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
 
 
 def _fmt_delta(delta: timedelta) -> str:
@@ -319,13 +340,26 @@ class Rotator:
         self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http))
 
     # run ------------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Build the Key Vault client now, so a missing ``KEY_VAULT_URL`` raises ``SettingError`` once
+        instead of failing every cluster."""
+        try:
+            self.keyvault
+        except SettingError:
+            raise
+        except errors.InvalidInput as exc:  # shared.keyvault names the setting as the field
+            raise SettingError(exc.field, exc.message) from None
+
     def run(self, records: Iterable) -> RotationSummary:
-        """Rotate every record; never raises for a cluster's failure. Results keep ``records`` order."""
+        """Rotate every record (:class:`shared.registry.ClusterRecord`) on at most
+        ``settings.concurrency`` threads. Never raises for a cluster's failure (it is in that cluster's
+        result); raises ``SettingError`` from :meth:`preflight`. Results keep ``records`` order."""
         records = list(records)
         started = self.clock()
         t0 = time.monotonic()
         if not records:
             return RotationSummary([], started, 0.0)
+        self.preflight()
         workers = max(1, min(self.settings.concurrency, len(records)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
             results = list(pool.map(self.rotate_one, records))
@@ -349,10 +383,8 @@ class Rotator:
                 result.errors.append(f"cluster access: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
                 return result
             parts = []
-            if record.git_auth == "pat":
-                parts.append(("git", self._rotate_pat))
-            elif record.git_auth in ("entra-bearer", "entra-password"):
-                parts.append(("git", self._rotate_entra))
+            if record.git_auth != "none":
+                parts.append(("git", self._rotate_git))
             if record.has_eventhub:
                 parts.append(("eventhub", self._rotate_eventhub))
             for label, part in parts:
@@ -394,7 +426,7 @@ class Rotator:
         if change.action == "unchanged":
             return
         result.changes.append(f"{ref}: {', '.join(sorted(values))} {change.action} ({what})")
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = rfc3339nano(self.clock())
         try:
             cluster.annotate(GITREPOSITORY_API, "GitRepository", record.git_repository, record.namespace,
                              {REQUESTED_AT: now})
@@ -403,7 +435,22 @@ class Rotator:
                                        f"{record.namespace}/{record.git_repository} failed: {exc}") from None
         result.changes.append(f"GitRepository {record.namespace}/{record.git_repository} annotated {REQUESTED_AT}")
 
-    def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+    def _rotate_git(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+        """The source Secret's credential, per ``record.git_auth``. ``pat``/``entra-password`` write
+        ``password``, which source-controller ignores while the Secret holds ``bearerToken`` (fluxcd/pkg
+        git ``NewAuthOptions``); that key is not ours to delete, so it is reported as an error."""
+        if record.git_auth == "pat":
+            current = self._rotate_pat(record, cluster, result, redact)
+        else:
+            current = self._rotate_entra(record, cluster, result, redact)
+        if record.git_auth != "entra-bearer" and "bearerToken" in current:
+            raise errors.Conflict(
+                f"Secret {record.namespace}/{record.source_secret} also holds key bearerToken, which "
+                "source-controller uses instead of username/password; delete that key, or set gitAuth to "
+                "entra-bearer")
+
+    def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
+        """Returns the source Secret's data as read before any write."""
         from shared.git import GitAuth, GitAuthError
 
         pat = self._secret(record.pat_secret, "patSecret")
@@ -424,8 +471,9 @@ class Rotator:
             raise errors.InvalidInput("patSecret", f"{kv_ref} is empty; nothing written")
         current = self._source_secret(record, cluster)
         redact.add(current.get("password"))
+        redact.add(current.get("bearerToken"))
         if _same(current.get("password"), pat.value) and current.get("username") == record.username:
-            return
+            return current
         url = self._repo_url(record, cluster)
         try:
             self._check_git(url, GitAuth(record.username, password=pat.value, ca_file=self.git_ca_file),
@@ -435,20 +483,23 @@ class Rotator:
                 f"the PAT in {kv_ref} was refused by {url} (git ls-remote); nothing written") from None
         self._write_and_annotate(record, cluster, result, {"username": record.username, "password": pat.value},
                                  f"PAT from {kv_ref}, checked with git ls-remote")
+        return current
 
-    def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+    def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
+        """Returns the source Secret's data as read before any write."""
         from shared.git import GitAuth, GitAuthError
 
         bearer = record.git_auth == "entra-bearer"
         key = "bearerToken" if bearer else "password"
         current = self._source_secret(record, cluster)
-        redact.add(current.get(key))
+        redact.add(current.get("password"))
+        redact.add(current.get("bearerToken"))
         now = self.clock()
         threshold = self.settings.token_min_remaining
         exp = jwt_expiry(current.get(key))
         username_ok = bearer or current.get("username") == record.username
         if exp is not None and exp - now >= threshold and username_ok:
-            return
+            return current
         token, token_exp = self._mint(ADO_SCOPE)
         redact.add(token)
         if token_exp <= now:
@@ -456,7 +507,7 @@ class Rotator:
         if token_exp - now < threshold:
             result.warnings.append(f"the Entra ID token for Azure DevOps is valid for only {_fmt_delta(token_exp - now)}")
         if _same(current.get(key), token) and username_ok:
-            return  # the credential handed out the token the cluster already has
+            return current  # the credential handed out the token the cluster already has
         url = self._repo_url(record, cluster)
         auth = (GitAuth(record.username, bearer_token=token, ca_file=self.git_ca_file) if bearer
                 else GitAuth(record.username, password=token, ca_file=self.git_ca_file))
@@ -469,6 +520,7 @@ class Rotator:
         values = {key: token} if bearer else {"username": record.username, "password": token}
         self._write_and_annotate(record, cluster, result, values,
                                  f"Entra ID token valid until {token_exp:%Y-%m-%d %H:%M} UTC, checked with git ls-remote")
+        return current
 
     def _rotate_eventhub(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
         ns, name = record.namespace, record.eventhub_secret
@@ -500,23 +552,32 @@ class Rotator:
 # -- entry points -----------------------------------------------------------------------------------
 
 
-def rotate(records: Iterable, **kwargs) -> RotationSummary:
-    """Rotate ``records`` (see :class:`Rotator` for the keyword arguments) and log the summary."""
+def rotate(records: Iterable, *, invalid: Iterable[tuple[str, str]] = (), **kwargs) -> RotationSummary:
+    """Rotate ``records`` (see :class:`Rotator` for the keyword arguments) and log the summary.
+    ``invalid``: ``(cluster name, reason)`` of registry rows that do not validate; each is listed as a
+    failed cluster (nothing is done to it). Raises ``SettingError`` for a bad app setting."""
     summary = Rotator(**kwargs).run(records)
+    for name, reason in invalid:
+        summary.clusters.append(ClusterResult(name, errors=[
+            f"registry record is invalid ({reason}); nothing done; fix it with PUT /api/registry/clusters/{name} "
+            "or python -m shared registry add"]))
     summary.log()
     return summary
 
 
 def rotate_all(**kwargs) -> RotationSummary:
-    """The timer's run: every record of :func:`shared.services.registry`. Raises only when the
-    registry cannot be read (``UpstreamError``) or a setting is invalid (``InvalidInput``)."""
+    """The timer's run: every row of :func:`shared.services.registry` (invalid rows count as failed).
+    Raises only when the registry cannot be read (``UpstreamError``) or an app setting is missing or
+    invalid (``SettingError``)."""
     from shared import services
 
-    return rotate(services.registry().list(), **kwargs)
+    records, invalid = services.registry().scan()
+    return rotate(records, invalid=invalid, **kwargs)
 
 
 def rotate_cluster(name: str, **kwargs) -> RotationSummary:
-    """Rotate one registered cluster now; ``NotFound`` when it is not registered."""
+    """Rotate one registered cluster now. Raises ``InvalidInput("name")`` for a bad name, ``NotFound``
+    when it is not registered, ``SettingError``/``UpstreamError`` as :func:`rotate_all`."""
     from shared import services
 
     return rotate([services.registry().get(name)], **kwargs)

@@ -10,7 +10,7 @@ import pytest
 
 from shared import cli, services
 from shared.errors import InvalidInput, NotFound
-from shared.registry import ClusterRecord, Registry, register_from_bootstrap
+from shared.registry import ClusterRecord, InvalidRecord, Registry, SettingError, register_from_bootstrap
 
 
 @pytest.fixture
@@ -82,9 +82,27 @@ def test_crud_on_table_storage(registry):
         registry.delete("a-cluster")
     with pytest.raises(InvalidInput):
         registry.get("Bad Name")
-    # a row that no longer validates is skipped, not fatal for the fleet
-    registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": "broken", "name": "broken", "gitAuth": "ssh"})
+    # a row that no longer validates (edited by hand) is skipped by list(), reported by scan(),
+    # and can still be replaced or removed
+    _break(registry, "broken")
     assert [r.name for r in registry.list()] == ["b-cluster"]
+    records, invalid = registry.scan()
+    assert [r.name for r in records] == ["b-cluster"] and [n for n, _ in invalid] == ["broken"]
+    assert "gitAuth" in invalid[0][1]
+    with pytest.raises(InvalidRecord) as err:
+        registry.get("broken")
+    assert err.value.status == 409 and "gitAuth" in str(err.value)
+    fixed = ClusterRecord.from_dict(full(name="broken"))
+    assert registry.upsert(fixed) == (fixed, False)
+    assert registry.get("broken") == fixed
+    _break(registry, "broken")
+    registry.delete("broken")
+    assert registry.scan() == ([registry.get("b-cluster")], [])
+
+
+def _break(registry, name: str) -> None:
+    registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": name, "name": name,
+                                   "kubeconfigSecret": "k", "gitAuth": "ssh"})
 
 
 def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry):
@@ -102,13 +120,20 @@ def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry)
     with pytest.raises(InvalidInput) as err:
         register_from_bootstrap(name="aks-1", kubeconfig_secret="kc", password_secret="bad_name")
     assert err.value.field == "patSecret"
+    # a bootstrap with withBearerToken registers the entra-bearer mode, no PAT
+    r3 = register_from_bootstrap(name="aks-2", kubeconfig_secret="aks-2-kubeconfig", git_auth="entra-bearer")
+    assert (r3.git_auth, r3.pat_secret) == ("entra-bearer", None) and registry.get("aks-2") == r3
+    # an invalid stored row is replaced by what the bootstrap knows
+    _break(registry, "aks-3")
+    assert register_from_bootstrap(name="aks-3", kubeconfig_secret="kc3", password_secret="pat-3").git_auth == "pat"
 
 
 def test_storage_settings():
-    with pytest.raises(InvalidInput) as err:
+    # a missing or bad app setting is the server's problem (500), named by the setting
+    with pytest.raises(SettingError) as err:
         Registry.from_settings({})
-    assert err.value.field == "REGISTRY_STORAGE_CONNECTION"
-    with pytest.raises(InvalidInput) as err:
+    assert err.value.field == "REGISTRY_STORAGE_CONNECTION" and err.value.status == 500
+    with pytest.raises(SettingError) as err:
         Registry.from_settings({"REGISTRY_TABLE": "no-dashes", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert err.value.field == "REGISTRY_TABLE"
     reg = Registry.from_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
@@ -152,6 +177,20 @@ def test_registry_endpoints(registry_functions, registry):
     assert status == 400 and body["error"]["field"] == "name"
     status, body = _call(one, "PUT", "aks-2", b"not json")
     assert status == 400 and body["error"]["field"] == "body"
+    status, body = _call(one, "PUT", "aks-2", ["a list"])
+    assert status == 400 and body["error"]["field"] == "body"
+    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "patSecret": "p", "namespace": 7})
+    assert status == 400 and body["error"]["field"] == "namespace"
+    status, body = _call(one, "GET", "Not_A_Name")
+    assert status == 400 and body["error"]["field"] == "name"
+    assert _call(many, "GET")[1] == {"clusters": [_call(one, "GET", "aks-1")[1]]}  # nothing half-written
+
+    _break(registry, "aks-9")  # an invalid stored row: listed apart, 409 on GET, replaceable
+    status, body = _call(many, "GET")
+    assert status == 200 and [i["name"] for i in body["invalid"]] == ["aks-9"] and "gitAuth" in body["invalid"][0]["error"]
+    assert _call(one, "GET", "aks-9")[0] == 409
+    assert _call(one, "PUT", "aks-9", {"kubeconfigSecret": "k9", "patSecret": "p"})[0] == 200
+    assert "invalid" not in _call(many, "GET")[1]
 
     assert _call(one, "DELETE", "aks-1") == (204, None)
     assert _call(one, "DELETE", "aks-1")[0] == 404
@@ -169,7 +208,10 @@ def test_cli_registry_add_list_remove(registry, capsys):
     listed = json.loads(capsys.readouterr().out)["clusters"]
     assert [(c["name"], c["eventHubName"]) for c in listed] == [("aks-1", "flux")]
     assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k"]) == 1  # pat mode needs --pat-secret
-    assert "patSecret" in capsys.readouterr().err
+    assert "✗ --pat-secret: is required" in capsys.readouterr().err  # names the flag the user typed
+    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k", "--pat-secret", "p", "-n", "Bad"]) == 1
+    assert "✗ --namespace:" in capsys.readouterr().err
+    assert [r.name for r in registry.list()] == ["aks-1"]
     assert cli.main(["registry", "remove", "aks-1"]) == 0
     assert cli.main(["registry", "remove", "aks-1"]) == 1
     assert "not registered" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import time
 import uuid
@@ -22,8 +23,8 @@ import yaml
 
 from shared import rotation, services
 from shared.kube import Cluster
-from shared.registry import ClusterRecord, Registry
-from shared.rotation import REQUESTED_AT, RotationSettings, Rotator, digest, jwt_expiry
+from shared.registry import ClusterRecord, Registry, SettingError
+from shared.rotation import REQUESTED_AT, RotationSettings, Rotator, digest, jwt_expiry, rfc3339nano
 from tests.peers.entra_tokens import JwtTestCredential, make_jwt
 from tests.peers.kube_api import KubeApiServer
 
@@ -32,6 +33,8 @@ GITREPO_CRD = "gitrepositories.source.toolkit.fluxcd.io"
 GITREPO_API = "source.toolkit.fluxcd.io/v1"
 REAL = bool(os.environ.get("TEST_KUBECONFIG"))
 FAST = RotationSettings(concurrency=8)
+# Go's time.RFC3339Nano in UTC, as `flux reconcile` writes reconcile.fluxcd.io/requestedAt
+RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z$")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +98,10 @@ class Fleet:
             kubeconfig = server.kubeconfig()
         member = Member(name, kubeconfig, namespace, server)
         with member.client() as c:
-            c.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, self.crd],
+            # a real cluster keeps its own Flux CRDs (never downgrade them); test servers get v2.9.2's
+            crd = [] if server is None and c.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                                 GITREPO_CRD) else [self.crd]
+            c.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, *crd],
                     poll_interval=0.05)
             c.apply([{"apiVersion": GITREPO_API, "kind": "GitRepository",
                       "metadata": {"name": "flux-system", "namespace": namespace},
@@ -184,7 +190,9 @@ def test_pat_changed_in_key_vault_updates_and_annotates_every_cluster(fleet, key
         assert digest(data["password"]) == digest(new)
         assert data["username"] == "git" and data["ca.crt"] == "not-a-secret"  # other keys survive
         stamp = m.annotations().get(REQUESTED_AT)
-        assert stamp and stamp.startswith(datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+        assert stamp and RFC3339NANO.match(stamp), stamp
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs(datetime.now(timezone.utc) - when) < timedelta(minutes=1)
     # one ls-remote for the shared repository and PAT (memoised per run), with the new PAT only
     checks = [r for r in ado_git_server.requests if "info/refs" in r.path]
     assert len(checks) == 1 and checks[0].status == 200
@@ -282,6 +290,47 @@ def test_empty_pat_is_never_written(fleet, keyvault_server, keyvault, ado_git_se
     result = rotator(keyvault).run([fleet.record(m)]).clusters[0]
     assert result.status == "failed" and "empty" in result.errors[0]
     assert digest(m.secret()["password"]) == digest(fleet.old_pat)
+
+
+def test_pat_warning_days_is_configurable_and_logged(fleet, keyvault_server, keyvault, ado_git_server,
+                                                    monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    expires = datetime.now(timezone.utc) + timedelta(days=3, hours=1)
+    new_pat_version(keyvault_server, ado_git_server, expires_on=expires)
+    m = fleet.members[0]
+
+    monkeypatch.setenv("ROTATION_PAT_WARNING_DAYS", "2")  # 3 days left: no warning
+    summary = rotation.rotate([fleet.record(m)], keyvault=keyvault, credential=JwtTestCredential())
+    assert summary.clusters[0].status == "updated" and summary.clusters[0].warnings == []
+    assert "expires in" not in caplog.text
+
+    monkeypatch.setenv("ROTATION_PAT_WARNING_DAYS", "5")
+    summary = rotation.rotate([fleet.record(m)], keyvault=keyvault, credential=JwtTestCredential())
+    assert summary.clusters[0].status == "unchanged" and summary.to_dict()["warnings"] == 1
+    # what the README shows: a WARNING log line per cluster using the PAT, naming the secret and version
+    lines = [r for r in caplog.records if r.levelno == logging.WARNING and "expires in 3.0 days" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].getMessage().startswith("rotation: cluster c0: PAT in Key Vault secret fleet-pat (version ")
+    assert "store it as a new version of the secret" in lines[0].getMessage()
+
+
+def test_bearer_token_key_shadowing_the_password_is_reported(fleet, keyvault_server, keyvault, ado_git_server):
+    """source-controller uses bearerToken over username/password: a PAT written next to one would be
+    ignored, so the run says so (the key is not ours to delete)."""
+    m = fleet.members[0]
+    stale = make_jwt(exp=time.time() + 600, aud=rotation.ADO_SCOPE[:-9])
+    with m.client() as c:
+        c.reconcile_secret(m.namespace, "flux-system", {"bearerToken": stale})
+    new = new_pat_version(keyvault_server, ado_git_server)
+
+    result = rotator(keyvault).run([fleet.record(m)]).clusters[0]
+
+    assert result.status == "failed" and "bearerToken" in result.errors[0], result.errors
+    data = m.secret()
+    assert digest(data["password"]) == digest(new)  # written and checked all the same
+    assert digest(data["bearerToken"]) == digest(stale)  # not removed
+    result = rotator(keyvault).run([fleet.record(m)]).clusters[0]  # still reported while the key is there
+    assert result.status == "failed" and result.changes == [] and "bearerToken" in result.errors[0]
 
 
 # -- Entra token mode -------------------------------------------------------------------------------
@@ -386,11 +435,11 @@ def test_eventhub_token_that_is_not_a_valid_jwt_is_not_written(fleet, keyvault_s
     eh = dict(eventhub_secret="eventhub-token", eventhub_name="flux-events", eventhub_namespace="contoso-flux")
     result = rotator(keyvault, Opaque()).run([fleet.record(m, **eh)]).clusters[0]
     assert result.status == "failed" and "not a JWT" in result.errors[0]
-    assert m.secret("eventhub-token") == {}
+    assert list(m.secret("eventhub-token")) == []  # keys only: values never reach assertion output
 
     result = rotator(keyvault, _Audience("https://storage.azure.com")).run([fleet.record(m, **eh)]).clusters[0]
     assert result.status == "failed" and "another audience" in result.errors[0]
-    assert m.secret("eventhub-token") == {}
+    assert list(m.secret("eventhub-token")) == []
 
 
 class _Audience:
@@ -404,6 +453,14 @@ class _Audience:
 
         exp = int(time.time()) + 3600
         return AccessToken(make_jwt(exp=exp, aud=self.aud), exp)
+
+
+def test_requested_at_is_go_rfc3339nano():
+    t = datetime(2026, 8, 10, 12, 0, 0, tzinfo=timezone.utc)
+    assert rfc3339nano(t) == "2026-08-10T12:00:00Z"
+    assert rfc3339nano(t.replace(microsecond=120000)) == "2026-08-10T12:00:00.12Z"
+    assert rfc3339nano(t.replace(microsecond=5)) == "2026-08-10T12:00:00.000005Z"
+    assert rfc3339nano(t.astimezone(timezone(timedelta(hours=2)))) == "2026-08-10T12:00:00Z"
 
 
 def test_jwt_expiry_reads_exp_without_verifying():
@@ -420,9 +477,10 @@ def test_settings_from_app_settings():
     assert RotationSettings.from_settings({}) == RotationSettings()
     from shared.errors import InvalidInput
 
-    with pytest.raises(InvalidInput) as err:
-        RotationSettings.from_settings({"ROTATION_CONCURRENCY": "zero"})
-    assert err.value.field == "ROTATION_CONCURRENCY"
+    for bad in ({"ROTATION_CONCURRENCY": "zero"}, {"ROTATION_CONCURRENCY": "2.5"}, {"ROTATION_CONCURRENCY": "0"}):
+        with pytest.raises(InvalidInput) as err:
+            RotationSettings.from_settings(bad)
+        assert err.value.field == "ROTATION_CONCURRENCY" and err.value.status == 500  # a server setting
 
 
 # -- the Functions: timer through the indexed app, rotate-now and registry endpoints ----------------
@@ -462,6 +520,8 @@ def test_timer_function_rotates_registered_clusters(rotation_functions, wired, f
     assert trigger["runOnStartup"] is False
     for m in fleet.members:
         registry.upsert(fleet.record(m))
+    registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": "hand-edited", "name": "hand-edited",
+                                   "kubeconfigSecret": "k", "gitAuth": "ssh"})  # a row edited by hand
     new = new_pat_version(keyvault_server, ado_git_server)
     fleet.members[2].server.unreachable()
     caplog.set_level(logging.INFO)
@@ -470,9 +530,44 @@ def test_timer_function_rotates_registered_clusters(rotation_functions, wired, f
 
     assert digest(fleet.members[0].secret()["password"]) == digest(new)
     assert digest(fleet.members[1].secret()["password"]) == digest(new)
-    assert "rotation: 3 checked, 2 updated, 0 unchanged, 1 failed" in caplog.text
-    assert "past due" in caplog.text and "cluster c2 failed" in caplog.text
+    assert "rotation: 4 checked, 2 updated, 0 unchanged, 2 failed" in caplog.text
+    assert "past due" in caplog.text and "cluster c2 failed: git: cluster unreachable" in caplog.text
+    assert "cluster hand-edited failed: registry record is invalid (gitAuth" in caplog.text
     assert_no_leak(caplog.text, new, fleet.old_pat)
+
+    caplog.clear()  # next run: nothing to do; the log names the unchanged clusters
+    registry.delete("hand-edited")
+    registry.delete("c2")
+    assert fn.get_user_function()(TimerRequest(past_due=False)) is None
+    assert "rotation: unchanged: c0, c1" in caplog.text and "2 checked, 0 updated, 2 unchanged, 0 failed" in caplog.text
+
+
+def test_missing_app_setting_fails_the_run_not_each_cluster(rotation_functions, wired, fleet, monkeypatch, caplog):
+    """No KEY_VAULT_URL: the timer invocation fails once with the setting's name (nothing touched);
+    the rotate-now endpoint answers 500, not 400 (the caller sent nothing wrong)."""
+    import azure.functions as func
+    from azure.functions.timer import TimerRequest
+
+    registry, _ = wired
+    registry.upsert(fleet.record(fleet.members[0]))
+    services.set_keyvault_factory(None)
+    monkeypatch.delenv("KEY_VAULT_URL", raising=False)
+    caplog.set_level(logging.INFO)
+
+    with pytest.raises(SettingError) as err:
+        rotation_functions["rotate_credentials"].get_user_function()(TimerRequest())
+    assert err.value.field == "KEY_VAULT_URL"
+    assert "rotation: run not started: KEY_VAULT_URL" in caplog.text
+    assert "cluster c0 failed" not in caplog.text
+
+    req = func.HttpRequest("POST", "/api/rotation/clusters/c0", route_params={"name": "c0"}, body=b"")
+    resp = rotation_functions["rotate_cluster_now"].get_user_function()(req)
+    body = json.loads(resp.get_body())
+    assert resp.status_code == 500 and body["error"]["field"] == "KEY_VAULT_URL", body
+    monkeypatch.setenv("ROTATION_CONCURRENCY", "lots")
+    services.set_keyvault_factory(lambda: None)
+    resp = rotation_functions["rotate_cluster_now"].get_user_function()(req)
+    assert resp.status_code == 500 and json.loads(resp.get_body())["error"]["field"] == "ROTATION_CONCURRENCY"
 
 
 def test_rotate_now_endpoint_returns_the_summary(rotation_functions, wired, fleet, keyvault_server, ado_git_server):
@@ -502,6 +597,9 @@ def test_rotate_now_endpoint_returns_the_summary(rotation_functions, wired, flee
     missing = func.HttpRequest("POST", "/api/rotation/clusters/nope", route_params={"name": "nope"}, body=b"")
     resp = fn.get_user_function()(missing)
     assert resp.status_code == 404 and json.loads(resp.get_body())["error"]["code"] == "NotFound"
+    bad = func.HttpRequest("POST", "/api/rotation/clusters/Bad_Name", route_params={"name": "Bad_Name"}, body=b"")
+    resp = fn.get_user_function()(bad)
+    assert resp.status_code == 400 and json.loads(resp.get_body())["error"]["field"] == "name"
 
 
 def test_cli_rotate_prints_the_summary(wired, fleet, keyvault_server, ado_git_server, capsys):
