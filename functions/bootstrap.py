@@ -25,6 +25,21 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> fu
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
+def _entra_token() -> str:
+    """An Entra ID access token of the Function's managed identity for Azure DevOps."""
+    from shared import services
+    from shared.bootstrap import AZURE_DEVOPS_SCOPE
+    from shared.errors import AuthenticationFailed
+
+    try:
+        token = services.credential().get_token(AZURE_DEVOPS_SCOPE).token
+    except Exception as exc:  # azure-identity raises several types; none carries a token
+        raise AuthenticationFailed(f"cannot get an Entra ID token for Azure DevOps: {type(exc).__name__}") from None
+    if not token:
+        raise AuthenticationFailed("the Entra ID token for Azure DevOps is empty")
+    return token
+
+
 def _register(opts, refs) -> dict:
     """Register the cluster for credential rotation. The bootstrap has succeeded by now, so a
     registry failure is reported in the response and logged, not turned into a failed request."""
@@ -36,6 +51,7 @@ def _register(opts, refs) -> dict:
             name=refs["clusterName"],
             kubeconfig_secret=refs["kubeconfigSecret"],
             password_secret=refs["passwordSecret"],
+            git_auth="entra-bearer" if opts.with_bearer_token else "pat",
             namespace=opts.namespace,
             secret_name=opts.secret_name,
             username=opts.username,
@@ -51,7 +67,7 @@ def _register(opts, refs) -> dict:
 @bp.function_name("bootstrap")
 @bp.route(route="bootstrap", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.errors import FluxOpsError, InvalidInput, NotFound
+    from shared.errors import FluxOpsError, InvalidInput, NotFound, SettingError
     from shared import bootstrap as runner
     from shared import services
 
@@ -63,21 +79,28 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         opts, refs = runner.options_from_request(body)
         dist = runner.prepare(opts)
         vault = services.keyvault()
-        try:
-            pat = vault.get_secret(refs["passwordSecret"], field="passwordSecret").value
-        except NotFound as exc:
-            raise InvalidInput("passwordSecret", str(exc)) from None
+        if opts.with_bearer_token:
+            credentials = runner.Credentials(bearer_token=_entra_token())
+        else:
+            try:
+                pat = vault.get_secret(refs["passwordSecret"], field="passwordSecret").value
+            except NotFound as exc:
+                raise InvalidInput("passwordSecret", str(exc)) from None
+            if not pat:
+                raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
+            credentials = runner.Credentials(password=pat)
         try:
             kubeconfig = vault.get_secret(refs["kubeconfigSecret"], field="kubeconfigSecret").value
         except NotFound as exc:
             raise InvalidInput("kubeconfigSecret", str(exc)) from None
-        if not pat:
-            raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
         try:
             cluster = services.cluster_from_kubeconfig(kubeconfig, refs["context"])
         except InvalidInput as exc:
             raise InvalidInput("kubeconfigSecret", exc.message) from None
-        result = runner.Bootstrapper(opts, runner.Credentials(password=pat), cluster, dist).run()
+        result = runner.Bootstrapper(opts, credentials, cluster, dist).run()
+    except SettingError as exc:
+        log.error("bootstrap cannot run: app setting %s", exc)
+        return _error(exc.status, exc.code, f"app setting {exc}")
     except InvalidInput as exc:
         log.warning("bootstrap rejected: %s", exc)
         return _error(400, exc.code, str(exc), exc.field)

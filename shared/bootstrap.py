@@ -47,6 +47,8 @@ SOURCE_API = "source.toolkit.fluxcd.io/v1"
 KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
 #: Azure Functions HTTP responses must come back within 230 s; keep health waits well inside.
 MAX_TIMEOUT_SECONDS = 150
+#: Entra ID scope of Azure DevOps (its well-known application id), for ``withBearerToken``.
+AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class BootstrapOptions:
     secret_name: str = DEFAULT_NAMESPACE
     username: str = "git"
     token_auth: bool = True
+    with_bearer_token: bool = False
     allow_insecure_http: bool = False
     author_name: str = "Flux"
     author_email: str = ""
@@ -120,7 +123,7 @@ class BootstrapOptions:
             validate_version(self.version)
         self.install_options().validate()
         if not self.token_auth:
-            raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault) is supported; set tokenAuth to true")
+            raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
         if not self.username:
             raise InvalidInput("username", "must not be empty")
         self.sync_options()  # builds the sync URL: scheme and host checks
@@ -496,10 +499,12 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
 
     Fields mirror ``flux bootstrap git`` flags in camelCase: ``url`` (required), ``branch``,
     ``path``, ``interval``, ``version``, ``components``, ``componentsExtra``, ``namespace``,
-    ``secretName``, ``username``, ``tokenAuth``, ``allowInsecureHttp``, ``authorName``,
+    ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``. Credentials are named,
-    never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required) and
+    never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
+    ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
+    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token) and
     ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, required), optional
     ``context``, and ``clusterName``, the cluster's name in the registry that credential rotation
     walks (default: the last segment of ``path``, else ``kubeconfigSecret``). Returns the options and
@@ -515,7 +520,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "url": (str, None), "branch": (str, "main"), "path": (str, ""), "interval": (str, "1m"),
         "version": (str, None), "components": (list, None), "componentsExtra": (list, []),
         "namespace": (str, DEFAULT_NAMESPACE), "secretName": (str, DEFAULT_NAMESPACE),
-        "username": (str, "git"), "tokenAuth": (bool, True), "allowInsecureHttp": (bool, False),
+        "username": (str, "git"), "tokenAuth": (bool, True), "withBearerToken": (bool, False),
+        "allowInsecureHttp": (bool, False),
         "authorName": (str, "Flux"), "authorEmail": (str, ""), "commitMessageAppendix": (str, ""),
         "registry": (str, DEFAULT_REGISTRY), "networkPolicy": (bool, True), "watchAllNamespaces": (bool, True),
         "logLevel": (str, "info"), "clusterDomain": (str, "cluster.local"), "timeout": (str, "0s"),
@@ -531,7 +537,10 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         if value is not None and not isinstance(value, typ):
             raise InvalidInput(name, f"must be a {'string' if typ is str else 'boolean' if typ is bool else 'list of strings'}")
         values[name] = value
-    for required in ("url", "passwordSecret", "kubeconfigSecret"):
+    bearer = values["withBearerToken"]
+    if bearer and values["passwordSecret"]:
+        raise InvalidInput("passwordSecret", "is not used with withBearerToken (the Function's managed identity gets the token)")
+    for required in ("url", "kubeconfigSecret") + (() if bearer else ("passwordSecret",)):
         if not values[required]:
             raise InvalidInput(required, "is required")
     timeout = 0.0 if values["timeout"] in ("0", "0s") else parse_duration(values["timeout"], "timeout") / 1e9
@@ -546,7 +555,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         namespace=values["namespace"],
         secret_name=values["secretName"],
         username=values["username"],
-        token_auth=values["tokenAuth"],
+        token_auth=values["tokenAuth"] or bearer,
+        with_bearer_token=bearer,
         allow_insecure_http=values["allowInsecureHttp"],
         author_name=values["authorName"],
         author_email=values["authorEmail"],

@@ -349,3 +349,46 @@ def test_registry_outage_is_reported_but_the_bootstrap_stands(functions_by_name,
     assert status == 200, body
     assert body["registry"] == {"status": "failed", "cluster": "weu-prod", "message": "table storage unreachable"}
     assert len(git_log(env["bare"], "main")) == 2
+
+
+def test_bootstrap_with_an_entra_token_instead_of_a_pat(functions_by_name, env):
+    """``withBearerToken``: the Function's managed identity gets a token for Azure DevOps; the git
+    server takes it as ``Authorization: Bearer``; the source Secret holds only ``bearerToken``."""
+    from tests.peers.entra_tokens import JwtTestCredential
+
+    cred = JwtTestCredential()
+    services.set_credential_factory(lambda: cred)
+    try:
+        cred.on_issue.append(lambda scope, issued: env["git"].bearer_tokens.add(issued))
+        body = {k: v for k, v in request(env, withBearerToken=True).items() if k != "passwordSecret"}
+        status, resp = call(functions_by_name, body)
+    finally:
+        services.set_credential_factory(None)
+    assert status == 200, resp
+    assert cred.requests == [("499b84ac-1321-427f-aa17-267ca6975798/.default",)]
+    token = cred.issued[-1]
+    assert [c["message"].strip() for c in git_log(env["bare"], "main")] == ["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"]
+    assert any(r.user == "<bearer>" and "git-receive-pack" in r.path for r in env["git"].requests)
+    secret = env["cluster"].get("v1", "Secret", "flux-system", "flux-system")
+    assert base64.b64decode(secret["data"]["bearerToken"]).decode() == token
+    if not REAL_CLUSTER:
+        assert set(secret["data"]) == {"bearerToken"}
+    assert token not in json.dumps(resp)
+    assert resp["registry"]["status"] == "registered"
+    assert env["registry"].get("aks-weu-1").git_auth == "entra-bearer"
+
+
+def test_bearer_token_and_password_secret_together_is_400(functions_by_name, env):
+    status, resp = call(functions_by_name, request(env, withBearerToken=True))
+    assert status == 400
+    assert resp["error"]["field"] == "passwordSecret"
+
+
+def test_missing_key_vault_setting_is_a_500_naming_the_setting(functions_by_name, monkeypatch, tmp_path):
+    monkeypatch.delenv("KEY_VAULT_URL", raising=False)
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
+    services.set_keyvault_factory(None)
+    status, body = call(functions_by_name, {"url": "https://dev.azure.com/o/p/_git/r", "passwordSecret": "p", "kubeconfigSecret": "k"})
+    assert status == 500
+    assert body["error"]["code"] == "InvalidSetting"
+    assert "KEY_VAULT_URL" in body["error"]["message"]
