@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("-p", "--password", default=None, help=argparse.SUPPRESS)
     git.add_argument("--password-env", default="GIT_PASSWORD", metavar="VAR", help="environment variable holding the PAT (default %(default)s)")
     git.add_argument("--token-auth", action="store_true", help="use the PAT for HTTPS; the sync URL loses its user info")
+    git.add_argument("--with-bearer-token", action="store_true", help="send the password as 'Authorization: Bearer' (an Entra ID token for Azure DevOps); implies --token-auth")
     git.add_argument("--allow-insecure-http", action="store_true")
     git.add_argument("--secret-name", default=DEFAULT_NAMESPACE)
     git.add_argument("--author-name", default="Flux")
@@ -129,8 +130,8 @@ def _bootstrap(args) -> int:
 
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
-    if not args.token_auth:
-        raise InvalidInput("--token-auth", "is required: only token auth (PAT over HTTPS) is supported")
+    if not (args.token_auth or args.with_bearer_token):
+        raise InvalidInput("--token-auth", "is required: only token auth (PAT or --with-bearer-token over HTTPS) is supported")
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
     if not password:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset")
@@ -140,6 +141,7 @@ def _bootstrap(args) -> int:
         interval=normalize_duration(args.interval, "--interval"), version=args.version,
         components=tuple(args.components), components_extra=tuple(args.components_extra),
         namespace=args.namespace, secret_name=args.secret_name, username=args.username, token_auth=True,
+        with_bearer_token=args.with_bearer_token,
         allow_insecure_http=args.allow_insecure_http, author_name=args.author_name, author_email=args.author_email,
         commit_message_appendix=args.commit_message_appendix, registry=args.registry, network_policy=args.network_policy,
         watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
@@ -155,7 +157,8 @@ def _bootstrap(args) -> int:
 
     cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
-    result = runner.Bootstrapper(opts, runner.Credentials(password=password), cluster, dist, progress=progress).run()
+    credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
+    result = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress).run()
     failed = [k for k, v in result.health.items() if v.get("status") == "failed"]
     if failed:
         raise RuntimeError(f"bootstrap failed with {len(failed)} health check failure(s): {', '.join(failed)}")

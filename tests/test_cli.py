@@ -80,3 +80,16 @@ def test_bootstrap_git_wrong_pat_and_password_on_argv(ado_git_server, kubeconfig
     out = run(*base)
     assert out.returncode == 1
     assert "GIT_PASSWORD is empty or unset" in out.stderr.decode()
+
+
+def test_bootstrap_git_with_bearer_token(ado_git_server, kubeconfig_text, tmp_path):
+    ado_git_server.create_repo("contoso", "platform", "fleet")
+    ado_git_server.bearer_tokens.add("entra-token-for-test")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    out = run("bootstrap", "git", "--url", ado_git_server.url("contoso", "platform", "fleet"), "--with-bearer-token",
+              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292),
+              env={"GIT_PASSWORD": "entra-token-for-test"})
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(git_log(ado_git_server.bare_path("contoso", "platform", "fleet"))) == 2
+    assert {r.user for r in ado_git_server.requests} == {"<bearer>"}
