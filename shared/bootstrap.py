@@ -80,6 +80,7 @@ class BootstrapOptions:
     log_level: str = "info"
     cluster_domain: str = "cluster.local"
     timeout: float = 0.0
+    force: bool = False
 
     @property
     def sync_url(self) -> str:
@@ -310,6 +311,7 @@ class Bootstrapper:
         """Checks that need peers but write nothing: the cluster answers with our credentials,
         and an existing Kustomization does not sync another path (Flux's step 17, done early)."""
         self.progress.action("checking cluster access")
+        self._confirm_takeover()
         existing = self._existing_kustomization()
         self._existing = existing
         if existing:
@@ -320,6 +322,22 @@ class Bootstrapper:
                     f"sync path configuration (\"{wanted}\") would overwrite path (\"{current}\") of existing Kustomization"
                 )
         self.progress.success("cluster is reachable")
+
+    def _confirm_takeover(self) -> None:
+        """Flux's ``confirmBootstrap`` (cmd/flux/bootstrap.go, cluster_info.go): when the Flux CRDs
+        carry ``app.kubernetes.io/managed-by`` other than ``flux`` (e.g. ``Helm`` for the AKS
+        ``microsoft.flux`` extension), another tool owns Flux here; the CLI prompts, a service
+        refuses unless ``force``."""
+        crd = self.cluster.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "gitrepositories.source.toolkit.fluxcd.io")
+        labels = ((crd or {}).get("metadata") or {}).get("labels") or {}
+        manager = labels.get("app.kubernetes.io/managed-by", "")
+        if manager and manager != "flux":
+            if not self.opts.force:
+                raise Conflict(
+                    f"Flux on this cluster is managed by {manager!r} (the AKS microsoft.flux extension installs it with Helm); "
+                    "bootstrapping would take it over: set force to override"
+                )
+            self.progress.warning(f"taking over Flux managed by {manager!r} (force)")
 
     def reconcile_components(self) -> None:
         repo = self._clone()
@@ -501,7 +519,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``path``, ``interval``, ``version``, ``components``, ``componentsExtra``, ``namespace``,
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
-    ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``. Credentials are named,
+    ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``. Credentials are named,
     never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
     ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
     DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token) and
@@ -526,7 +544,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "registry": (str, DEFAULT_REGISTRY), "networkPolicy": (bool, True), "watchAllNamespaces": (bool, True),
         "logLevel": (str, "info"), "clusterDomain": (str, "cluster.local"), "timeout": (str, "0s"),
         "passwordSecret": (str, None), "kubeconfigSecret": (str, None), "context": (str, None),
-        "clusterName": (str, None),
+        "clusterName": (str, None), "force": (bool, False),
     }
     unknown = sorted(set(body) - set(spec))
     if unknown:
@@ -567,6 +585,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         log_level=values["logLevel"],
         cluster_domain=values["clusterDomain"],
         timeout=timeout,
+        force=values["force"],
     ).validate()
     cluster_name = values["clusterName"] or (opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"])
     refs = {

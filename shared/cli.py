@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("--context", default=None)
     git.add_argument("--timeout", default="0s", help="wait this long for the sync objects to become ready (default: check once)")
     git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
+    git.add_argument("--force", action="store_true", help="take over a Flux installation managed by another tool (e.g. the AKS extension)")
     _add_rotation_commands(sub)
     return parser
 
@@ -145,7 +146,7 @@ def _bootstrap(args) -> int:
         allow_insecure_http=args.allow_insecure_http, author_name=args.author_name, author_email=args.author_email,
         commit_message_appendix=args.commit_message_appendix, registry=args.registry, network_policy=args.network_policy,
         watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
-        timeout=timeout,
+        timeout=timeout, force=args.force,
     )
     dist = runner.prepare(opts, manifests=args.manifests)
     kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")

@@ -392,3 +392,23 @@ def test_missing_key_vault_setting_is_a_500_naming_the_setting(functions_by_name
     assert status == 500
     assert body["error"]["code"] == "InvalidSetting"
     assert "KEY_VAULT_URL" in body["error"]["message"]
+
+
+def test_flux_managed_by_another_tool_needs_force(functions_by_name, env, kubeconfig_text):
+    """As ``flux bootstrap``'s confirmation: the AKS microsoft.flux extension installs Flux with Helm."""
+    from shared.bootstrap import load_objects
+
+    if REAL_CLUSTER:
+        pytest.skip("would relabel the Flux CRDs of a real cluster")
+    crd = next(o for o in load_objects(V292.read_text()) if o["metadata"]["name"] == "gitrepositories.source.toolkit.fluxcd.io")
+    crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm"
+    Cluster.from_kubeconfig(kubeconfig_text, field_manager="helm").apply([crd])
+
+    status, body = call(functions_by_name, request(env))
+    assert status == 409, body
+    assert "managed by 'Helm'" in body["error"]["message"] and "force" in body["error"]["message"]
+    assert git_log(env["bare"], "main") == []
+
+    status, body = call(functions_by_name, request(env, force=True))
+    assert status == 200, body
+    assert any("taking over Flux managed by 'Helm'" in line for line in body["log"])
