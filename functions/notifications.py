@@ -4,12 +4,14 @@
   ``NOTIFY_EVENTHUB`` (a connection string, or ``NOTIFY_EVENTHUB__fullyQualifiedNamespace`` for the
   managed identity), hub ``%NOTIFY_EVENTHUB_NAME%``, consumer group ``%NOTIFY_EVENTHUB_CONSUMER_GROUP%``.
   Returns once every event is delivered or dead-lettered (Event Hub then checkpoints); raises when
-  storage is unavailable, and the retry policy (exponential, unbounded) redelivers the batch.
+  storage is unavailable or the configuration is invalid (logged at error level, naming the bad entry),
+  and the retry policy (exponential, unbounded) redelivers the batch.
 - ``flux_events_http``: ``POST /api/flux/events/{cluster}`` (function key) for a Flux ``generic-hmac``
   Provider: ``X-Signature: sha256=<hex>`` checked in constant time against the cluster's key, the Key Vault
   secret named by the routing file's ``http.hmacSecret`` (``{cluster}`` substituted). 200 ``{"result":
-  counts}``; 401 bad/missing signature and 400 malformed event (both dead-lettered, with the reason);
-  503 when Key Vault or storage fails (Flux retries 5xx).
+  counts}``; 401 bad/missing signature and 400 malformed event (both dead-lettered, with the reason;
+  unsigned ones are never replayed); 503 when Key Vault or storage fails (Flux retries 5xx); 500 naming
+  the bad entry while the routing file or an app setting is invalid.
 - ``flux_deadletters_list``: ``GET /api/flux/deadletters?prefix=&limit=`` (admin key) → ``{"names": [...]}``.
 - ``flux_deadletters_replay``: ``POST /api/flux/deadletters/replay`` (admin key), body ``{"names": [...]}``
   or ``{"prefix": "undeliverable/2026/", "limit": 100}`` → the replay report.
@@ -64,15 +66,25 @@ def _messages(events: list[func.EventHubEvent]):
                               consumer_group="%NOTIFY_EVENTHUB_CONSUMER_GROUP%",
                               cardinality=func.Cardinality.MANY)
 def flux_events_eventhub(events: list[func.EventHubEvent]) -> None:
+    """Forward one Event Hub batch (see the module doc)."""
+    from shared.errors import FluxOpsError
     from shared.notify import forwarder
+    from shared.notify.dedupe import StorageUnavailable
 
-    result = forwarder().forward(_messages(events))
+    try:
+        fwd = forwarder()
+    except (FluxOpsError, StorageUnavailable) as exc:  # e.g. targets[2].exclusionList[0]: kept until fixed
+        log.error("notification forwarder cannot start, %d event(s) kept in Event Hub for retry: %s",
+                  len(events), exc)
+        raise
+    result = fwd.forward(_messages(events))
     log.info("flux events from Event Hub: %s", result.summary())
 
 
 @bp.function_name("flux_events_http")
 @bp.route(route="flux/events/{cluster}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
+    """One ``generic-hmac`` POST of cluster ``{cluster}`` (see the module doc)."""
     from shared.errors import FluxOpsError, NotFound
     from shared import services
     from shared.notify import forwarder
@@ -85,6 +97,9 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body() or b""
     try:
         fwd = forwarder()
+    except StorageUnavailable as exc:
+        log.error("flux events for %s: %s", cluster[:80], exc)
+        return _error(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
     except FluxOpsError as exc:
         log.error("notification forwarder is not configured: %s", exc)
         return _error(500, exc.code, str(exc), getattr(exc, "field", None))
@@ -92,12 +107,13 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
                       cluster=cluster if CLUSTER_RE.match(cluster) else None)
     try:
         if not CLUSTER_RE.match(cluster):
-            fwd.reject(message, f"route cluster {cluster[:80]!r} is not a cluster name")
+            fwd.reject(message, f"route cluster {cluster[:80]!r} is not a cluster name", replayable=False)
             return _error(400, "InvalidInput", "cluster: not a cluster name (lower-case letters, digits, '.', '_', '-')",
                           "cluster")
         secret_name = fwd.config.hmac_secret_name(cluster)
         if secret_name is None:
-            fwd.reject(message, "routing file has no http.hmacSecret: the HTTP endpoint is disabled")
+            fwd.reject(message, "routing file has no http.hmacSecret: the HTTP endpoint is disabled",
+                       replayable=False)
             return _error(401, "Unauthorized", "no HMAC key is configured for this endpoint")
         try:
             key = services.keyvault().get_secret(secret_name, field="http.hmacSecret").value
@@ -107,7 +123,7 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
             log.error("flux events for %s: Key Vault failed: %s", cluster, exc)
             return _error(503, "KeyVaultUnavailable", "the HMAC key could not be read; retry later")
         if not key or not verify_signature(body, req.headers.get("X-Signature"), key):
-            fwd.reject(message, "missing or invalid X-Signature for cluster " + cluster)
+            fwd.reject(message, "missing or invalid X-Signature for cluster " + cluster, replayable=False)
             log.warning("flux events for %s: rejected, missing or invalid X-Signature", cluster)
             return _error(401, "Unauthorized", "missing or invalid X-Signature")
         result = fwd.forward([message])
@@ -128,6 +144,7 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("flux_deadletters_list")
 @bp.route(route="flux/deadletters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
+    """``{"names": [...]}`` under ``prefix``, at most ``limit`` (1-5000, default 100); 400 naming a bad field."""
     from shared.errors import FluxOpsError
     from shared.notify import forwarder
     from shared.notify.dedupe import StorageUnavailable
@@ -141,13 +158,14 @@ def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
     except StorageUnavailable as exc:
         return _error(503, "StorageUnavailable", str(exc))
     except FluxOpsError as exc:
-        return _error(exc.status, exc.code, str(exc))
+        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
     return _json(200, {"names": names})
 
 
 @bp.function_name("flux_deadletters_replay")
 @bp.route(route="flux/deadletters/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 def flux_deadletters_replay(req: func.HttpRequest) -> func.HttpResponse:
+    """The :meth:`Forwarder.replay` report; 400 naming a bad field, 503 when storage fails."""
     from shared.errors import FluxOpsError
     from shared.notify import forwarder
     from shared.notify.dedupe import StorageUnavailable
@@ -170,5 +188,5 @@ def flux_deadletters_replay(req: func.HttpRequest) -> func.HttpResponse:
     except StorageUnavailable as exc:
         return _error(503, "StorageUnavailable", str(exc))
     except FluxOpsError as exc:
-        return _error(exc.status, exc.code, str(exc))
+        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
     return _json(200, report)

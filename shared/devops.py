@@ -40,6 +40,8 @@ class DevOpsHTTPError(Exception):
 
 @dataclass(frozen=True)
 class CommitStatus:
+    """A ``GitStatus`` to create: ``state`` one of :data:`STATES`; ``name``/``genre`` form its context."""
+
     state: str
     description: str
     name: str
@@ -106,6 +108,8 @@ class DevOpsStatuses:
         return list(data.get("value") or []) if isinstance(data, dict) else []
 
     def create(self, sha: str, status: CommitStatus) -> dict:
+        """POST ``status`` on commit ``sha``; returns the created ``GitStatus``. Raises
+        :class:`DevOpsHTTPError` (non-2xx) or ``ValueError`` for an unknown state."""
         if status.state not in STATES:
             raise ValueError(f"state {status.state!r} is not one of {STATES}")
         return self._call("POST", sha, status.to_json()).json()

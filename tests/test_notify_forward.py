@@ -221,6 +221,58 @@ def test_same_event_is_forwarded_once_across_instances(notify_env):
     assert len(notify_env.targets.delivered("/teams/")) == 1
 
 
+def _dev_info(i: int) -> dict:  # an event only the audit webhook takes
+    return flux_event(f"event {i}: applied", severity="info", reason="ReconciliationSucceeded", cluster="dev-weu-1",
+                      revision=f"main@sha1:{i:040x}")
+
+
+def test_redelivered_batch_sends_nothing_twice_and_loses_nothing(notify_env):
+    audit = lambda: notify_env.targets.delivered("/hook/audit")  # noqa: E731
+    events = [_dev_info(i) for i in range(150)]  # two claim transactions
+    notify_env.eventhub(events, first_sequence=1)
+    assert len(audit()) == 150
+    # Event Hub redelivers the same batch (the invocation failed after delivering): nothing goes out again
+    notify_env.eventhub(events, first_sequence=1)
+    assert len(audit()) == 150
+    # an instance crashed after claiming events 150-151 and before sending them: the redelivered batch
+    # (same partition and sequence numbers, so the same owners) reclaims and sends them; event 152 was
+    # claimed by another message still in flight elsewhere, so it is left to that one
+    fwd = notify.forwarder()
+    more = [_dev_info(i) for i in range(150, 153)]
+    keys = [fwd.parse(Message(body=json.dumps(e).encode())).dedupe_key() for e in more]
+    assert fwd.dedupe.claim_many("audit", [(keys[0], "flux-events/0/151"), (keys[1], "flux-events/0/152"),
+                                           (keys[2], "flux-events/1/9")]) == [True, True, True]
+    notify_env.eventhub(events + more, first_sequence=1)
+    assert sorted(r.json()["message"] for r in audit()[150:]) == ["event 150: applied", "event 151: applied"]
+
+
+def test_expired_dedupe_rows_are_purged_after_a_batch(notify_env):
+    store = notify.forwarder().dedupe
+    long_ago = time.time() - 3600  # past the 5 m window and the 10 m lease
+    for i, state in enumerate(["delivered", "claimed"]):
+        store.table.create_entity({"PartitionKey": "audit", "RowKey": f"{i:064x}", "state": state, "at": long_ago,
+                                   "owner": "flux-events/0/1"})
+    notify_env.eventhub([flux_event()])  # a process purges after its first batch, then once a minute
+    rows = {(e["PartitionKey"], e["state"]) for e in store.table.list_entities()}
+    assert rows == {(t, "delivered") for t in ("ado-fleet", "teams-ops", "slack-prod", "audit")}
+
+
+def test_purge_is_bounded_and_resumes_where_it_stopped(notify_env):
+    from shared.notify.dedupe import TableDedupeStore
+
+    table = notify_env.storage.table_client(notify_env.names["table"] + "p")
+    table.create_table()
+    now = [1_000_000.0]
+    store = TableDedupeStore(table, window=300, clock=lambda: now[0])
+    store.claim_many("t", [(f"{i:064x}", "o") for i in range(250)])
+    now[0] += 300  # within the lease: nothing expired yet
+    assert store.purge() == 0
+    now[0] += 301
+    assert store.purge(budget=0) == 100  # one page per call when the budget is spent
+    assert store.purge(budget=0) == 100
+    assert store.purge(budget=0) == 50 and list(table.list_entities()) == []
+
+
 def test_dedupe_window_is_configurable_and_expires(notify_env):
     notify_env.rewire(notify_env.routing.read_text().replace("dedupeWindow: 5m", "dedupeWindow: 1s"))
     notify_env.eventhub([flux_event()])
@@ -300,6 +352,24 @@ def test_replay_delivers_dead_letters_once_the_target_is_back(notify_env):
     assert json.loads(lst.get_body()) == {"names": []}
 
 
+def test_replay_never_forwards_a_post_refused_for_its_signature(notify_env):
+    body = json.dumps(flux_event()).encode()
+    assert notify_env.http("prod-weu-1", body, hmac_signature(body, "forged-key"))[0] == 401
+    report = notify.forwarder().replay(prefix="rejected/")
+    assert report["replayed"] == [] and "signature" in report["invalid"][0]["error"]
+    assert notify_env.targets.requests == [] and len(notify_env.dead_letters("rejected/")) == 1
+
+
+def test_a_webhook_secret_that_is_no_url_is_dead_lettered_at_once_without_its_value(notify_env, keyvault_server,
+                                                                                    caplog):
+    keyvault_server.seed("teams-ops-webhook", "teams.example.com/not-a-url-4c7e91")
+    notify_env.eventhub([flux_event()])
+    [letter] = notify_env.dead_letters("undeliverable/")
+    assert letter["target"] == "teams-ops" and letter["attempts"] == 1
+    assert "Key Vault secret 'teams-ops-webhook' is not an http(s) URL" in letter["error"]
+    assert "4c7e91" not in json.dumps(letter) and "4c7e91" not in caplog.text
+
+
 def test_retries_stop_at_the_batch_budget(notify_env):
     notify_env.rewire(NOTIFY_BATCH_BUDGET_SECONDS="1", NOTIFY_MAX_ATTEMPTS="100")
     notify_env.targets.fail("/teams/", *[(429, {"Retry-After": "0.4"})] * 100)
@@ -325,16 +395,24 @@ def test_storage_outage_fails_the_invocation_so_the_batch_is_retried(notify_env)
         own.stop()
         with pytest.raises(StorageUnavailable):
             notify_env.eventhub([flux_event(), b"not json"])
+        body = json.dumps(flux_event()).encode()
+        code, answer = notify_env.http("prod-weu-1", body, hmac_signature(body, HTTP_HMAC))
+        assert code == 503 and answer["error"]["code"] == "StorageUnavailable"  # Flux retries 5xx
+        notify.reset_forwarder()  # a new instance starting during the outage
+        assert notify_env.http("prod-weu-1", body, hmac_signature(body, HTTP_HMAC))[0] == 503
     finally:
         own.stop()
 
 
-def test_invalid_routing_fails_loudly_naming_the_entry(notify_env):
+def test_invalid_routing_fails_loudly_naming_the_entry(notify_env, caplog):
     notify_env.rewire(notify_env.routing.read_text().replace("exclusionList: [\"^Dependencies do not meet\"]",
                                                             "exclusionList: [\"(\"]"))
     with pytest.raises(RoutingConfigError) as err:
         notify_env.eventhub([flux_event()])
     assert err.value.field == "targets[2].exclusionList[0]"
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "targets[2].exclusionList[0]: invalid regular expression" in logged.getMessage()
+    assert notify_env.targets.requests == []
     code, answer = notify_env.http("prod-weu-1", b"{}", None)
     assert code == 500 and answer["error"]["field"] == "targets[2].exclusionList[0]"
 

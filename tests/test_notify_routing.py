@@ -9,8 +9,8 @@ import pytest
 from shared.devops import retry_after_seconds
 from shared.notify.events import InvalidEvent, commit_sha, parse_event
 from shared.notify.routing import RoutingConfigError, parse_routing
-from shared.notify.targets import (commit_status_for, hmac_signature, slack_payload, teams_payload,
-                                   verify_signature)
+from shared.notify.targets import (commit_status_for, hmac_signature, slack_payload, split_camel_case,
+                                   teams_payload, verify_signature)
 from tests.peers.local_notify import SHA, flux_event, routing_yaml
 
 
@@ -153,6 +153,27 @@ def test_ado_status_as_flux_with_cluster_in_name_and_summary_in_genre():
     assert (ok.state, ok.description, ok.genre) == ("succeeded", "reconciliation succeeded", "fluxcd")
 
 
+@pytest.mark.parametrize("reason, words", [
+    ("ReconciliationSucceeded", ["Reconciliation", "Succeeded"]),
+    ("HealthCheckFailed", ["Health", "Check", "Failed"]),
+    ("TLSHandshakeFailed", ["TLS", "Handshake", "Failed"]),  # upper run, then its last letter starts a word
+    ("OCI2Failed", ["OCI", "2", "Failed"]),  # digits are their own word
+    ("Build_Failed", ["Build", "_", "Failed"]),
+])
+def test_ado_description_splits_the_reason_as_flux_split_camelcase(reason, words):
+    assert split_camel_case(reason) == words
+    _, status = commit_status_for(ev(reason=reason))
+    assert status.description == " ".join(words).lower()
+
+
+def test_ado_status_name_without_uid_and_revision_errors():
+    _, status = commit_status_for(ev(uid=""))
+    assert status.name == "kustomization/apps/prod-weu-1"
+    with pytest.raises(InvalidEvent) as err:
+        commit_status_for(ev(revision="sha256:" + "a" * 64))  # an OCI digest has no commit
+    assert err.value.field == "metadata.revision"
+
+
 def test_teams_adaptive_card_and_legacy_message_card():
     card = teams_payload(ev(summary="prod"), "https://prod-00.westeurope.logic.azure.com/workflows/x")
     content = card["attachments"][0]["content"]
@@ -163,6 +184,11 @@ def test_teams_adaptive_card_and_legacy_message_card():
     assert [f["title"] for f in items[2]["facts"]] == ["summary", "cluster", "revision"]
     legacy = teams_payload(ev(), "https://contoso.webhook.office.com/webhookb2/abc")
     assert legacy["@type"] == "MessageCard" and legacy["themeColor"] == "FF0000"
+    # no metadata: Flux's FactSet has no "facts" key (omitempty), an info message no color
+    bare = {k: v for k, v in flux_event(severity="info", reason="Info").items() if k != "metadata"}
+    items = teams_payload(parse_event(json.dumps(bare), default_cluster="c"), "https://x.logic.azure.com/w")[
+        "attachments"][0]["content"]["body"][0]["items"]
+    assert items[2] == {"type": "FactSet"} and "color" not in items[1]
 
 
 def test_slack_payload_as_flux():

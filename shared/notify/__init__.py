@@ -37,7 +37,7 @@ def build_forwarder(environ: Mapping[str, str] = os.environ):
 
     location = (environ.get("NOTIFY_ROUTING") or "").strip()
     if not location:
-        raise errors.InvalidInput("NOTIFY_ROUTING", "app setting is missing: a routing file path or blob:<container>/<name>")
+        raise errors.SettingError("NOTIFY_ROUTING", "app setting is missing: a routing file path or blob:<container>/<name>")
     settings = DeliverySettings.from_env(environ)
     storage = services.storage()
     config = load_routing(location, blob_reader=storage.read_blob)

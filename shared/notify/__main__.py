@@ -1,6 +1,6 @@
 """``python -m shared.notify``: check a routing file, list and replay dead letters.
 
-    python -m shared.notify check routing.yaml
+    python -m shared.notify check routing.yaml      # or blob:<container>/<name>
     python -m shared.notify list [--prefix undeliverable/] [--limit 100]
     python -m shared.notify replay [--prefix undeliverable/ | --name BLOB ...] [--limit 100]
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared.notify", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     check = sub.add_parser("check", help="validate a routing file")
-    check.add_argument("file")
+    check.add_argument("file", help="a path, or blob:<container>/<name> in the forwarder's storage")
     for name in ("list", "replay"):
         p = sub.add_parser(name, help=f"{name} dead letters")
         p.add_argument("--prefix", default=None)
@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "check":
             from .routing import load_routing
 
-            cfg = load_routing(args.file)
+            reader = None
+            if args.file.startswith("blob:"):  # the storage of the app settings
+                from shared import services
+
+                reader = services.storage().read_blob
+            cfg = load_routing(args.file, blob_reader=reader)
             print(f"✔ {args.file}: {len(cfg.targets)} target(s): "
                   + ", ".join(f"{t.name} ({t.type})" for t in cfg.targets))
             return 0

@@ -7,7 +7,8 @@ with ``kind`` = ``undeliverable`` or ``rejected``. Record (JSON)::
     {"id", "kind", "time" (RFC 3339 UTC), "target" (name or null), "cluster" (or null),
      "error" (one line, no secret), "attempts" (int), "dedupeKey" (or null),
      "source": {"trigger": "eventhub"|"http"|"replay", "partition", "sequenceNumber", "offset", "enqueuedTime"},
-     "event" (the event JSON object, when it parsed) | "body" (text, at most 256 KiB) + "bodyTruncated"}
+     "event" (the event JSON object, when it parsed) | "body" (text, at most 256 KiB) + "bodyTruncated",
+     "replayable": false (only on HTTP posts refused for their signature: replay skips them)}
 
 No secret is written: targets are named, never their URLs; errors come from :class:`DeliveryError`.
 Any storage failure raises :class:`StorageUnavailable` so the invocation fails and the batch is retried.
@@ -31,6 +32,7 @@ UNDELIVERABLE, REJECTED = "undeliverable", "rejected"
 def make_record(kind: str, *, error: str, attempts: int = 0, target: str | None = None,
                 cluster: str | None = None, event: dict | None = None, body: bytes | str | None = None,
                 dedupe_key: str | None = None, source: dict | None = None) -> dict:
+    """A dead-letter record (shape above); ``error`` is folded to one line of at most 1,000 characters."""
     now = datetime.now(timezone.utc)
     record: dict[str, Any] = {"id": str(uuid.uuid4()), "kind": kind, "time": now.isoformat().replace("+00:00", "Z"),
                               "target": target, "cluster": cluster, "error": " ".join(str(error).split())[:1000],
@@ -45,6 +47,7 @@ def make_record(kind: str, *, error: str, attempts: int = 0, target: str | None 
 
 
 def blob_name(record: dict) -> str:
+    """``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json``."""
     day = record["time"][:10].replace("-", "/")
     return f"{record['kind']}/{day}/{record.get('target') or '-'}/{record['id']}.json"
 
@@ -69,6 +72,7 @@ class DeadLetterStore:
             raise self._fail(exc) from None
 
     def put(self, record: dict, name: str | None = None) -> str:
+        """Write ``record`` (to ``name``, else :func:`blob_name`); returns the blob name."""
         from azure.core.exceptions import AzureError
 
         name = name or blob_name(record)
@@ -83,6 +87,7 @@ class DeadLetterStore:
         return name
 
     def names(self, prefix: str | None = None, limit: int | None = None) -> Iterator[str]:
+        """Blob names under ``prefix`` in name order (oldest day first), at most ``limit``."""
         from azure.core.exceptions import AzureError
 
         try:

@@ -9,15 +9,22 @@ Guarantees (issue #3):
   jitter (``min(max, base * 2^(n-1))``), waiting at least ``Retry-After``; at most ``max_attempts`` per
   (event, target), and never past the batch budget (``batch_budget`` seconds from the start, well inside
   host.json's ``functionTimeout``): what is still failing then is dead-lettered;
-- deliveries run on a bounded thread pool (``concurrency``) over one pooled ``requests.Session``, so a
-  slow target does not serialise the batch;
+- dedupe costs about two Table requests per 100 (event, target) pairs: claims go in one entity-group
+  transaction per target and 100 events, "delivered" marks likewise (:mod:`.dedupe`); a repeat of an
+  (event, target) pair inside the batch is a duplicate without a request;
+- deliveries run on a bounded thread pool (``concurrency``) over one pooled ``requests.Session``, starting
+  as soon as their chunk is claimed, so a slow target does not serialise the batch;
+- delivery is at least once: a request that timed out may still have reached the target, and is sent again;
 - a storage failure (dedupe table or dead-letter container) raises :class:`StorageUnavailable` after the
   other jobs finished: the invocation fails and Event Hub delivers the batch again (the dedupe records
-  make that retry skip what was already delivered).
+  make that retry skip what was already marked delivered);
+- after a batch, at most once per ``purge_interval`` per process, dedupe rows past the window and the
+  lease are purged for at most 2 s (:meth:`.dedupe.TableDedupeStore.purge`); a purge failure is logged only.
 
 Settings (app settings, :meth:`DeliverySettings.from_env`): ``NOTIFY_MAX_ATTEMPTS`` (5),
 ``NOTIFY_BACKOFF_BASE_SECONDS`` (0.5), ``NOTIFY_BACKOFF_MAX_SECONDS`` (30), ``NOTIFY_BATCH_BUDGET_SECONDS``
-(240), ``NOTIFY_CONCURRENCY`` (32), ``NOTIFY_SECRET_TTL_SECONDS`` (300).
+(240), ``NOTIFY_CONCURRENCY`` (32), ``NOTIFY_SECRET_TTL_SECONDS`` (300),
+``NOTIFY_DEDUPE_PURGE_INTERVAL_SECONDS`` (60; 0 turns the purge off).
 """
 
 from __future__ import annotations
@@ -28,14 +35,14 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from shared import errors
 
 from .deadletter import REJECTED, UNDELIVERABLE, make_record
-from .dedupe import StorageUnavailable
+from .dedupe import TX_LIMIT, StorageUnavailable
 from .events import FluxEvent, InvalidEvent, parse_event
 from .routing import RoutingConfig, Target
 from .targets import DELIVERED, SKIPPED, UNCHANGED, DeliveryError, Sender
@@ -53,32 +60,39 @@ def _number(environ: Mapping[str, str], name: str, default: float, *, integer: b
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        raise errors.InvalidInput(name, f"app setting {raw!r} is not a {'whole ' if integer else ''}number") from None
+        raise errors.SettingError(name, f"app setting {raw!r} is not a {'whole ' if integer else ''}number") from None
     if value < minimum:
-        raise errors.InvalidInput(name, f"app setting must be at least {minimum}")
+        raise errors.SettingError(name, f"app setting must be at least {minimum}")
     return value
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
+    """Delivery tunables; durations in seconds, ``concurrency`` = worker threads (and pooled connections)."""
+
     max_attempts: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     batch_budget: float = 240.0
     concurrency: int = 32
     secret_ttl: float = 300.0
+    purge_interval: float = 60.0
+    purge_budget: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeliverySettings":
-        """Raises :class:`shared.errors.InvalidInput` naming the bad app setting."""
+        """Raises :class:`shared.errors.SettingError` naming the bad app setting."""
         return cls(max_attempts=_number(environ, "NOTIFY_MAX_ATTEMPTS", 5, integer=True, minimum=1),
                    backoff_base=_number(environ, "NOTIFY_BACKOFF_BASE_SECONDS", 0.5),
                    backoff_max=_number(environ, "NOTIFY_BACKOFF_MAX_SECONDS", 30.0),
                    batch_budget=_number(environ, "NOTIFY_BATCH_BUDGET_SECONDS", 240.0, minimum=1),
                    concurrency=_number(environ, "NOTIFY_CONCURRENCY", 32, integer=True, minimum=1),
-                   secret_ttl=_number(environ, "NOTIFY_SECRET_TTL_SECONDS", 300.0))
+                   secret_ttl=_number(environ, "NOTIFY_SECRET_TTL_SECONDS", 300.0),
+                   purge_interval=_number(environ, "NOTIFY_DEDUPE_PURGE_INTERVAL_SECONDS", 60.0))
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: full jitter over ``min(max, base * 2^(attempt-1))``,
+        at least ``retry_after``."""
         delay = random.uniform(0, min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1))))
         return max(delay, retry_after or 0.0)
 
@@ -97,11 +111,14 @@ class Message:
 
 @dataclass
 class Delivery:
+    """The outcome of one (event, target) pair: ``delivered``, ``unchanged``, ``skipped``, ``duplicate`` or
+    ``dead-lettered`` (then ``dead_letter`` is the blob name)."""
+
     target: str
     dedupe_key: str
     outcome: str
     attempts: int
-    latency: float  # seconds from this job's start (dedupe claim) to its outcome
+    latency: float  # seconds from the first send attempt to the outcome (retries included; 0 for duplicates)
     finished: float  # seconds from the batch start to the outcome
     dead_letter: str | None = None
 
@@ -119,14 +136,60 @@ class BatchResult:
         return sum(1 for d in self.deliveries if d.outcome == outcome)
 
     def summary(self) -> dict:
+        """Counts: messages ``received``/``rejected``; (event, target) pairs by outcome; ``deadLettered`` blobs."""
         return {"received": self.received, "rejected": self.rejected,
                 "delivered": self.count(DELIVERED), "unchanged": self.count(UNCHANGED),
                 "skipped": self.count(SKIPPED), "duplicates": self.count(DUPLICATE),
                 "deadLettered": len(self.dead_letters)}
 
 
+@dataclass
+class _Job:
+    message: Message
+    event: FluxEvent
+    target: Target
+    key: str
+
+
+class _Marks:
+    """Buffered "delivered" marks, written per target 100 to a transaction; the first storage error is
+    kept (the forwarder raises it once the batch is done)."""
+
+    def __init__(self, dedupe):
+        self._dedupe = dedupe
+        self._pending: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self.error: StorageUnavailable | None = None
+
+    def add(self, target: str, key: str) -> None:
+        with self._lock:
+            keys = self._pending.setdefault(target, [])
+            keys.append(key)
+            full = keys if len(keys) >= TX_LIMIT else None
+            if full is not None:
+                self._pending[target] = []
+        if full is not None:
+            self._write(target, full)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for target, keys in pending.items():
+            if keys:
+                self._write(target, keys)
+
+    def _write(self, target: str, keys: list[str]) -> None:
+        try:
+            self._dedupe.delivered_many(target, keys)
+        except StorageUnavailable as exc:
+            self.error = self.error or exc
+
+
 class Forwarder:
-    """One per process (built by :func:`shared.notify.forwarder`); ``forward`` is thread-safe."""
+    """One per process (built by :func:`shared.notify.forwarder`); ``forward`` is thread-safe.
+
+    ``dedupe`` is a :class:`.dedupe.TableDedupeStore` (or the in-memory one), ``deadletters`` a
+    :class:`.deadletter.DeadLetterStore`; ``sleep`` is what retries wait with (seconds)."""
 
     def __init__(self, config: RoutingConfig, sender: Sender, dedupe, deadletters,
                  settings: DeliverySettings | None = None, *, sleep=time.sleep):
@@ -138,6 +201,7 @@ class Forwarder:
         self._sleep = sleep
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._last_purge: float | None = None
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -152,13 +216,18 @@ class Forwarder:
                 self._pool = None
 
     def parse(self, message: Message) -> FluxEvent:
+        """Decode ``message`` with the routing file's cluster settings; raises :class:`InvalidEvent`."""
         return parse_event(message.body, cluster_key=self.config.cluster_metadata_key,
                            default_cluster=self.config.default_cluster, cluster=message.cluster)
 
-    def reject(self, message: Message, reason: str, *, event: dict | None = None) -> str:
-        """Dead-letter a message that will not be forwarded (malformed, bad signature)."""
+    def reject(self, message: Message, reason: str, *, event: dict | None = None, replayable: bool = True) -> str:
+        """Dead-letter a message that will not be forwarded (malformed, bad signature); returns the blob
+        name. ``replayable=False`` (unsigned HTTP posts) makes :meth:`replay` refuse it: it was never
+        authenticated. Raises :class:`StorageUnavailable`."""
         record = make_record(REJECTED, error=reason, cluster=message.cluster, event=event,
                              body=None if event is not None else message.body, source=message.source)
+        if not replayable:
+            record["replayable"] = False
         return self.deadletters.put(record)
 
     def forward(self, messages: list[Message]) -> BatchResult:
@@ -167,8 +236,9 @@ class Forwarder:
         start = time.monotonic()
         deadline = start + self.settings.batch_budget
         result = BatchResult(received=len(messages))
-        jobs: list[tuple[Message, FluxEvent, Target]] = []
         storage_error: StorageUnavailable | None = None
+        by_target: dict[str, list[_Job]] = {}
+        seen: set[tuple[str, str]] = set()
         for message in messages:
             try:
                 event = self.parse(message)
@@ -180,9 +250,31 @@ class Forwarder:
                 except StorageUnavailable as err:
                     storage_error = storage_error or err
                 continue
-            jobs.extend((message, event, t) for t in self.config.route(event))
-        futures = [self._executor().submit(self._job, m, e, t, start, deadline) for m, e, t in jobs]
-        for fut in futures:
+            key = event.dedupe_key()
+            for target in self.config.route(event):
+                if (target.name, key) in seen:  # same event twice in this batch
+                    result.deliveries.append(Delivery(target.name, key, DUPLICATE, 0, 0.0, time.monotonic() - start))
+                    continue
+                seen.add((target.name, key))
+                by_target.setdefault(target.name, []).append(_Job(message, event, target, key))
+        pool = self._executor()
+        marks = _Marks(self.dedupe)
+        claims = {pool.submit(self._claim, chunk): chunk
+                  for jobs in by_target.values() for chunk in _chunks(jobs, TX_LIMIT)}
+        sends = []
+        for fut in as_completed(claims):  # deliver each chunk as soon as it is claimed
+            try:
+                claimed = fut.result()
+            except StorageUnavailable as err:
+                storage_error = storage_error or err
+                continue
+            for job, ok in zip(claims[fut], claimed):
+                if ok:
+                    sends.append(pool.submit(self._job, job, start, deadline, marks))
+                else:
+                    result.deliveries.append(Delivery(job.target.name, job.key, DUPLICATE, 0, 0.0,
+                                                      time.monotonic() - start))
+        for fut in sends:
             try:
                 delivery = fut.result()
             except StorageUnavailable as err:
@@ -191,12 +283,36 @@ class Forwarder:
             result.deliveries.append(delivery)
             if delivery.dead_letter:
                 result.dead_letters.append(delivery.dead_letter)
+        marks.flush()
+        storage_error = storage_error or marks.error
         log.info("notify: batch %s", result.summary())
         if storage_error is not None:
             log.error("notify: storage unavailable, failing the invocation so the batch is retried: %s",
                       storage_error)
             raise storage_error
+        self._maybe_purge()
         return result
+
+    def _claim(self, jobs: list[_Job]) -> list[bool]:
+        return self.dedupe.claim_many(jobs[0].target.name, [(j.key, j.message.owner) for j in jobs])
+
+    def _maybe_purge(self) -> None:
+        """Purge old dedupe rows, at most once per ``purge_interval`` per process, for ``purge_budget`` s."""
+        purge = getattr(self.dedupe, "purge", None)
+        if not self.settings.purge_interval or purge is None:
+            return
+        with self._pool_lock:
+            now = time.monotonic()
+            if self._last_purge is not None and now - self._last_purge < self.settings.purge_interval:
+                return
+            self._last_purge = now
+        try:
+            removed = purge(budget=self.settings.purge_budget)
+        except StorageUnavailable as exc:  # nothing is lost: the rows wait for the next purge
+            log.warning("notify: dedupe purge skipped: %s", exc)
+            return
+        if removed:
+            log.info("notify: purged %d expired dedupe row(s)", removed)
 
     def _deliver(self, target: Target, event: FluxEvent, deadline: float) -> tuple[str | None, int, str]:
         """(outcome or None, attempts, last error)."""
@@ -217,21 +333,18 @@ class Forwarder:
                     return None, attempts, f"{exc} (batch retry budget exhausted)"
                 self._sleep(delay)
 
-    def _job(self, message: Message, event: FluxEvent, target: Target, start: float, deadline: float) -> Delivery:
+    def _job(self, job: _Job, start: float, deadline: float, marks: _Marks) -> Delivery:
         began = time.monotonic()
-        key = event.dedupe_key()
-        if not self.dedupe.claim(target.name, key, message.owner):
-            now = time.monotonic()
-            return Delivery(target.name, key, DUPLICATE, 0, now - began, now - start)
+        target, event, key = job.target, job.event, job.key
         outcome, attempts, error = self._deliver(target, event, deadline)
         if outcome is not None:
-            self.dedupe.delivered(target.name, key)
             now = time.monotonic()
+            marks.add(target.name, key)
             return Delivery(target.name, key, outcome, attempts, now - began, now - start)
         log.warning("notify: dead-lettering %s/%s for target %s after %d attempt(s): %s",
                     event.kind, event.name, target.name, attempts, error)
         record = make_record(UNDELIVERABLE, error=error, attempts=attempts, target=target.name,
-                             cluster=event.cluster, event=event.data, dedupe_key=key, source=message.source)
+                             cluster=event.cluster, event=event.data, dedupe_key=key, source=job.message.source)
         name = self.deadletters.put(record)
         self.dedupe.release(target.name, key)
         now = time.monotonic()
@@ -244,14 +357,20 @@ class Forwarder:
         ``undeliverable``: sent again to its target only, without the dedupe window (an operator asked);
         deleted when delivered, else rewritten with the new error and the attempts added up.
         ``rejected``: decoded again and forwarded to every matching target as a new message; deleted once
-        forwarded (new failures become new dead letters); kept if still invalid.
-        Returns ``{"replayed": [...], "failed": [{"name", "error"}], "invalid": [...]}``.
+        forwarded (new failures become new dead letters); kept if still invalid, and never replayed when it
+        was refused for its signature (``"replayable": false``: it was never authenticated).
+        Returns ``{"replayed": [names], "failed": [{"name", "error"}], "invalid": [{"name", "error"}]}``.
+        Raises :class:`StorageUnavailable`.
         """
         chosen = list(names) if names else list(self.deadletters.names(prefix, limit))
         report: dict[str, list] = {"replayed": [], "failed": [], "invalid": []}
         deadline = time.monotonic() + self.settings.batch_budget
         for name in chosen:
-            record = self.deadletters.get(name)
+            try:
+                record = self.deadletters.get(name)
+            except errors.NotFound as exc:
+                report["failed"].append({"name": name, "error": str(exc)})
+                continue
             source = {"trigger": "replay", "deadLetter": name}
             if record.get("kind") == UNDELIVERABLE:
                 target = self.config.target(record.get("target") or "")
@@ -273,6 +392,9 @@ class Forwarder:
                     record["error"] = error
                     self.deadletters.put(record, name)
                     report["failed"].append({"name": name, "error": error})
+            elif record.get("replayable") is False:
+                report["invalid"].append({"name": name, "error": "refused for its signature; not replayed: "
+                                          + str(record.get("error") or "")[:200]})
             else:
                 raw = record.get("event")
                 body = json.dumps(raw).encode() if raw is not None else str(record.get("body") or "").encode()
@@ -289,6 +411,11 @@ class Forwarder:
                 if result.dead_letters:
                     report["failed"].extend({"name": n, "error": "dead-lettered again"} for n in result.dead_letters)
         return report
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def _where(source: dict) -> str:

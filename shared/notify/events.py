@@ -56,6 +56,7 @@ class FluxEvent:
 
     @property
     def kind(self) -> str:
+        """``involvedObject.kind`` (also ``name``, ``namespace``; ``""`` when absent)."""
         return self.involved_object.get("kind", "")
 
     @property
@@ -78,9 +79,10 @@ class FluxEvent:
         return self.metadata.get("commit_status") == "update"
 
     def dedupe_key(self) -> str:
-        """sha256 hex over the fields notification-controller rate-limits on (``eventKeyFunc``:
-        name, namespace, kind, message, ``revision``, ``token``), plus ``originRevision`` and the
-        cluster, since one hub carries the whole fleet."""
+        """64 hex chars: sha256 of ``event/cluster=…/name=…/namespace=…/kind=…/message=…`` plus
+        ``/originRevision=…``, ``/revision=…``, ``/token=…`` when present: notification-controller's
+        ``EventKey`` (``internal/notifier/eventkey.go``; ``eventKeyFunc`` before) with the cluster added,
+        since one hub carries the whole fleet."""
         comps = ["event", "cluster=" + self.cluster, "name=" + self.name, "namespace=" + self.namespace,
                  "kind=" + self.kind, "message=" + self.message]
         for key in ("originRevision", "revision", "token"):

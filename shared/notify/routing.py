@@ -65,12 +65,16 @@ _TYPE_KEYS = {
 }
 
 
-class RoutingConfigError(errors.InvalidInput):
-    """The routing document is invalid; ``field`` is the path of the bad entry."""
+class RoutingConfigError(errors.SettingError):
+    """The routing document is invalid; ``field`` is the path of the bad entry (``NOTIFY_ROUTING`` when the
+    file or blob is missing). A server-side problem: HTTP endpoints answer 500."""
 
 
 @dataclass(frozen=True)
 class EventSource:
+    """An Alert ``eventSources`` entry: ``kind`` (case-insensitive), ``name`` (``*`` patterns), ``namespace``
+    (empty: any)."""
+
     kind: str
     name: str = "*"
     namespace: str = ""
@@ -85,8 +89,8 @@ class EventSource:
 
 @dataclass(frozen=True)
 class Target:
-    """One destination. ``options`` holds the type-specific keys as written (no secret values:
-    only Key Vault secret names)."""
+    """One destination. ``timeout`` is seconds per request; ``options`` holds the type-specific keys as
+    written (no secret values: only Key Vault secret names)."""
 
     name: str
     type: str
@@ -120,6 +124,8 @@ class Target:
 
 @dataclass(frozen=True)
 class RoutingConfig:
+    """The parsed routing document; ``dedupe_window`` in seconds."""
+
     targets: tuple[Target, ...]
     default_cluster: str | None = None
     cluster_metadata_key: str = "cluster"
@@ -127,13 +133,16 @@ class RoutingConfig:
     hmac_secret_template: str | None = None
 
     def route(self, event: FluxEvent) -> list[Target]:
+        """The targets that take ``event``, in the file's order."""
         return [t for t in self.targets if t.accepts(event)]
 
     def target(self, name: str) -> Target | None:
+        """The target called ``name``, or None."""
         return next((t for t in self.targets if t.name == name), None)
 
     def hmac_secret_name(self, cluster: str) -> str | None:
-        """The Key Vault secret name holding ``cluster``'s generic-hmac key, or None if not configured."""
+        """The Key Vault secret name holding ``cluster``'s generic-hmac key (``{cluster}`` in the template
+        replaced, with ``.`` and ``_`` turned into ``-`` as Key Vault names allow), or None if not configured."""
         if not self.hmac_secret_template:
             return None
         return self.hmac_secret_template.replace("{cluster}", cluster.replace(".", "-").replace("_", "-"))
@@ -305,14 +314,18 @@ def parse_routing(text: str | bytes, source: str = "routing") -> RoutingConfig:
 
 def load_routing(location: str, *, blob_reader=None) -> RoutingConfig:
     """Load from ``location``: a file path, or ``blob:<container>/<name>`` read with
-    ``blob_reader(container, name) -> bytes``. Raises :class:`RoutingConfigError`."""
+    ``blob_reader(container, name) -> bytes``. Raises :class:`RoutingConfigError` (field
+    ``NOTIFY_ROUTING`` for a missing file or blob), or :class:`shared.errors.UpstreamError` when storage fails."""
     if location.startswith("blob:"):
         container, _, name = location[5:].partition("/")
         if not container or not name:
             raise RoutingConfigError("NOTIFY_ROUTING", "blob locations are blob:<container>/<name>")
         if blob_reader is None:
             raise RoutingConfigError("NOTIFY_ROUTING", "no blob storage is configured to read " + location)
-        text = blob_reader(container, name)
+        try:
+            text = blob_reader(container, name)
+        except errors.NotFound:
+            raise RoutingConfigError("NOTIFY_ROUTING", f"blob {container}/{name} does not exist") from None
     else:
         if not os.path.isfile(location):
             raise RoutingConfigError("NOTIFY_ROUTING", f"no such file: {location}")

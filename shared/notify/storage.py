@@ -37,7 +37,7 @@ class Storage:
     def __init__(self, *, connection_string: str | None = None, blob_url: str | None = None,
                  table_url: str | None = None, credential=None, pool_size: int = 32):
         if not connection_string and not (blob_url and table_url):
-            raise errors.InvalidInput("NOTIFY_STORAGE_CONNECTION", "no storage account is configured")
+            raise errors.SettingError("NOTIFY_STORAGE_CONNECTION", "no storage account is configured")
         self._conn = connection_string
         self._blob_url, self._table_url, self._credential = blob_url, table_url, credential
         self._pool_size = pool_size
@@ -45,6 +45,8 @@ class Storage:
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ, pool_size: int = 32) -> "Storage":
+        """From app settings (order in the module doc); raises :class:`shared.errors.SettingError`
+        (``NOTIFY_STORAGE_CONNECTION``) when none is set."""
         conn = (environ.get("NOTIFY_STORAGE_CONNECTION") or environ.get("AzureWebJobsStorage") or "").strip()
         if conn:
             return cls(connection_string=conn, pool_size=pool_size)
@@ -55,7 +57,7 @@ class Storage:
             blob = f"https://{account}.blob.core.windows.net"
             table = f"https://{account}.table.core.windows.net"
         if not (blob and table):
-            raise errors.InvalidInput(
+            raise errors.SettingError(
                 "NOTIFY_STORAGE_CONNECTION", "app setting is missing (nor is AzureWebJobsStorage set); "
                 "set a connection string or AzureWebJobsStorage__accountName for the managed identity")
         from azure.identity import DefaultAzureCredential

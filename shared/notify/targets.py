@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import threading
 import time
 from typing import Callable
@@ -64,6 +63,8 @@ class SecretCache:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> str:
+        """The secret's value. Raises :class:`DeliveryError`: not found or empty (not retryable), Key Vault
+        failing (retryable); the message names the secret, never its value."""
         now = time.monotonic()
         hit = self._values.get(name)
         if hit and now - hit[0] < self._ttl:
@@ -87,10 +88,13 @@ class SecretCache:
 
 
 def object_name(event: FluxEvent) -> str:
+    """``<lower kind>/<name>.<namespace>``, the title Flux's Teams and Slack providers use."""
     return f"{event.kind.lower()}/{event.name}.{event.namespace}"
 
 
 def teams_payload(event: FluxEvent, url: str) -> dict:
+    """The JSON body for a Teams webhook ``url`` (``teams.go``): an Adaptive Card 1.4 for Workflows URLs,
+    the legacy MessageCard for hosts ending in ``.webhook.office.com``."""
     obj = object_name(event)
     meta = dict(event.metadata)
     host = (urlsplit(url).hostname or "").lower()
@@ -103,7 +107,8 @@ def teams_payload(event: FluxEvent, url: str) -> dict:
     if "summary" in meta:
         facts.append({"title": "summary", "value": meta.pop("summary")})
     facts += [{"title": k, "value": v} for k, v in sorted(meta.items())]
-    text = {"type": "TextBlock", "text": event.message, "wrap": True}
+    # Go's omitempty: no "text" for an empty message, no "facts" for empty metadata
+    text = {"type": "TextBlock", **({"text": event.message} if event.message else {}), "wrap": True}
     if event.severity == "error":
         text["color"] = "attention"
     return {"type": "message", "attachments": [{
@@ -113,10 +118,12 @@ def teams_payload(event: FluxEvent, url: str) -> dict:
                     "body": [{"type": "Container", "items": [
                         {"type": "TextBlock", "text": obj, "size": "large", "weight": "bolder", "wrap": True},
                         text,
-                        {"type": "FactSet", "facts": facts}]}]}}]}
+                        {"type": "FactSet", **({"facts": facts} if facts else {})}]}]}}]}
 
 
 def slack_payload(event: FluxEvent, target: Target) -> dict:
+    """The JSON body for Slack (``slack.go``); ``channel``/``username`` from the target, else ``""`` and
+    the reporting controller; ``fields`` = metadata sorted by key."""
     obj = object_name(event)
     first_line = event.message.split("\n", 1)[0]
     return {"channel": target.options.get("channel", ""),
@@ -145,17 +152,50 @@ def verify_signature(body: bytes, header: str | None, key: str) -> bool:
     return hmac.compare_digest(expected.encode("ascii"), given.strip().lower().encode("ascii", "replace"))
 
 
+def _char_class(ch: str) -> int:
+    if ch.islower():
+        return 1
+    if ch.isupper():
+        return 2
+    if ch.isdigit():
+        return 3
+    return 4
+
+
+def split_camel_case(src: str) -> list[str]:
+    """Flux's ``splitCamelcase`` (``internal/notifier/util.go``): runs of lower-case letters, upper-case
+    letters, digits and other characters, with an upper-case run's last letter moved to a following
+    lower-case run (``"PDFLoader"`` → ``["PDF", "Loader"]``)."""
+    runs: list[list[str]] = []
+    last = 0
+    for ch in src:
+        cls = _char_class(ch)
+        if runs and cls == last:
+            runs[-1].append(ch)
+        else:
+            runs.append([ch])
+        last = cls
+    for i in range(len(runs) - 1):
+        if runs[i][0].isupper() and runs[i + 1][0].islower():
+            runs[i + 1].insert(0, runs[i].pop())
+    return ["".join(r) for r in runs if r]
+
+
 def _split_camel(reason: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", reason).lower()
+    return " ".join(split_camel_case(reason)).lower()
 
 
 def commit_status_for(event: FluxEvent) -> tuple[str, CommitStatus] | None:
     """(sha, status) for the Azure DevOps target, or None for ``Progressing`` events (skipped as Flux does).
 
-    State: info → ``succeeded``, error → ``error``. Genre ``fluxcd`` or ``fluxcd:<summary>``. Name
-    ``<kind>/<name>/<uid prefix>/<cluster>``, lower-case (Flux: ``kind/name/<uid prefix>``; the cluster
-    suffix keeps clusters that share a repository from overwriting each other). Description: the reason
-    split on camel case, lower-case. Raises :class:`InvalidEvent` for a missing or non-SHA-1 revision.
+    Revision: metadata ``commit``, else ``originRevision``, else ``revision`` (:func:`.events.commit_sha`).
+    State: info → ``succeeded``, error → ``error``. Genre ``fluxcd`` or ``fluxcd:<summary>``
+    (``commitStatusGenre``). Name ``<kind>/<name>/<uid prefix>/<cluster>``, lower-case: Flux's default
+    ``kind/name/<first '-' segment of the Provider's UID>`` (``generateCommitStatusID``); with no Provider
+    here, the involved object's UID is used (omitted when the event has none), and the cluster suffix
+    keeps clusters that share a repository from overwriting each other. Description: the reason split
+    on camel case, lower-case (``formatNameAndDescription``), e.g. ``health check failed``.
+    Raises :class:`InvalidEvent` for a missing or non-SHA-1 revision.
     """
     if event.reason == "Progressing":
         return None
@@ -213,6 +253,11 @@ class Sender:
         if target.type == "azuredevops":
             return self._devops(target, event)
         url = self.secrets.get(target.options["urlSecret"])
+        split = urlsplit(url.strip())
+        if split.scheme not in ("http", "https") or not split.netloc:
+            raise DeliveryError(f"{target.type} target {target.name!r}: Key Vault secret "
+                                f"{target.options['urlSecret']!r} is not an http(s) URL", retryable=False)
+        url = url.strip()
         headers = {"Content-Type": "application/json"}
         if target.type == "msteams":
             body = json.dumps(teams_payload(event, url)).encode("utf-8")

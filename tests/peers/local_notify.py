@@ -170,7 +170,14 @@ def main() -> int:
     from tests.peers.http_targets import TargetServer
     from tests.peers.keyvault import KeyVaultServer
 
+    import logging
+
     fns = indexed_functions()
+    shown = logging.StreamHandler(sys.stdout)
+    shown.setFormatter(logging.Formatter("  %(message)s"))
+    fn_log = logging.getLogger("functions.notifications")  # the functions' batch summaries
+    fn_log.addHandler(shown)
+    fn_log.setLevel(logging.INFO)
     try:
         azurite = AzuriteServer().start()
     except AzuriteNotInstalled as exc:
