@@ -3,8 +3,10 @@
 The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT and the
 cluster's kubeconfig are read from Key Vault by name. Answers 200 with what was committed and
 applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
-and the status of the typed error otherwise (404 missing branch, 409 conflicting sync path,
-502 a peer refused our credentials or failed, or a health check failed after the push).
+and the status of the typed error otherwise (404 missing repository or branch, 409 conflicting
+sync path or Flux managed by another tool, 500 a missing app setting, 502 a peer refused our
+credentials or failed, or a health check failed after the push). The whole run is bounded by
+:data:`shared.bootstrap.HTTP_BUDGET_SECONDS` so the answer comes within Azure's 230 s.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ bp = func.Blueprint()
 log = logging.getLogger("functions.bootstrap")
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> func.HttpResponse:
-    body = {"error": {"code": code, "message": message}}
+def _error(status: int, code: str, message: str, field: str | None = None, run=None) -> func.HttpResponse:
+    """``{"error": {"code", "message"[, "field"]}}``; when the bootstrap had started (``run``, a
+    :class:`shared.bootstrap.Bootstrapper`), also what it did before failing: ``commits`` pushed
+    and the progress ``log``, so a caller knows what a re-run will find."""
+    body: dict = {"error": {"code": code, "message": message}}
     if field:
         body["error"]["field"] = field
+    if run is not None:
+        run.progress.failure(message)
+        body["commits"] = [{"sha": c.sha, "message": c.message} for c in run.result.commits]
+        body["log"] = run.result.log
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
@@ -67,14 +76,21 @@ def _register(opts, refs) -> dict:
 @bp.function_name("bootstrap")
 @bp.route(route="bootstrap", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
+    """``POST /api/bootstrap``: decode and check the body, load the distribution, read the PAT (or
+    get an Entra token) and the kubeconfig from Key Vault, then run the bootstrap within
+    :data:`shared.bootstrap.HTTP_BUDGET_SECONDS` and register the cluster for rotation."""
+    import time
+
     from shared.errors import FluxOpsError, InvalidInput, NotFound, SettingError
     from shared import bootstrap as runner
     from shared import services
 
+    started = time.monotonic()
     try:
         body = req.get_json()
     except ValueError:
         return _error(400, "InvalidInput", "body: must be a JSON object", "body")
+    cluster = run = None
     try:
         opts, refs = runner.options_from_request(body)
         dist = runner.prepare(opts)
@@ -97,7 +113,9 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
             cluster = services.cluster_from_kubeconfig(kubeconfig, refs["context"])
         except InvalidInput as exc:
             raise InvalidInput("kubeconfigSecret", exc.message) from None
-        result = runner.Bootstrapper(opts, credentials, cluster, dist).run()
+        deadline = started + runner.HTTP_BUDGET_SECONDS
+        run = runner.Bootstrapper(opts, credentials, cluster, dist, deadline=deadline)
+        result = run.run()
     except SettingError as exc:
         log.error("bootstrap cannot run: app setting %s", exc)
         return _error(exc.status, exc.code, f"app setting {exc}")
@@ -106,19 +124,21 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         return _error(400, exc.code, str(exc), exc.field)
     except FluxOpsError as exc:
         log.error("bootstrap failed: %s", exc)
-        return _error(exc.status, exc.code, str(exc))
+        return _error(exc.status, exc.code, str(exc), run=run)
+    except Exception as exc:  # a bug: answer in the same JSON shape; the traceback goes to the log
+        log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=True)
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=run)
+    finally:
+        if cluster is not None:
+            cluster.close()
     summary = result.summary()
     summary["registry"] = _register(opts, refs)
-    failed = [k for k, v in summary["health"].items() if v.get("status") == "failed"]
-    summary["status"] = "failed" if failed else "succeeded"
-    if failed:
+    failure = result.health_error()
+    summary["status"] = "failed" if failure else "succeeded"
+    if failure:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
-        summary["error"] = {
-            "code": "HealthCheckFailed",
-            "message": f"bootstrap failed with {len(failed)} health check failure(s): "
-            + "; ".join(f"{k}: {summary['health'][k]['message']}" for k in failed),
-        }
-        log.error("bootstrap health check failed: %s", summary["error"]["message"])
+        summary["error"] = {"code": "HealthCheckFailed", "message": failure}
+        log.error("bootstrap health check failed: %s", failure)
         return func.HttpResponse(json.dumps(summary), status_code=502, mimetype="application/json")
-    log.info("bootstrap of %s succeeded: %d commit(s)", opts.sync_url, len(result.commits))
+    log.info("bootstrap of %s succeeded in %.1f s: %d commit(s)", opts.sync_url, time.monotonic() - started, len(result.commits))
     return func.HttpResponse(json.dumps(summary), status_code=200, mimetype="application/json")

@@ -1,28 +1,38 @@
 """The bootstrap runner: what ``flux bootstrap git`` does, over a git repository and a cluster.
 
 The steps follow fluxcd/flux2 ``pkg/bootstrap/bootstrap.go`` (``Run``) and
-``pkg/bootstrap/bootstrap_plain_git.go`` (see ``../shared/docs/flux-bootstrap-spec.md`` §2):
+``pkg/bootstrap/bootstrap_plain_git.go`` (see ``../shared/docs/flux-bootstrap-spec.md`` §2), with
+Flux's progress messages:
 
 1. ``reconcile_components``: clone the branch, write ``<path>/<ns>/gotk-components.yaml``, commit
    ``Add Flux <version> component manifests`` and push when the bytes changed; install the
    components on the cluster unless Kustomization ``<ns>/<ns>`` already has a
    ``lastAppliedRevision`` (Flux then upgrades itself from Git).
-2. ``reconcile_source_secret``: create or update the source Secret (``username``/``password``).
+2. ``reconcile_source_secret``: create or update the source Secret (``username``/``password``, or
+   ``bearerToken``).
 3. ``reconcile_sync``: write ``gotk-sync.yaml`` (always) and ``kustomization.yaml`` (only when
-   absent), commit ``Add Flux sync manifests`` and push when changed (re-clone and retry on a
-   non-fast-forward push), apply the GitRepository and Kustomization.
-4. ``report_health``: read the GitRepository and Kustomization status, waiting up to ``timeout``.
+   absent), commit ``Add Flux sync manifests`` and push when changed (on a non-fast-forward push:
+   ``git conflict detected, retrying with a fresh clone``), apply the GitRepository and
+   Kustomization.
+4. ``report_health``: the GitRepository and Kustomization must be Ready at the pushed revision and
+   the component Deployments available, waiting up to ``timeout``.
 
-Two deliberate differences from the CLI, both so that bad input touches nothing: everything that
-can be checked before the first write is checked first (options, distribution, component
-rendering, cluster reachability and credentials, the sync path of an existing Kustomization,
-the git credentials), and the sync path conflict is detected before the components commit.
+Deliberate differences from the CLI, so that bad input touches nothing and a run fits in an HTTP
+request:
+
+* everything that can be checked before the first write is checked first (options, distribution,
+  component rendering, cluster reachability, credentials and write access by a server-side dry
+  run, the sync path of an existing Kustomization, the git credentials by cloning);
+* the sync step applies the two sync objects, not ``kustomize build`` of the folder (no kustomize
+  here): extra resources a user lists in ``kustomization.yaml`` are left to kustomize-controller;
+* an overall ``deadline`` bounds the waits (Azure answers an HTTP trigger within 230 s).
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,11 +43,13 @@ from .flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY, Manif
 from .flux import distribution as flux_distribution
 from .flux import install, kustomization, sourcesecret, sync
 from .flux.options import (
-    normalize_duration,
+    check_supported_version,
+    normalize_interval,
     normalize_path,
     parse_duration,
     sync_url,
     validate_branch,
+    validate_dns_label,
     validate_version,
 )
 
@@ -47,16 +59,26 @@ SOURCE_API = "source.toolkit.fluxcd.io/v1"
 KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
 #: Azure Functions HTTP responses must come back within 230 s; keep health waits well inside.
 MAX_TIMEOUT_SECONDS = 150
+#: Seconds an HTTP-triggered bootstrap may run in all (the 230 s limit less a margin for the
+#: response and the registry write).
+HTTP_BUDGET_SECONDS = 200
+#: Flux's wait for CRDs and Namespaces to become ready (internal/utils/apply.go), seconds.
+CRD_WAIT_SECONDS = 60.0
+#: Kubernetes object names (a Secret's ``metadata.name``): DNS-1123 subdomains.
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 #: Entra ID scope of Azure DevOps (its well-known application id), for ``withBearerToken``.
 AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 
 
 @dataclass(frozen=True)
 class BootstrapOptions:
-    """Validated options of one bootstrap; names mirror ``flux bootstrap git`` flags.
+    """Options of one bootstrap; names mirror ``flux bootstrap git`` flags, defaults are Flux's.
 
-    ``path`` is normalised (``./clusters/x`` or ``""``), ``interval`` in Flux's print form
-    (``1m0s``), ``timeout`` in seconds (health wait; 0 = check once)."""
+    ``url`` is ``--url`` as given (https, or http with ``allow_insecure_http``); ``path`` is
+    normalised (``./clusters/x`` or ``""``, see :func:`shared.flux.options.normalize_path`);
+    ``interval`` is in Flux's print form (``1m0s``); ``timeout`` is in seconds: how long
+    :meth:`Bootstrapper.report_health` waits for the sync objects and components (0 = check once,
+    and pending is then not a failure). :meth:`validate` checks them."""
 
     url: str
     branch: str = "main"
@@ -84,13 +106,16 @@ class BootstrapOptions:
 
     @property
     def sync_url(self) -> str:
+        """The GitRepository URL (token auth: https, no user info), also the URL cloned and pushed."""
         return sync_url(self.url, token_auth=self.token_auth, allow_insecure_http=self.allow_insecure_http)
 
     @property
     def author(self) -> str:
+        """``Name <email>``; ``Flux <>`` by default, as ``--author-name``/``--author-email``."""
         return f"{self.author_name} <{self.author_email}>"
 
     def install_options(self) -> install.InstallOptions:
+        """The options that shape gotk-components.yaml."""
         return install.InstallOptions(
             components=self.components,
             components_extra=self.components_extra,
@@ -104,6 +129,7 @@ class BootstrapOptions:
         )
 
     def sync_options(self) -> sync.SyncOptions:
+        """The options of gotk-sync.yaml: objects named after the namespace, as Flux names them."""
         return sync.SyncOptions(
             url=self.sync_url,
             branch=self.branch,
@@ -115,24 +141,33 @@ class BootstrapOptions:
         )
 
     def commit_message(self, title: str) -> str:
+        """``title``, plus ``"\\n\\n" + appendix`` with ``--commit-message-appendix``."""
         return title + ("\n\n" + self.commit_message_appendix if self.commit_message_appendix else "")
 
     def validate(self) -> "BootstrapOptions":
-        """Check every option that can be checked offline; raises InvalidInput naming the field."""
+        """Check every option that can be checked offline; raises InvalidInput naming the field
+        (request spelling). Returns ``self``."""
         validate_branch(self.branch)
         if self.version is not None:
             validate_version(self.version)
         self.install_options().validate()
         if not self.token_auth:
             raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
-        if not self.username:
-            raise InvalidInput("username", "must not be empty")
-        self.sync_options()  # builds the sync URL: scheme and host checks
-        _ = self.sync_url
-        if not 0 <= self.timeout <= MAX_TIMEOUT_SECONDS:
-            raise InvalidInput("timeout", f"must be between 0s and {MAX_TIMEOUT_SECONDS}s")
-        if "\n" in self.author_name or "<" in self.author_name or ">" in self.author_email:
-            raise InvalidInput("authorName", "must be a plain name")
+        if not isinstance(self.username, str) or not self.username or any(c in self.username for c in ":\r\n"):
+            raise InvalidInput("username", "must be a non-empty user name without ':' or line breaks")
+        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not _DNS1123_SUBDOMAIN.match(self.secret_name):
+            raise InvalidInput("secretName", f"{self.secret_name!r} is not a valid Secret name (DNS-1123 subdomain)")
+        _ = self.sync_url  # scheme, host and password checks
+        if self.url.strip().lower().startswith("ssh://"):
+            raise InvalidInput("url", "ssh:// needs SSH auth, which is not supported; give the https:// URL of the repository")
+        normalize_interval(self.interval)
+        if not isinstance(self.timeout, (int, float)) or self.timeout < 0:
+            raise InvalidInput("timeout", "must be zero or more")
+        for fld, value, bad in (("authorName", self.author_name, "<>\r\n\x00"), ("authorEmail", self.author_email, "<>\r\n\x00")):
+            if not isinstance(value, str) or any(c in value for c in bad):
+                raise InvalidInput(fld, "must not contain '<', '>' or line breaks")
+        if not isinstance(self.commit_message_appendix, str) or "\x00" in self.commit_message_appendix:
+            raise InvalidInput("commitMessageAppendix", "must be text")
         return self
 
 
@@ -146,13 +181,17 @@ class Credentials:
 
 @dataclass
 class Commit:
+    """A commit the run pushed: ``sha`` (40 hex) and the title it was made with."""
+
     sha: str
     message: str
 
 
 @dataclass
 class BootstrapResult:
-    """What the run did: commits pushed, objects applied (``str(change)`` lines), health."""
+    """What the run did: ``commits`` pushed (oldest first), ``head`` (the branch's sha after the
+    pushes), ``changes`` (:class:`shared.kube.Change` per object applied), ``health`` (see
+    :meth:`Bootstrapper.report_health`) and ``log`` (the progress lines)."""
 
     url: str
     branch: str
@@ -166,8 +205,19 @@ class BootstrapResult:
     health: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
+    def health_error(self) -> str | None:
+        """Flux's aggregate, ``bootstrap failed with N health check failure(s): …``, when a health
+        check failed; else None."""
+        failed = [(k, v) for k, v in self.health.items() if v.get("status") == "failed"]
+        if not failed:
+            return None
+        return f"bootstrap failed with {len(failed)} health check failure(s): " + "; ".join(f"{k}: {v['message']}" for k, v in failed)
+
     def summary(self) -> dict:
-        """JSON-ready dict for the HTTP response."""
+        """JSON-ready dict for the HTTP response: ``repository`` (url, branch, path, head, commits),
+        ``flux`` (version, components), ``cluster`` (componentsInstalled, created/configured/
+        unchanged counts, ``changes`` lines such as ``Secret/flux-system/flux-system created``),
+        ``health`` (per check: status ``ready``/``pending``/``failed``, message) and ``log``."""
         counts: dict[str, int] = {"created": 0, "configured": 0, "unchanged": 0}
         for change in self.changes:
             counts[change.action] = counts.get(change.action, 0) + 1
@@ -232,26 +282,34 @@ def load_objects(text: str) -> list[dict]:
 
 
 def _normalize_sync_path(value: str) -> str:
-    """Flux's comparison form of a Kustomization path (bootstrap_plain_git.go ReconcileSyncConfig)."""
-    value = value or "./"
-    if value != "./":
-        value = value.rstrip("/")
-    if not value.startswith("./"):
-        value = "./" + value.lstrip("./") if not value.startswith(".") else value
-    return value
+    """Flux's comparison form of a Kustomization path (pkg/bootstrap/bootstrap.go
+    ``kustomizationPathDiffers``): one trailing ``/`` dropped unless the path is that short, then
+    ``./`` in front of what follows a leading ``./``."""
+    value = value or ""
+    if len(value) > 2 and value.endswith("/"):
+        value = value[:-1]
+    return "./" + (value[2:] if value.startswith("./") else value)
 
 
 class Bootstrapper:
-    """Runs one bootstrap. ``cluster`` is a :class:`shared.kube.Cluster`; ``distribution`` a
-    loaded :class:`shared.flux.distribution.Distribution` (see :func:`prepare`)."""
+    """Runs one bootstrap (:meth:`run`).
 
-    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, clock=time.monotonic, sleep=time.sleep):
+    ``opts`` are validated :class:`BootstrapOptions`; ``credentials`` the PAT or bearer token;
+    ``cluster`` a :class:`shared.kube.Cluster` (not closed here); ``distribution`` a loaded
+    :class:`shared.flux.distribution.Distribution` (see :func:`prepare`). ``progress`` receives
+    Flux's progress lines; ``workdir`` is where the temporary clone goes (default: the system temp
+    folder); ``deadline`` is a ``clock()`` value (monotonic seconds) by which the run should be
+    done: waits (CRDs established, health) are cut short to meet it. ``clock``/``sleep`` are
+    injectable for the health polling."""
+
+    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, clock=time.monotonic, sleep=time.sleep):
         self.opts = opts
         self.credentials = credentials
         self.cluster = cluster
         self.dist = distribution
         self.progress = progress or Progress()
         self.workdir = workdir
+        self.deadline = deadline
         self._clock = clock
         self._sleep = sleep
         self.components_manifest: Manifest = install.generate(distribution, opts.install_options())
@@ -265,21 +323,30 @@ class Bootstrapper:
         )
         self._repo = None
         self._tmp = None
+        self._existing: dict | None = None
 
     # -- helpers -------------------------------------------------------------------------------
+    def _remaining(self, wanted: float) -> float:
+        """``wanted`` seconds, or less when the deadline is nearer (never below 1 s)."""
+        if self.deadline is None:
+            return wanted
+        return max(1.0, min(wanted, self.deadline - self._clock()))
+
     def _git_auth(self):
         from .git import GitAuth
 
         return GitAuth(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token)
 
-    def _clone(self):
+    def _clone(self, *, quiet: bool = False):
         from .git import Repository
 
         self._close_repo()
         self._tmp = tempfile.TemporaryDirectory(prefix="flux-bootstrap-", dir=self.workdir)
-        self.progress.action(f"cloning branch \"{self.opts.branch}\" from Git repository \"{self.opts.sync_url}\"")
-        repo = Repository.clone(self.opts.url, self.opts.branch, self._git_auth(), self._tmp.name, allow_insecure_http=self.opts.allow_insecure_http)
-        self.progress.success("cloned repository")
+        if not quiet:
+            self.progress.action(f"cloning branch \"{self.opts.branch}\" from Git repository \"{self.opts.sync_url}\"")
+        repo = Repository.clone(self.opts.sync_url, self.opts.branch, self._git_auth(), self._tmp.name, allow_insecure_http=self.opts.allow_insecure_http)
+        if not quiet:
+            self.progress.success("cloned repository")
         self._repo = repo
         return repo
 
@@ -299,28 +366,44 @@ class Bootstrapper:
         return posixpath.normpath(posixpath.join(self.opts.path or ".", self.opts.namespace))
 
     def _existing_kustomization(self) -> dict | None:
-        from .errors import NotFound as _NotFound
+        """Kustomization ``<ns>/<ns>``, or None (absent, or its CRD is not installed)."""
+        return self.cluster.get(KUSTOMIZE_API, "Kustomization", self.opts.namespace, self.opts.namespace)
 
-        try:
-            return self.cluster.get(KUSTOMIZE_API, "Kustomization", self.opts.namespace, self.opts.namespace)
-        except _NotFound:  # CRD not installed yet
-            return None
+    def _check_sync_path(self, existing: dict | None) -> None:
+        """Flux's step 17: an existing Kustomization must sync the same path (Conflict otherwise,
+        with Flux's message)."""
+        if not existing:
+            return
+        current = (existing.get("spec") or {}).get("path") or ""
+        if _normalize_sync_path(current) != _normalize_sync_path(self.opts.path):
+            raise Conflict(
+                f"sync path configuration (\"{self.opts.path}\") would overwrite path (\"{current}\") of existing Kustomization"
+            )
+
+    def _must_install(self) -> bool:
+        """``mustInstallManifests``: no Kustomization ``<ns>/<ns>``, or no ``lastAppliedRevision``."""
+        return not ((self._existing or {}).get("status") or {}).get("lastAppliedRevision")
 
     # -- steps ---------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Checks that need peers but write nothing: the cluster answers with our credentials,
-        and an existing Kustomization does not sync another path (Flux's step 17, done early)."""
+        """Checks that need the cluster but write nothing: Flux there is not managed by another tool
+        (unless ``force``), an existing Kustomization does not sync another path (Flux's step 17,
+        done before any commit), and the cluster accepts what the run will write (the components
+        when they are to be installed, the source Secret, the sync objects) in a server-side dry run
+        (``dryRun=All``: credentials, RBAC, schemas), as far as it can check them yet.
+
+        Raises Conflict, AuthenticationFailed, UpstreamError, ApplyError (shared.kube)."""
         self.progress.action("checking cluster access")
         self._confirm_takeover()
-        existing = self._existing_kustomization()
-        self._existing = existing
-        if existing:
-            current = _normalize_sync_path(existing.get("spec", {}).get("path", ""))
-            wanted = _normalize_sync_path(self.opts.path)
-            if current != wanted:
-                raise Conflict(
-                    f"sync path configuration (\"{wanted}\") would overwrite path (\"{current}\") of existing Kustomization"
-                )
+        self._existing = self._existing_kustomization()
+        self._check_sync_path(self._existing)
+        # Everything the run will write, as far as the cluster can check it now (objects whose
+        # Namespace or CRD is still to be created are skipped by dry_run_apply).
+        planned = load_objects(self.components_manifest.content) if self._must_install() else []
+        planned.append(sourcesecret.generate(name=self.opts.secret_name, namespace=self.opts.namespace, username=self.opts.username,
+                                             password=self.credentials.password, bearer_token=self.credentials.bearer_token))
+        planned.extend(sync.objects(self.opts.sync_options()))
+        self.cluster.dry_run_apply(planned)
         self.progress.success("cluster is reachable")
 
     def _confirm_takeover(self) -> None:
@@ -340,6 +423,8 @@ class Bootstrapper:
             self.progress.warning(f"taking over Flux managed by {manager!r} (force)")
 
     def reconcile_components(self) -> None:
+        """Flux's ``ReconcileComponents``: clone, write and commit gotk-components.yaml, push, and
+        install the components unless Flux already applies them from Git."""
         repo = self._clone()
         self.progress.action("generating component manifests")
         manifest = self.components_manifest
@@ -347,37 +432,47 @@ class Bootstrapper:
         self.progress.success("generated component manifests")
         self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
 
-        existing = self._existing
-        applied = (existing or {}).get("status", {}).get("lastAppliedRevision")
-        if applied:
-            self.progress.success(f"components are managed by Flux (last applied revision {applied}); skipping install")
-            return
-        kfile = posixpath.join(self._flux_dir(), "kustomization.yaml")
-        if repo.read_file(kfile) is not None:
-            custom = load_objects(repo.read_file(kfile).decode())
-            if custom and set(custom[0]) - {"apiVersion", "kind", "resources"}:
-                self.progress.warning(
-                    f"{kfile} has patches or transformers; the components are installed unpatched and "
-                    "kustomize-controller applies the patches once it syncs"
-                )
-        self.progress.action(f"installing components in \"{self.opts.namespace}\" namespace")
-        changes = self.cluster.apply(load_objects(manifest.content))
-        self.result.changes.extend(changes)
-        self.result.components_installed = True
-        self.progress.success("installed components")
+        if self._must_install():
+            kfile = posixpath.join(self._flux_dir(), kustomization.KUSTOMIZATION_FILE)
+            text = repo.read_file(kfile)
+            if text is not None:
+                custom = load_objects(text.decode("utf-8", "replace"))
+                if custom and isinstance(custom[0], dict) and set(custom[0]) - {"apiVersion", "kind", "resources"}:
+                    self.progress.warning(
+                        f"{kfile} has patches or transformers; the components are installed unpatched and "
+                        "kustomize-controller applies the patches once it syncs"
+                    )
+            self.progress.action(f"installing components in \"{self.opts.namespace}\" namespace")
+            changes = self.cluster.apply(load_objects(manifest.content), wait_timeout=self._remaining(CRD_WAIT_SECONDS))
+            self.result.changes.extend(changes)
+            self.result.components_installed = True
+            self.progress.success("installed components")
         self.progress.success("reconciled components")
 
     def reconcile_source_secret(self) -> None:
-        name = f"{self.opts.namespace}/{self.opts.secret_name}"
-        self.progress.action(f"determining if source secret \"{name}\" exists")
+        """Flux's ``ReconcileSourceSecret`` for token auth: the Secret always carries the
+        credential, so it is created or updated (keys not written here survive, as in Flux; a
+        leftover ``bearerToken`` next to a new PAT is reported as a warning)."""
+        key = f"{self.opts.namespace}/{self.opts.secret_name}"
+        self.progress.action(f"determining if source secret \"{key}\" exists")
         self.progress.action("generating source secret")
         data = sourcesecret.string_data(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token)
-        self.progress.action("applying source secret")
+        if "bearerToken" not in data:
+            current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
+            if "bearerToken" in current:  # kept by the update, as in Flux, and used before the PAT
+                self.progress.warning(
+                    f"source secret \"{key}\" also holds key bearerToken, which source-controller uses instead of "
+                    "username/password; delete that key"
+                )
+        self.progress.action(f"applying source secret \"{key}\"")
         change = self.cluster.reconcile_secret(self.opts.namespace, self.opts.secret_name, data)
         self.result.changes.append(change)
-        self.progress.success(f"reconciled source secret ({change.action})")
+        self.progress.success("reconciled source secret")
 
     def reconcile_sync(self, attempts: int = 3) -> None:
+        """Flux's ``ReconcileSyncConfig``: write gotk-sync.yaml and (when absent)
+        kustomization.yaml, commit and push; on a non-fast-forward push re-clone and redo the step
+        (sync path check included), at most ``attempts`` times; then apply the sync objects."""
         from .git import NonFastForward
 
         for attempt in range(1, attempts + 1):
@@ -387,11 +482,12 @@ class Bootstrapper:
             except NonFastForward:
                 if attempt == attempts:
                     raise
-                self.progress.warning("the branch moved while pushing; cloning again")
-                self._clone()
+                self.progress.waiting("git conflict detected, retrying with a fresh clone")
+                self._clone(quiet=True)
+                self._check_sync_path(self._existing_kustomization())
         self.progress.action("applying sync manifests")
         gitrepository, kustomization_obj = sync.objects(self.opts.sync_options())
-        self.result.changes.extend(self.cluster.apply([gitrepository, kustomization_obj]))
+        self.result.changes.extend(self.cluster.apply([gitrepository, kustomization_obj], wait_timeout=self._remaining(CRD_WAIT_SECONDS)))
         self.progress.success("reconciled sync configuration")
 
     def _write_sync(self) -> None:
@@ -400,16 +496,14 @@ class Bootstrapper:
         manifest = sync.generate(self.opts.sync_options())
         repo.write_file(manifest.path, manifest.content.encode())
         folder = self._flux_dir()
-        names = set(repo.list_dir(folder))
-        if not names & set(kustomization.KUSTOMIZATION_FILE_NAMES):
+        # Flux looks for kustomization.yaml only and would add one next to a kustomization.yml,
+        # which kustomize then refuses ("Found multiple kustomization files"): any recognised
+        # name counts here.
+        if not set(repo.list_dir(folder)) & set(kustomization.KUSTOMIZATION_FILE_NAMES):
 
             def list_dir(rel: str):
                 full = posixpath.join(folder, rel) if rel else folder
-                out = []
-                for name in repo.list_dir(full):
-                    path = posixpath.join(full, name)
-                    out.append((name, repo.read_file(path) is None))
-                return out
+                return [(name, repo.read_file(posixpath.join(full, name)) is None) for name in repo.list_dir(full)]
 
             def read(rel: str) -> bytes:
                 return repo.read_file(posixpath.join(folder, rel)) or b""
@@ -420,55 +514,102 @@ class Bootstrapper:
         self._commit_and_push("Add Flux sync manifests", "sync manifests")
 
     def report_health(self) -> None:
-        """Flux's health checks (bootstrap.go ``ReportGitRepoHealth``/``ReportKustomizationHealth``):
-        Ready=True with the pushed revision is healthy, Ready=False fails, anything else is pending
-        until ``timeout`` (seconds) runs out."""
+        """Flux's health checks (bootstrap.go ``ReportGitRepoHealth``, ``ReportKustomizationHealth``,
+        ``ReportComponentsHealth``), polled every 2 s within one wait of ``timeout`` seconds:
+
+        * GitRepository and Kustomization ``<ns>/<ns>``: Ready=True at ``<branch>@sha1:<HEAD>``
+          (``status.artifact.revision``, ``status.lastAttemptedRevision``) is ``ready``; suspended
+          or Ready=False is ``failed`` at once; anything else is ``pending``;
+        * the components' Deployments: ``ready`` when available as kstatus judges it (all
+          replicas updated, ready and available), ``failed`` on ``ProgressDeadlineExceeded``.
+
+        With ``timeout`` 0 each is checked once and ``pending`` stays ``pending``. With a timeout,
+        still ``pending`` when it runs out is ``failed`` (``timed out …``), as in Flux, unless the
+        run's ``deadline`` cut the wait short. Results go to ``result.health``."""
         head = self._repo.head() if self._repo else None
         self.result.head = head
         expected = f"{self.opts.branch}@sha1:{head}" if head else None
-        deadline = self._clock() + self.opts.timeout
+        start = self._clock()
+        deadline = start + self.opts.timeout
+        cut_short = self.deadline is not None and self.deadline < deadline
+        if cut_short:
+            deadline = max(start, self.deadline)
+        key = f"{self.opts.namespace}/{self.opts.namespace}"
+        checks = (
+            ("GitRepository", f"waiting for GitRepository \"{key}\" to be reconciled",
+             lambda: self._object_health(SOURCE_API, "GitRepository", ("artifact", "revision"), expected),
+             "GitRepository reconciled successfully"),
+            ("Kustomization", f"waiting for Kustomization \"{key}\" to be reconciled",
+             lambda: self._object_health(KUSTOMIZE_API, "Kustomization", ("lastAttemptedRevision",), expected),
+             "Kustomization reconciled successfully"),
+            ("components", "confirming components are healthy", self._components_health, "all components are healthy"),
+        )
         health: dict = {}
-        for kind, api, revision_field in (
-            ("GitRepository", SOURCE_API, ("artifact", "revision")),
-            ("Kustomization", KUSTOMIZE_API, ("lastAttemptedRevision",)),
-        ):
-            self.progress.waiting(f"waiting for {kind} \"{self.opts.namespace}/{self.opts.namespace}\" to be reconciled")
+        for name, start_line, check, ok_line in checks:
+            (self.progress.action if name == "components" else self.progress.waiting)(start_line)
             while True:
-                state = self._object_health(api, kind, revision_field, expected)
+                state = check()
                 if state["status"] != "pending" or self._clock() >= deadline:
                     break
                 self._sleep(min(2.0, max(0.0, deadline - self._clock())))
-            health[kind] = state
+            if state["status"] == "pending" and self.opts.timeout > 0:
+                if cut_short:
+                    state["message"] += " (stopped waiting to answer within the HTTP time limit)"
+                else:
+                    state = {**state, "status": "failed", "message": f"timed out waiting for {name}: {state['message']}"}
+            health[name] = state
             if state["status"] == "ready":
-                self.progress.success(f"{kind} reconciled successfully")
+                self.progress.success(ok_line)
             elif state["status"] == "failed":
-                self.progress.failure(f"{kind}: {state['message']}")
+                self.progress.failure(f"{name}: {state['message']}")
             else:
-                self.progress.warning(f"{kind} not reconciled yet: {state['message']}")
+                self.progress.warning(f"{name} not reconciled yet: {state['message']}")
         self.result.health = health
 
     def _object_health(self, api: str, kind: str, revision_field: tuple[str, ...], expected: str | None) -> dict:
-        obj = self.cluster.get(api, kind, self.opts.namespace, self.opts.namespace) or {}
-        if obj.get("spec", {}).get("suspend"):
-            return {"status": "failed", "message": f"{kind} is suspended"}
+        """Flux's ``objectReconciled`` for one object, as ``{"status", "message"[, "revision"]}``."""
+        obj = self.cluster.get(api, kind, self.opts.namespace, self.opts.namespace)
+        if obj is None:
+            return {"status": "pending", "message": f"{kind} '{self.opts.namespace}/{self.opts.namespace}' not found"}
+        if (obj.get("spec") or {}).get("suspend"):
+            return {"status": "failed", "message": f"{kind} '{self.opts.namespace}/{self.opts.namespace}' is suspended"}
         status = obj.get("status") or {}
-        if status.get("observedGeneration") != obj.get("metadata", {}).get("generation"):
+        if "observedGeneration" in status and status["observedGeneration"] != (obj.get("metadata") or {}).get("generation"):
             return {"status": "pending", "message": "waiting for the controller to observe the latest generation"}
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-        if not ready or ready.get("status") == "Unknown":
+        if not ready or ready.get("status") not in ("True", "False"):
             return {"status": "pending", "message": (ready or {}).get("message") or "no Ready condition yet"}
         if ready.get("status") == "False":
             return {"status": "failed", "message": ready.get("message", "")}
         revision = status
         for key in revision_field:
-            revision = (revision or {}).get(key) if isinstance(revision, dict) else None
+            revision = revision.get(key) if isinstance(revision, dict) else None
         revision = _normalize_revision(revision)
         if expected and revision != expected:
             return {"status": "pending", "message": f"at revision {revision}, waiting for {expected}"}
         return {"status": "ready", "message": ready.get("message", ""), "revision": revision}
 
+    def _components_health(self) -> dict:
+        """kstatus of Deployment ``<ns>/<component>`` for every selected component."""
+        states = {}
+        for name in self.result.components:
+            obj = self.cluster.get("apps/v1", "Deployment", name, self.opts.namespace)
+            states[name] = _deployment_status(obj)
+        failed = {n: m for n, (s, m) in states.items() if s == "failed"}
+        pending = {n: m for n, (s, m) in states.items() if s == "pending"}
+        if failed:
+            return {"status": "failed", "message": "; ".join(f"Deployment/{self.opts.namespace}/{n}: {m}" for n, m in failed.items())}
+        if pending:
+            return {"status": "pending", "message": "; ".join(f"Deployment/{self.opts.namespace}/{n}: {m}" for n, m in pending.items())}
+        return {"status": "ready", "message": f"{len(states)} Deployments available"}
+
     def run(self) -> BootstrapResult:
-        """All steps in order. Raises shared.errors types; partial results stay in ``result``."""
+        """All steps in order: :meth:`preflight`, :meth:`reconcile_components`,
+        :meth:`reconcile_source_secret`, :meth:`reconcile_sync`, :meth:`report_health`.
+
+        Returns the result (a failed health check is in ``result.health``, see
+        :meth:`BootstrapResult.health_error`). Raises shared.errors types; what was done before a
+        failure stays in ``result``. The temporary clone is removed either way."""
         try:
             self.preflight()
             self.reconcile_components()
@@ -482,9 +623,50 @@ class Bootstrapper:
     def _close_repo(self) -> None:
         if self._repo is not None:
             self._repo.close()
+        self._repo = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def _deployment_status(obj: dict | None) -> tuple[str, str]:
+    """kstatus (sigs.k8s.io/cli-utils ``kstatus/status/core.go`` ``deploymentConditions``) of a
+    Deployment as ``(status, message)``: ``ready`` (Current), ``pending`` (InProgress, NotFound) or
+    ``failed`` (``ProgressDeadlineExceeded``)."""
+    if obj is None:
+        return "pending", "not found"
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    if observed is not None and observed != generation:
+        return "pending", f"Deployment generation is {generation}, but latest observed generation is {observed}"
+    progressing = spec.get("progressDeadlineSeconds") == 2**31 - 1
+    available = False
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Progressing":
+            if c.get("reason") == "ProgressDeadlineExceeded":
+                return "failed", "Progress deadline exceeded"
+            if c.get("status") == "True" and c.get("reason") == "NewReplicaSetAvailable":
+                progressing = True
+        elif c.get("type") == "Available" and c.get("status") == "True":
+            available = True
+    want = spec.get("replicas", 1)
+    have, updated = status.get("replicas", 0), status.get("updatedReplicas", 0)
+    ready, avail = status.get("readyReplicas", 0), status.get("availableReplicas", 0)
+    if want > have:
+        return "pending", f"Replicas: {have}/{want}"
+    if want > updated:
+        return "pending", f"Updated: {updated}/{want}"
+    if have > want:
+        return "pending", f"Pending termination: {have - want}"
+    if updated > avail:
+        return "pending", f"Available: {avail}/{updated}"
+    if want > ready:
+        return "pending", f"Ready: {ready}/{want}"
+    if not progressing:
+        return "pending", "ReplicaSet not Available"
+    if not available:
+        return "pending", "Deployment not Available"
+    return "ready", f"Deployment is available. Replicas: {have}"
 
 
 def _normalize_revision(revision: str | None) -> str | None:
@@ -496,10 +678,15 @@ def _normalize_revision(revision: str | None) -> str | None:
 
 
 def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: str | None = None, insecure_http: bool = False):
-    """Validate ``opts`` and load the distribution (pure with respect to repo and cluster).
+    """Validate ``opts`` and load the distribution; touches neither repository nor cluster.
 
-    ``manifests`` overrides the distribution source (else ``FLUX_MANIFESTS`` or the default
-    OCI artifact of ``opts.version``, defaulting to :data:`shared.flux.DEFAULT_VERSION`)."""
+    ``manifests`` overrides the distribution source (else ``FLUX_MANIFESTS``, else the default OCI
+    artifact of ``opts.version``, which defaults to :data:`shared.flux.DEFAULT_VERSION`). Renders
+    the components once, so unknown or missing components fail here. Returns the
+    :class:`~shared.flux.distribution.Distribution`.
+
+    Raises InvalidInput (a field, including ``version`` for a release that does not exist or
+    predates v2.0.0), NotFound (a named ``manifests`` source is missing), UpstreamError."""
     from .flux import DEFAULT_VERSION
     import os
 
@@ -508,6 +695,7 @@ def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: st
     if version is None and not (manifests or os.environ.get("FLUX_MANIFESTS")):
         version = DEFAULT_VERSION
     dist = flux_distribution.load(manifests, version, ca_file=ca_file, insecure_http=insecure_http)
+    check_supported_version(dist.version)
     install.generate(dist, opts.install_options())  # raises InvalidInput for unknown/missing components
     return dist
 
@@ -525,10 +713,15 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token) and
     ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, required), optional
     ``context``, and ``clusterName``, the cluster's name in the registry that credential rotation
-    walks (default: the last segment of ``path``, else ``kubeconfigSecret``). Returns the options and
-    ``{"passwordSecret", "kubeconfigSecret", "context", "clusterName"}``.
+    walks (default: the last segment of ``path``, else ``kubeconfigSecret``; a DNS-1123 label).
+    A JSON ``null`` means the default. ``interval`` and ``timeout`` are Go durations (``1m``,
+    ``90s``); ``timeout`` is at most 150 s (the whole request must finish within Azure's 230 s).
+    Returns the validated options and ``{"passwordSecret", "kubeconfigSecret", "context",
+    "clusterName"}``.
 
-    Raises InvalidInput naming the first bad field; unknown fields are errors too."""
+    Raises InvalidInput naming the first bad field; unknown fields, and credential values
+    (``password``, ``token``, ``pat``, ``bearerToken``, ``kubeconfig``, a password in ``url``), are
+    errors too."""
     if not isinstance(body, dict):
         raise InvalidInput("body", "must be a JSON object")
     for forbidden in ("password", "token", "pat", "bearerToken", "kubeconfig"):
@@ -551,8 +744,10 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         raise InvalidInput(unknown[0], "unknown field")
     values = {}
     for name, (typ, default) in spec.items():
-        value = body.get(name, default)
-        if value is not None and not isinstance(value, typ):
+        value = body.get(name)
+        if value is None:  # absent or JSON null: the default
+            value = default
+        elif not isinstance(value, typ):
             raise InvalidInput(name, f"must be a {'string' if typ is str else 'boolean' if typ is bool else 'list of strings'}")
         values[name] = value
     bearer = values["withBearerToken"]
@@ -561,12 +756,19 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     for required in ("url", "kubeconfigSecret") + (() if bearer else ("passwordSecret",)):
         if not values[required]:
             raise InvalidInput(required, "is required")
+    from .keyvault import validate_secret_name
+
+    for name in ("passwordSecret", "kubeconfigSecret"):
+        if values[name] is not None:
+            validate_secret_name(values[name], name)
     timeout = 0.0 if values["timeout"] in ("0", "0s") else parse_duration(values["timeout"], "timeout") / 1e9
+    if timeout > MAX_TIMEOUT_SECONDS:
+        raise InvalidInput("timeout", f"must be at most {MAX_TIMEOUT_SECONDS}s (Azure answers an HTTP request within 230 s)")
     opts = BootstrapOptions(
         url=values["url"],
         branch=values["branch"],
         path=normalize_path(values["path"]),
-        interval=normalize_duration(values["interval"], "interval"),
+        interval=normalize_interval(values["interval"], "interval"),
         version=values["version"],
         components=tuple(values["components"]) if values["components"] is not None else DEFAULT_COMPONENTS,
         components_extra=tuple(values["componentsExtra"]),
@@ -587,7 +789,15 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         timeout=timeout,
         force=values["force"],
     ).validate()
-    cluster_name = values["clusterName"] or (opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"])
+    if values["clusterName"] is not None:
+        cluster_name = validate_dns_label(values["clusterName"], "clusterName")
+    else:
+        cluster_name = opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"]
+        try:
+            validate_dns_label(cluster_name, "clusterName")
+        except InvalidInput:
+            raise InvalidInput("clusterName", f"the default, {cluster_name!r} (the last segment of path, else kubeconfigSecret), "
+                               "is not a DNS-1123 label; set clusterName") from None
     refs = {
         "passwordSecret": values["passwordSecret"],
         "kubeconfigSecret": values["kubeconfigSecret"],

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("--commit-message-appendix", default="")
     git.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
     git.add_argument("--context", default=None)
-    git.add_argument("--timeout", default="0s", help="wait this long for the sync objects to become ready (default: check once)")
+    git.add_argument("--timeout", default="5m", help="how long to wait for the sync objects and components to become ready, as a Go duration; 0s checks once (default %(default)s, as Flux)")
     git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
     git.add_argument("--force", action="store_true", help="take over a Flux installation managed by another tool (e.g. the AKS extension)")
     _add_rotation_commands(sub)
@@ -106,28 +106,41 @@ def _add_rotation_commands(sub) -> None:
 
 
 def _install(args) -> int:
+    """``install --export``: gotk-components.yaml on stdout, as ``flux install --export``. Errors
+    raise InvalidInput naming the flag (``--components``, ``--version``...)."""
+    from .errors import InvalidInput
     from .flux import distribution, install
+    from .flux.options import validate_version
 
     opts = install.InstallOptions(
         components=tuple(args.components), components_extra=tuple(args.components_extra), namespace=args.namespace,
         registry=args.registry, network_policy=args.network_policy, watch_all_namespaces=args.watch_all_namespaces,
         log_level=args.log_level, cluster_domain=args.cluster_domain,
     )
-    opts.validate()
-    version = args.version
-    if version is None and not (args.manifests or os.environ.get("FLUX_MANIFESTS")):
-        from .flux import DEFAULT_VERSION
+    try:
+        opts.validate()
+        version = args.version
+        if version is not None:
+            validate_version(version)
+        elif not (args.manifests or os.environ.get("FLUX_MANIFESTS")):
+            from .flux import DEFAULT_VERSION
 
-        version = DEFAULT_VERSION
-    dist = distribution.load(args.manifests, version)
-    sys.stdout.write(install.generate(dist, opts).content)
+            version = DEFAULT_VERSION
+        dist = distribution.load(args.manifests, version)
+        content = install.generate(dist, opts).content
+    except InvalidInput as exc:
+        raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
+    sys.stdout.write(content)
     return 0
 
 
 def _bootstrap(args) -> int:
+    """``bootstrap git``: the same runner as the HTTP trigger, with the PAT from the environment
+    and the kubeconfig from a file. Exit 0; failures raise (one ``✗`` line, exit 1), including a
+    failed health check (``bootstrap failed with N health check failure(s): …``)."""
     from . import bootstrap as runner
     from .errors import InvalidInput
-    from .flux.options import normalize_duration, normalize_path, parse_duration
+    from .flux.options import normalize_interval, normalize_path, parse_duration
 
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
@@ -139,7 +152,7 @@ def _bootstrap(args) -> int:
     timeout = 0.0 if args.timeout in ("0", "0s") else parse_duration(args.timeout, "--timeout") / 1e9
     opts = runner.BootstrapOptions(
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
-        interval=normalize_duration(args.interval, "--interval"), version=args.version,
+        interval=normalize_interval(args.interval, "--interval"), version=args.version,
         components=tuple(args.components), components_extra=tuple(args.components_extra),
         namespace=args.namespace, secret_name=args.secret_name, username=args.username, token_auth=True,
         with_bearer_token=args.with_bearer_token,
@@ -148,7 +161,10 @@ def _bootstrap(args) -> int:
         watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
         timeout=timeout, force=args.force,
     )
-    dist = runner.prepare(opts, manifests=args.manifests)
+    try:
+        dist = runner.prepare(opts, manifests=args.manifests)
+    except InvalidInput as exc:
+        raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
     kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
     try:
         kubeconfig = Path(kubeconfig_path).read_text()
@@ -156,14 +172,31 @@ def _bootstrap(args) -> int:
         raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
     from .kube import Cluster
 
-    cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
+    try:
+        cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
+    except InvalidInput as exc:
+        raise InvalidInput("--kubeconfig", f"{kubeconfig_path}: {exc.message}") from None
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
     credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
-    result = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress).run()
-    failed = [k for k, v in result.health.items() if v.get("status") == "failed"]
-    if failed:
-        raise RuntimeError(f"bootstrap failed with {len(failed)} health check failure(s): {', '.join(failed)}")
+    try:
+        result = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress).run()
+    finally:
+        cluster.close()
+    failure = result.health_error()
+    if failure:
+        raise RuntimeError(failure)
     return 0
+
+
+#: request field (JSON spelling) -> ``bootstrap git`` flag, so errors name what the user typed
+_BOOTSTRAP_FLAGS = {"url": "--url", "branch": "--branch", "path": "--path", "interval": "--interval",
+                    "version": "--version", "components": "--components", "componentsExtra": "--components-extra",
+                    "namespace": "--namespace", "secretName": "--secret-name", "username": "--username",
+                    "tokenAuth": "--token-auth", "authorName": "--author-name", "authorEmail": "--author-email",
+                    "commitMessageAppendix": "--commit-message-appendix", "registry": "--registry",
+                    "networkPolicy": "--network-policy", "watchAllNamespaces": "--watch-all-namespaces",
+                    "logLevel": "--log-level", "clusterDomain": "--cluster-domain", "timeout": "--timeout",
+                    "manifests": "--manifests"}
 
 
 #: record field (JSON spelling) -> ``registry add`` flag, so errors name what the user typed

@@ -34,7 +34,7 @@ def test_install_export_unknown_component_fails_with_one_line():
     out = run("install", "--export", "--manifests", str(V292), "--components", "source-controller,kustomize-controller,bogus")
     assert out.returncode == 1
     assert out.stdout == b""
-    assert out.stderr.decode().strip().splitlines() == ["✗ components: component bogus is not available (known: source-controller, kustomize-controller, helm-controller, notification-controller, image-reflector-controller, image-automation-controller, source-watcher)"]
+    assert out.stderr.decode().strip().splitlines() == ["✗ --components: component bogus is not available (known: source-controller, kustomize-controller, helm-controller, notification-controller, image-reflector-controller, image-automation-controller, source-watcher)"]
 
 
 def test_bootstrap_git_end_to_end(ado_git_server, git_pat, kubeconfig_text, tmp_path):
@@ -43,11 +43,13 @@ def test_bootstrap_git_end_to_end(ado_git_server, git_pat, kubeconfig_text, tmp_
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kubeconfig_text)
     args = ["bootstrap", "git", "--url", url, "--branch", "main", "--path", "clusters/cli-1", "--token-auth",
-            "--password-env", "FLEET_PAT", "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292)]
+            "--password-env", "FLEET_PAT", "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292),
+            "--timeout", "0s"]
     out = run(*args, env={"FLEET_PAT": git_pat})
     err = out.stderr.decode()
     assert out.returncode == 0, err
     assert "► cloning branch \"main\"" in err and "✔ reconciled sync configuration" in err
+    assert "► applying source secret \"flux-system/flux-system\"\n✔ reconciled source secret\n" in err
     assert git_pat not in err and git_pat.encode() not in out.stdout
     bare = ado_git_server.bare_path("contoso", "platform", "fleet")
     assert [c["message"].strip() for c in git_log(bare)] == ["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"]
@@ -88,8 +90,43 @@ def test_bootstrap_git_with_bearer_token(ado_git_server, kubeconfig_text, tmp_pa
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kubeconfig_text)
     out = run("bootstrap", "git", "--url", ado_git_server.url("contoso", "platform", "fleet"), "--with-bearer-token",
-              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292),
+              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292), "--timeout", "0s",
               env={"GIT_PASSWORD": "entra-token-for-test"})
     assert out.returncode == 0, out.stderr.decode()
     assert len(git_log(ado_git_server.bare_path("contoso", "platform", "fleet"))) == 2
     assert {r.user for r in ado_git_server.requests} == {"<bearer>"}
+
+
+def test_bootstrap_git_fails_like_flux_when_nothing_becomes_ready_in_time(ado_git_server, git_pat, kubeconfig_text, tmp_path):
+    """No controllers run on the test server: with a --timeout (Flux's default is 5m) the health
+    checks time out and the command fails with Flux's aggregate message, after pushing."""
+    if os.environ.get("TEST_KUBECONFIG"):
+        import pytest
+
+        pytest.skip("a real cluster may well become ready")
+    ado_git_server.create_repo("contoso", "platform", "fleet")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    out = run("bootstrap", "git", "--url", ado_git_server.url("contoso", "platform", "fleet"), "--token-auth",
+              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292), "--timeout", "1s",
+              env={"GIT_PASSWORD": git_pat})
+    last = out.stderr.decode().strip().splitlines()[-1]
+    assert out.returncode == 1
+    assert last.startswith("✗ bootstrap failed with 3 health check failure(s): GitRepository: timed out waiting for GitRepository")
+    assert "components: timed out waiting for components: Deployment/flux-system/source-controller" in last
+    assert len(git_log(ado_git_server.bare_path("contoso", "platform", "fleet"))) == 2
+
+
+def test_bootstrap_git_bad_flags_name_the_flag(tmp_path):
+    base = ["bootstrap", "git", "--token-auth", "--kubeconfig", str(tmp_path / "none"), "--manifests", str(V292)]
+    for extra, line in (
+        (["--url", "https://dev.azure.com/o/p/_git/r", "--interval", "5 minutes"], "✗ --interval: '5 minutes' is not a duration"),
+        (["--url", "https://dev.azure.com/o/p/_git/r", "--path", "../x"], "✗ --path: '../x' must stay inside the repository"),
+        (["--url", "https://dev.azure.com/o/p/_git/r", "--version", "2.9.2"], "✗ --version: targeted version '2.9.2' must be prefixed with 'v'"),
+        (["--url", "https://dev.azure.com/o/p/_git/r", "--components-extra", "bogus"], "✗ --components-extra: component bogus is not available"),
+        (["--url", "ssh://git@ssh.dev.azure.com/v3/o/p/r"], "✗ --url: ssh:// needs SSH auth"),
+        (["--url", "https://dev.azure.com/o/p/_git/r"], "✗ --kubeconfig: cannot read"),
+    ):
+        out = run(*base, *extra, env={"GIT_PASSWORD": "pat-value"})
+        lines = out.stderr.decode().strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(line), (extra, lines)

@@ -106,40 +106,53 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
     """Load a distribution.
 
     ``source`` as described in the module docstring; when None, ``FLUX_MANIFESTS`` from the
-    environment, else the default OCI artifact of ``version``. When ``version`` is given, the
+    environment, else the default OCI artifact of ``version`` (``latest`` included: the newest
+    release, never cached since the tag moves). When ``version`` is a release (``vX.Y.Z``), the
     distribution must be that version (InvalidInput("version") otherwise), so a stale file never
-    passes for the version asked for. ``ca_file``/``insecure_http`` are for private registries
-    and loopback test registries.
+    passes for the version asked for; a release with no published artifact is
+    InvalidInput("version", "targeted version '…' does not exist …"), as ``flux bootstrap``
+    reports it. ``ca_file``/``insecure_http`` are for private registries and loopback test
+    registries.
 
-    Raises InvalidInput, NotFound, UpstreamError (shared.errors)."""
+    Raises InvalidInput, NotFound (a named source that does not exist), UpstreamError (download
+    failed, or not a Flux distribution) (shared.errors)."""
     source = source or os.environ.get("FLUX_MANIFESTS") or None
+    derived = source is None
     if source is None:
         if version is None:
             raise InvalidInput("version", "a version is required when no manifests source is given")
         source = default_source(version)
     remote = source.startswith(("oci://", "https://", "http://"))
+    # A moving tag (``:latest``) is read every time; release tags are immutable and cached.
+    cacheable = remote and not source.endswith(":latest")
     if source.startswith("http://") and not insecure_http:
         raise InvalidInput("manifests", "http:// sources need insecure HTTP to be allowed")
     with _lock:
-        dist = _cache.get(source)
+        dist = _cache.get(source) if cacheable else None
     if dist is None:
         if remote:
             disk = _cache_dir() / (hashlib.sha256(source.encode()).hexdigest()[:32] + ".yaml")
-            if disk.is_file():
+            if cacheable and disk.is_file():
                 text = disk.read_text(encoding="utf-8")
             else:
-                text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http)
+                try:
+                    text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http)
+                except NotFound:
+                    if derived:
+                        raise InvalidInput("version", f"targeted version '{version}' does not exist ({source} not found)") from None
+                    raise
                 Distribution.parse(text, source)  # never cache garbage
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, disk)
+                if cacheable:
+                    disk.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = disk.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+                    tmp.write_text(text, encoding="utf-8")
+                    os.replace(tmp, disk)
         else:
             text = _read_local(source)
         dist = Distribution.parse(text, source)
-        if remote:  # local files may change between runs; remote tags are immutable releases
+        if cacheable:  # local files may change between runs; remote release tags do not
             with _lock:
                 _cache[source] = dist
-    if version is not None and dist.version != version:
+    if version is not None and version != "latest" and dist.version != version:
         raise InvalidInput("version", f"requested {version} but the distribution {source} is {dist.version}")
     return dist

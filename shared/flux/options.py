@@ -1,52 +1,95 @@
 """Validation and normalisation of the options `flux bootstrap git` takes, shared by the HTTP
-trigger and the CLI. Each check raises :class:`shared.errors.InvalidInput` naming the field."""
+trigger and the CLI. Each check raises :class:`shared.errors.InvalidInput` naming the field (the
+request-body spelling, or the CLI flag when the caller passes one).
+
+Sources (fluxcd/flux2 v2.9.4): Go's ``time.ParseDuration``/``Duration.String`` for ``--interval``
+and ``--timeout``; ``internal/flags/safe_relative_path.go`` for ``--path``;
+``cmd/flux/bootstrap.go`` ``bootstrapValidate`` and ``internal/utils`` ``ValidateComponents`` for
+``--components``/``--components-extra``; ``cmd/flux/version_utils.go`` ``getVersion`` for
+``--version``; ``cmd/flux/bootstrap_git.go`` for the sync URL.
+"""
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import InvalidInput
 from . import DEFAULT_COMPONENTS, EXTRA_COMPONENTS, REQUIRED_COMPONENTS
 
-_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+#: Go time.ParseDuration units, in nanoseconds (µ is U+00B5, μ is U+03BC; Go takes both).
+_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_DURATION_RE = re.compile(r"^[+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
+_MAX_DURATION_NS = 2**63 - 1
+#: The ``spec.interval`` pattern of the GitRepository and Kustomization CRDs (v1).
+_CRD_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_VERSION_RE = re.compile(r"^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-_BRANCH_BAD = re.compile(r"(^[/.-])|(\.\.)|([\x00-\x20~^:?*\[\\])|(/$)|(\.lock$)|(@\{)|(//)")
+_VERSION_RE = re.compile(r"^v([0-9]+)\.([0-9]+)\.([0-9]+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+_BRANCH_BAD = re.compile(r"(^[/.-])|(\.\.)|([\x00-\x20\x7f~^:?*\[\\])|(/$)|(\.lock$)|(\.lock/)|(/\.)|(\.$)|(@\{)|(//)|(^@$)")
+#: ``--version`` value that Flux resolves to the newest release.
+LATEST = "latest"
+#: gotk-sync.yaml is written with the ``v1`` GitRepository and Kustomization APIs, which Flux
+#: distributions serve from v2.0.0 on (fluxcd/flux2 commit 24452ecd).
+MIN_VERSION = (2, 0, 0)
+#: Characters Go's ``url.URL.EscapedPath`` keeps as they are in a path (``validEncoded``).
+_PATH_KEEP = "/!$&'()*+,;=:@[]-._~"
 
 
 def parse_duration(value: str, field: str) -> int:
-    """Parse a Go duration (``1m``, ``1h30m``, ``90s``) into nanoseconds, as ``time.ParseDuration``.
+    """Parse a Go duration (``1m``, ``1h30m``, ``90s``, ``1.5s``, ``500ms``) into nanoseconds,
+    as ``time.ParseDuration`` does (the fractional part scaled as Go does it).
 
-    Raises InvalidInput(field) for anything else (negative, empty or unit-less values)."""
+    Raises InvalidInput(field) for anything else, and for zero or negative values (Flux's intervals
+    and timeouts must be positive; callers that accept ``0s`` check for it first)."""
     if not isinstance(value, str) or not _DURATION_RE.match(value):
         raise InvalidInput(field, f"{value!r} is not a duration such as 1m, 30s or 1h30m")
     total = 0
-    for number, unit in _DURATION_PART.findall(value):
-        total += int(float(number) * _UNIT_NS[unit])
+    for whole, frac, unit in _DURATION_PART.findall(value.lstrip("+")):
+        size = _UNIT_NS[unit]
+        total += int(whole or "0") * size
+        if frac and int(frac):
+            # Go: v += uint64(float64(f) * (float64(unit) / scale))
+            total += int(float(int(frac)) * (float(size) / float(10 ** len(frac))))
+        if total > _MAX_DURATION_NS:
+            raise InvalidInput(field, f"{value!r} is out of range")
     if total <= 0:
         raise InvalidInput(field, "must be greater than zero")
     return total
 
 
+def _frac(value: int, digits: int) -> tuple[str, int]:
+    """Go's ``fmtFrac``: the fraction of ``value / 10**digits`` without trailing zeros (``.5``, or
+    ``""``), and the integer part."""
+    whole, rest = divmod(value, 10**digits)
+    if not rest:
+        return "", whole
+    return "." + f"{rest:0{digits}d}".rstrip("0"), whole
+
+
 def format_duration(nanoseconds: int) -> str:
-    """Format as Go's ``time.Duration.String`` does for whole seconds and up (``1m0s``, ``1h0m0s``,
-    ``10m0s``, ``1m30s``); sub-second values print as ``500ms``."""
+    """Format as Go's ``time.Duration.String``: ``1m0s``, ``1h0m0s``, ``10m0s``, ``1m30s``,
+    ``1.5s``, ``500ms``, ``1.5µs``, ``0s``."""
+    if nanoseconds < 0:
+        return "-" + format_duration(-nanoseconds)
+    if nanoseconds == 0:
+        return "0s"
     if nanoseconds < 10**9:
-        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
-            if nanoseconds % size == 0 or unit == "ns":
-                return f"{nanoseconds // size}{unit}" if nanoseconds % size == 0 else f"{nanoseconds}ns"
-    seconds, rest = divmod(nanoseconds, 10**9)
-    frac = f".{rest:09d}".rstrip("0") if rest else ""
-    hours, seconds = divmod(seconds, 3600)
+        if nanoseconds < 10**3:
+            return f"{nanoseconds}ns"
+        if nanoseconds < 10**6:
+            frac, whole = _frac(nanoseconds, 3)
+            return f"{whole}{frac}µs"
+        frac, whole = _frac(nanoseconds, 6)
+        return f"{whole}{frac}ms"
+    frac, seconds = _frac(nanoseconds, 9)
     minutes, seconds = divmod(seconds, 60)
     out = f"{seconds}{frac}s"
-    if hours or minutes:
+    if minutes:
+        hours, minutes = divmod(minutes, 60)
         out = f"{minutes}m" + out
-    if hours:
-        out = f"{hours}h" + out
+        if hours:
+            out = f"{hours}h" + out
     return out
 
 
@@ -55,23 +98,44 @@ def normalize_duration(value: str, field: str) -> str:
     return format_duration(parse_duration(value, field))
 
 
+def normalize_interval(value: str, field: str = "interval") -> str:
+    """``--interval`` as Flux writes it to ``GitRepository.spec.interval`` (``1m`` → ``1m0s``).
+
+    Also refuses what Flux would write but the GitRepository CRD rejects (its pattern
+    ``^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$`` has no ``µs``/``ns``), so such a value fails with
+    InvalidInput(field) before anything is committed rather than at apply time."""
+    text = normalize_duration(value, field)
+    if not _CRD_DURATION.match(text):
+        raise InvalidInput(field, f"{value!r} ({text}) is shorter than the 1ms the GitRepository API accepts")
+    return text
+
+
 def normalize_path(value: str | None, field: str = "path") -> str:
-    """Flux's ``SafeRelativePath`` (internal/flags/safe_relative_path.go): ``clusters/x/`` becomes
-    ``./clusters/x``; empty stays empty. Paths that leave the repository (``..``) are refused rather
-    than clamped, so a typo never writes somewhere unexpected."""
+    """Flux's ``SafeRelativePath`` (internal/flags/safe_relative_path.go): the path is trimmed and
+    cleaned as ``securejoin("./", path)`` does (``clusters/x/`` → ``./clusters/x``,
+    ``/clusters//x`` → ``./clusters/x``, ``a/../b`` → ``./b``); empty (or ``.``) stays ``""``.
+
+    One deliberate difference: where securejoin clamps a path that climbs above the repository root
+    (``../x`` becomes ``./x``), this raises InvalidInput(field), so a typo never writes somewhere
+    other than the caller meant."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise InvalidInput(field, "must be a string")
     value = value.strip()
-    if value in ("", ".", "./"):
-        return ""
-    parts = []
+    parts: list[str] = []
     for part in value.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
-            raise InvalidInput(field, f"{value!r} must stay inside the repository (no '..')")
+            if not parts:
+                raise InvalidInput(field, f"{value!r} must stay inside the repository ('..' climbs above its root)")
+            parts.pop()
+            continue
+        if "\x00" in part:
+            raise InvalidInput(field, "must not contain NUL characters")
+        if part.lower() == ".git":
+            raise InvalidInput(field, f"{value!r} would write into the repository's .git folder")
         parts.append(part)
     if not parts:
         return ""
@@ -79,7 +143,7 @@ def normalize_path(value: str | None, field: str = "path") -> str:
 
 
 def validate_branch(value: str, field: str = "branch") -> str:
-    """A git branch name (git check-ref-format rules, the common subset)."""
+    """A git branch name (the rules of ``git check-ref-format --branch``)."""
     if not isinstance(value, str) or not value or _BRANCH_BAD.search(value):
         raise InvalidInput(field, f"{value!r} is not a valid branch name")
     return value
@@ -92,43 +156,91 @@ def validate_namespace(value: str, field: str = "namespace") -> str:
     return value
 
 
-def validate_version(value: str, field: str = "version") -> str:
-    """``vX.Y.Z``; Flux requires the ``v`` prefix (cmd/flux/version_utils.go)."""
-    if not isinstance(value, str) or not _VERSION_RE.match(value):
-        raise InvalidInput(field, f"{value!r} is not a Flux version such as v2.9.2")
+def validate_dns_label(value: str, field: str) -> str:
+    """A DNS-1123 label (1-63 of ``a-z``, ``0-9``, ``-``; alphanumeric at both ends)."""
+    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.match(value):
+        raise InvalidInput(field, f"{value!r} is not a DNS-1123 label (a-z, 0-9 and '-', at most 63)")
     return value
+
+
+def parse_version(value: str) -> tuple[int, int, int]:
+    """``v2.9.2`` → ``(2, 9, 2)``. Raises ValueError for anything else."""
+    m = _VERSION_RE.match(value or "")
+    if not m:
+        raise ValueError(value)
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def validate_version(value: str, field: str = "version") -> str:
+    """``--version`` as ``getVersion`` checks it (cmd/flux/version_utils.go): ``latest`` or a
+    ``v``-prefixed release (``targeted version '2.9.2' must be prefixed with 'v'``). Whether the
+    release exists is known when its distribution is loaded. Versions before v2.0.0 are refused:
+    their CRDs do not serve the ``v1`` APIs that gotk-sync.yaml is written with (Flux's own rule,
+    ``CompatibleVersion``, ties a version to the CLI of the same MINOR)."""
+    if value == LATEST:
+        return value
+    if not isinstance(value, str) or not value.startswith("v"):
+        raise InvalidInput(field, f"targeted version '{value}' must be prefixed with 'v'")
+    try:
+        parse_version(value)
+    except ValueError:
+        raise InvalidInput(field, f"targeted version '{value}' is not a Flux release such as v2.9.2") from None
+    check_supported_version(value, field)
+    return value
+
+
+def check_supported_version(value: str, field: str = "version") -> None:
+    """Raise InvalidInput(field) when Flux ``value`` predates the ``v1`` sync APIs (v2.0.0)."""
+    try:
+        version = parse_version(value)
+    except ValueError:
+        raise InvalidInput(field, f"'{value}' is not a Flux release such as v2.9.2") from None
+    if version < MIN_VERSION:
+        raise InvalidInput(
+            field,
+            f"targeted version '{value}' is not compatible: gotk-sync.yaml uses the v1 GitRepository and "
+            "Kustomization APIs, served by Flux v2.0.0 and later",
+        )
 
 
 def resolve_components(
     components: list[str] | tuple[str, ...] | None,
     components_extra: list[str] | tuple[str, ...] | None,
 ) -> list[str]:
-    """``components`` + ``components-extra`` as Flux combines them, validated as
-    ``utils.ValidateComponents`` and ``bootstrapValidate`` do (cmd/flux/bootstrap.go): every name
-    known, source- and kustomize-controller present, no duplicates."""
+    """``components`` + ``components-extra`` as Flux combines them (``bootstrapComponents``),
+    validated as ``bootstrapValidate`` does: first ``component <name> is required`` for a missing
+    source- or kustomize-controller, then ``component <name> is not available`` for a name outside
+    the seven Flux knows (``utils.ValidateComponents``). A name listed twice is refused too (Flux
+    fails later, when kustomize finds the component's objects twice). Returns the combined list in
+    order; the error's field is ``components`` or ``componentsExtra``, whichever holds the name."""
     components = list(DEFAULT_COMPONENTS if components is None else components)
     extra = list(components_extra or [])
     for field, names in (("components", components), ("componentsExtra", extra)):
         if not all(isinstance(n, str) for n in names):
             raise InvalidInput(field, "must be a list of component names")
+    combined = components + extra
+    for required in REQUIRED_COMPONENTS:
+        if required not in combined:
+            raise InvalidInput("components", f"component {required} is required")
     known = DEFAULT_COMPONENTS + EXTRA_COMPONENTS
     for field, names in (("components", components), ("componentsExtra", extra)):
         for name in names:
             if name not in known:
                 raise InvalidInput(field, f"component {name} is not available (known: {', '.join(known)})")
-    for name in extra:
-        if name not in EXTRA_COMPONENTS:
-            raise InvalidInput("componentsExtra", f"{name} is not an extra component (valid: {', '.join(EXTRA_COMPONENTS)})")
-    combined = components + extra
-    for required in REQUIRED_COMPONENTS:
-        if required not in combined:
-            raise InvalidInput("components", f"component {required} is required")
-    seen = set()
-    for name in combined:
+    seen: set[str] = set()
+    for i, name in enumerate(combined):
         if name in seen:
-            raise InvalidInput("components", f"component {name} is listed twice")
+            raise InvalidInput("components" if i < len(components) else "componentsExtra", f"component {name} is listed twice")
         seen.add(name)
     return combined
+
+
+def _go_escaped_path(path: str) -> str:
+    """The path as Go's ``url.URL.String`` writes it: kept when it is already a valid encoding,
+    else percent-encoded (``My Project`` → ``My%20Project``)."""
+    if re.fullmatch(r"(?:[A-Za-z0-9" + re.escape(_PATH_KEEP) + r"]|%[0-9A-Fa-f]{2})*", path):
+        return path
+    return quote(unquote(path), safe="/$&+,;=:@-._~")
 
 
 def sync_url(url: str, *, token_auth: bool, allow_insecure_http: bool, field: str = "url") -> str:
@@ -136,23 +248,32 @@ def sync_url(url: str, *, token_auth: bool, allow_insecure_http: bool, field: st
 
     With token auth the user info is dropped (``https://org@dev.azure.com/...`` →
     ``https://dev.azure.com/...``), a non-http(s) scheme loses its port, and the scheme becomes
-    ``https`` unless ``allow_insecure_http`` keeps ``http``. Other URLs are returned as given after
-    the scheme checks."""
+    ``https`` unless ``allow_insecure_http`` keeps ``http``; the path is escaped as Go's
+    ``url.URL.String`` does (``My Project`` → ``My%20Project``). Other URLs are returned as given
+    after the scheme checks.
+
+    Raises InvalidInput(field) for a missing or unparsable URL, a scheme other than
+    https/http/ssh, ``http://`` without ``allow_insecure_http``, and a password in the user info
+    (credentials are never taken from the URL; the message does not repeat it)."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput(field, "is required")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        hostname, port, password = parts.hostname, parts.port, parts.password
+    except ValueError:
+        raise InvalidInput(field, "is not a valid URL") from None
+    if password:
+        raise InvalidInput(field, "must not carry a password; the PAT is read from Key Vault (passwordSecret) or the environment")
     if parts.scheme not in ("https", "http", "ssh"):
         raise InvalidInput(field, f"scheme {parts.scheme or '(none)'!r} is not supported; use https:// (or ssh://)")
-    if not parts.hostname:
+    if not hostname:
         raise InvalidInput(field, "has no host")
     if parts.scheme == "http" and not allow_insecure_http:
-        raise InvalidInput(field, "http:// needs allowInsecureHttp (--allow-insecure-http)")
+        raise InvalidInput(field, "scheme http is insecure, set allowInsecureHttp (--allow-insecure-http) to allow it")
     if not token_auth:
         return url.strip()
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port and parts.scheme in ("http", "https"):
-        host = f"{host}:{parts.port}"
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    if port and parts.scheme in ("http", "https"):
+        host = f"{host}:{port}"
     scheme = "http" if (parts.scheme == "http" and allow_insecure_http) else "https"
-    return urlunsplit((scheme, host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((scheme, host, _go_escaped_path(parts.path), parts.query, parts.fragment))

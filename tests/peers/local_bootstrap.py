@@ -12,6 +12,7 @@ the Flux v2.9.2 copy in ``../shared``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("--path", default="clusters/local-1", help="path in the repository (default %(default)s)")
     parser.add_argument("--components-extra", default="", help="e.g. image-reflector-controller,image-automation-controller")
+    parser.add_argument("--timeout", default="0s", help="health wait sent as the request's timeout, at most 150s (default %(default)s: check once)")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -53,19 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     from tests.peers.keyvault import KeyVaultServer
     from shared.registry import Registry
 
-    work = Path(tempfile.mkdtemp(prefix="flux-local-bootstrap-"))
+    if args.kubeconfig:
+        try:
+            kubeconfig = Path(args.kubeconfig).read_text()
+        except OSError as exc:
+            _say(f"✗ --kubeconfig: cannot read {args.kubeconfig}: {exc.strerror}")
+            return 1
     pat = secrets.token_urlsafe(32)
-    kube = None
-    with AzureDevOpsGitServer(work / "git", pat) as git, KeyVaultServer() as vault:
+    # Every peer is stopped on the way out, also after a failure (Azurite is a child process).
+    with tempfile.TemporaryDirectory(prefix="flux-local-bootstrap-") as work, contextlib.ExitStack() as stack:
+        git = stack.enter_context(AzureDevOpsGitServer(Path(work) / "git", pat))
+        vault = stack.enter_context(KeyVaultServer())
         git.create_repo("contoso", "platform", "fleet")
         url = git.url("contoso", "platform", "fleet")
         if args.kubeconfig:
-            kubeconfig = Path(args.kubeconfig).read_text()
             where = f"the cluster of {args.kubeconfig}"
         else:
             from tests.peers.kube_api import KubeApiServer
 
             kube = KubeApiServer().start()
+            stack.callback(kube.stop)
             kubeconfig = kube.kubeconfig()
             where = "the local Kubernetes API TEST SERVER (no controllers run; pass --kubeconfig FILE for a real cluster)"
         vault.seed("fleet-pat", pat)
@@ -73,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         services.set_keyvault_factory(
             lambda: KeyVault(vault.vault_url, vault.credential(), connection_verify=vault.ca_file, verify_challenge_resource=False)
         )
+        stack.callback(services.set_keyvault_factory, None)
         azurite = start_azurite()
+        stack.callback(azurite.stop)
         registry = Registry.from_connection_string(azurite.connection_string)
         services.set_registry_factory(lambda: registry)
+        stack.callback(services.set_registry_factory, None)
 
         _say("Local peers on 127.0.0.1:")
         _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat')")
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             body["componentsExtra"] = [c for c in args.components_extra.split(",") if c]
         if args.context:
             body["context"] = args.context
+        if args.timeout not in ("0", "0s"):
+            body["timeout"] = args.timeout
 
         def send(title: str) -> tuple[int, dict]:
             _say(f"POST /api/bootstrap ({title})")
@@ -133,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"  {change}")
         reg = result.get("registry", {})
         _say(f"Registered for credential rotation: {reg.get('status')} as {reg.get('cluster')!r} {reg.get('message', '')}")
-        _say("Health: " + ", ".join(f"{k} {v['status']} ({v.get('message', '')})" for k, v in result["health"].items()))
+        _say("Health:")
+        for name, state in result["health"].items():
+            _say(f"  {name}: {state['status']} ({state.get('message', '')})")
         _say()
 
         status, again = send("second run, same request")
@@ -141,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         cluster = again["cluster"]
         _say(f"Re-run: {len(again['repository']['commits'])} new commit(s); {cluster['created']} created, {cluster['configured']} configured, {cluster['unchanged']} unchanged")
-        if kube is not None:
-            kube.stop()
-        azurite.stop()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. piped into `head`: the peers are stopped already
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
