@@ -34,7 +34,9 @@ def notify_env(notify_functions, azurite_storage, notify_names, keyvault_server,
     secrets = seed_secrets(keyvault_server, http_targets.url)
     http_targets.allow_pat(PAT)
     routing = tmp_path / "routing.yaml"
-    routing.write_text(routing_yaml(http_targets.url, timeout=0.3))
+    # Long enough that a loaded CI machine does not turn a slow answer into a resend (delivery is
+    # at least once: a timed-out request may have arrived), short enough for the timeout tests.
+    routing.write_text(routing_yaml(http_targets.url, timeout=1.5))
     env: dict = {}
 
     def rewire(text: str | None = None, **settings):

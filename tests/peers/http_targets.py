@@ -250,6 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_targets():
-    """A fresh started :class:`TargetServer` (no delay; "timeout" faults hold 1 s)."""
-    with TargetServer() as server:
+    """A fresh started :class:`TargetServer` (no delay; "timeout" faults hold 2 s, past the 1.5 s
+    client timeout the forwarder tests configure)."""
+    with TargetServer(timeout_hold=2.0) as server:
         yield server
