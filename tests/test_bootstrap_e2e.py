@@ -726,3 +726,15 @@ touch pushed-once
     status, again = call(functions_by_name, request(env))
     assert status == 200, again
     assert [c["message"] for c in again["repository"]["commits"]] == ["Add Flux sync manifests"]
+
+
+def test_read_only_cluster_credentials_fail_before_any_commit(functions_by_name, env, kube_server):
+    """A kubeconfig whose user may only read (RBAC): the server-side dry run is refused with 403
+    before anything is pushed, and nothing is written to the cluster."""
+    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(token=kube_server.readonly_token))
+    status, body = call(functions_by_name, request(env))
+    assert status == 502, body
+    assert body["error"]["code"] == "AuthenticationFailed"
+    assert git_log(env["bare"], "main") == []
+    assert kube_server.get_object("v1", "Namespace", "flux-system") is None
+    assert {r.status for r in kube_server.request_log if r.method != "GET"} <= {403}

@@ -800,6 +800,8 @@ class KubeApiServer:
     def __init__(self, *, token: str | None = None, crd_establish_delay: float = 0.05,
                  discovery_delay: float = 0.01, missing_namespace_wait: float = 0.05):
         self.token = token or secrets.token_urlsafe(24)
+        #: A second token for a user RBAC allows to read and nothing else (writes answer 403).
+        self.readonly_token = secrets.token_urlsafe(24)
         self.crd_establish_delay = crd_establish_delay
         self.discovery_delay = discovery_delay
         self.missing_namespace_wait = missing_namespace_wait
@@ -960,7 +962,11 @@ class KubeApiServer:
         extra: list[tuple[str, str]] = []
         try:
             auth = headers.get("Authorization", "")
-            if auth != f"Bearer {self.token}" and not (client_cert and not auth):
+            if auth == f"Bearer {self.readonly_token}":
+                if method not in ("GET", "HEAD"):
+                    verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+                    raise ApiError(403, _status(403, "Forbidden", f'{path} is forbidden: User "reader" cannot {verb} this resource'))
+            elif auth != f"Bearer {self.token}" and not (client_cert and not auth):
                 raise ApiError(401, _status(401, "Unauthorized", "Unauthorized"))
             code, payload = self._route(method, path, query, headers, body, extra)
             ctype = "application/json"
