@@ -687,14 +687,8 @@ def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: st
 
     Raises InvalidInput (a field, including ``version`` for a release that does not exist or
     predates v2.0.0), NotFound (a named ``manifests`` source is missing), UpstreamError."""
-    from .flux import DEFAULT_VERSION
-    import os
-
     opts.validate()
-    version = opts.version
-    if version is None and not (manifests or os.environ.get("FLUX_MANIFESTS")):
-        version = DEFAULT_VERSION
-    dist = flux_distribution.load(manifests, version, ca_file=ca_file, insecure_http=insecure_http)
+    dist = flux_distribution.load(manifests, opts.version, ca_file=ca_file, insecure_http=insecure_http)
     check_supported_version(dist.version)
     install.generate(dist, opts.install_options())  # raises InvalidInput for unknown/missing components
     return dist

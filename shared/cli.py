@@ -119,14 +119,9 @@ def _install(args) -> int:
     )
     try:
         opts.validate()
-        version = args.version
-        if version is not None:
-            validate_version(version)
-        elif not (args.manifests or os.environ.get("FLUX_MANIFESTS")):
-            from .flux import DEFAULT_VERSION
-
-            version = DEFAULT_VERSION
-        dist = distribution.load(args.manifests, version)
+        if args.version is not None:
+            validate_version(args.version)
+        dist = distribution.load(args.manifests, args.version)
         content = install.generate(dist, opts).content
     except InvalidInput as exc:
         raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None

@@ -106,8 +106,9 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
     """Load a distribution.
 
     ``source`` as described in the module docstring; when None, ``FLUX_MANIFESTS`` from the
-    environment, else the default OCI artifact of ``version`` (``latest`` included: the newest
-    release, never cached since the tag moves). When ``version`` is a release (``vX.Y.Z``), the
+    environment, else the default OCI artifact of ``version`` (default
+    :data:`shared.flux.DEFAULT_VERSION`; ``latest`` included: the newest release, never cached
+    since the tag moves). When ``version`` is a release (``vX.Y.Z``), the
     distribution must be that version (InvalidInput("version") otherwise), so a stale file never
     passes for the version asked for; a release with no published artifact is
     InvalidInput("version", "targeted version '…' does not exist …"), as ``flux bootstrap``
@@ -120,7 +121,9 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
     derived = source is None
     if source is None:
         if version is None:
-            raise InvalidInput("version", "a version is required when no manifests source is given")
+            from . import DEFAULT_VERSION
+
+            version = DEFAULT_VERSION
         source = default_source(version)
     remote = source.startswith(("oci://", "https://", "http://"))
     # A moving tag (``:latest``) is read every time; release tags are immutable and cached.
