@@ -46,7 +46,7 @@ from .flux.options import (
     check_supported_version,
     normalize_interval,
     normalize_path,
-    parse_duration,
+    parse_timeout,
     sync_url,
     validate_branch,
     validate_dns_label,
@@ -755,7 +755,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     for name in ("passwordSecret", "kubeconfigSecret"):
         if values[name] is not None:
             validate_secret_name(values[name], name)
-    timeout = 0.0 if values["timeout"] in ("0", "0s") else parse_duration(values["timeout"], "timeout") / 1e9
+    timeout = parse_timeout(values["timeout"], "timeout")
     if timeout > MAX_TIMEOUT_SECONDS:
         raise InvalidInput("timeout", f"must be at most {MAX_TIMEOUT_SECONDS}s (Azure answers an HTTP request within 230 s)")
     opts = BootstrapOptions(

@@ -135,7 +135,7 @@ def _bootstrap(args) -> int:
     failed health check (``bootstrap failed with N health check failure(s): …``)."""
     from . import bootstrap as runner
     from .errors import InvalidInput
-    from .flux.options import normalize_interval, normalize_path, parse_duration
+    from .flux.options import normalize_interval, normalize_path, parse_timeout
 
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
@@ -144,7 +144,7 @@ def _bootstrap(args) -> int:
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
     if not password:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset")
-    timeout = 0.0 if args.timeout in ("0", "0s") else parse_duration(args.timeout, "--timeout") / 1e9
+    timeout = parse_timeout(args.timeout, "--timeout")
     opts = runner.BootstrapOptions(
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
         interval=normalize_interval(args.interval, "--interval"), version=args.version,

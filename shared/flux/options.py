@@ -58,6 +58,14 @@ def parse_duration(value: str, field: str) -> int:
     return total
 
 
+def parse_timeout(value: str, field: str) -> float:
+    """A wait as ``--timeout`` takes it, in seconds: ``0``/``0s`` (check once, do not wait) or a
+    positive Go duration (see :func:`parse_duration`). Raises InvalidInput(field)."""
+    if value in ("0", "0s"):
+        return 0.0
+    return parse_duration(value, field) / 1e9
+
+
 def _frac(value: int, digits: int) -> tuple[str, int]:
     """Go's ``fmtFrac``: the fraction of ``value / 10**digits`` without trailing zeros (``.5``, or
     ``""``), and the integer part."""
