@@ -81,22 +81,11 @@ class RotationSettings:
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "RotationSettings":
         """Raises :class:`shared.registry.SettingError` (field = the setting's name) for a value that is
         not a number in range (days 0-365, minutes 0-1440, concurrency a whole number 1-128)."""
+        from .settings import number
 
-        def num(name: str, default: float, lo: float, hi: float, whole: bool = False) -> float:
-            raw = (environ.get(name) or "").strip()
-            if not raw:
-                return default
-            try:
-                value = int(raw) if whole else float(raw)
-            except ValueError:
-                raise SettingError(name, f"{raw!r} is not a {'whole number' if whole else 'number'}") from None
-            if not lo <= value <= hi:
-                raise SettingError(name, f"must be between {lo:g} and {hi:g}")
-            return value
-
-        return cls(pat_warning_days=num("ROTATION_PAT_WARNING_DAYS", 7, 0, 365),
-                   token_min_remaining=timedelta(minutes=num("ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, 0, 1440)),
-                   concurrency=int(num("ROTATION_CONCURRENCY", 16, 1, 128, whole=True)))
+        return cls(pat_warning_days=number(environ, "ROTATION_PAT_WARNING_DAYS", 7, maximum=365),
+                   token_min_remaining=timedelta(minutes=number(environ, "ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, maximum=1440)),
+                   concurrency=number(environ, "ROTATION_CONCURRENCY", 16, integer=True, minimum=1, maximum=128))
 
 
 @dataclass

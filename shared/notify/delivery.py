@@ -37,9 +37,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 from shared import errors
+from shared.settings import number
 
 from .deadletter import REJECTED, UNDELIVERABLE, make_record
 from .dedupe import TX_LIMIT, StorageUnavailable
@@ -50,20 +51,6 @@ from .targets import DELIVERED, SKIPPED, UNCHANGED, DeliveryError, Sender
 log = logging.getLogger(__name__)
 
 DUPLICATE, FAILED = "duplicate", "dead-lettered"
-
-
-def _number(environ: Mapping[str, str], name: str, default: float, *, integer: bool = False,
-            minimum: float = 0.0) -> Any:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        raise errors.SettingError(name, f"app setting {raw!r} is not a {'whole ' if integer else ''}number") from None
-    if value < minimum:
-        raise errors.SettingError(name, f"app setting must be at least {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -82,13 +69,13 @@ class DeliverySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "DeliverySettings":
         """Raises :class:`shared.errors.SettingError` naming the bad app setting."""
-        return cls(max_attempts=_number(environ, "NOTIFY_MAX_ATTEMPTS", 5, integer=True, minimum=1),
-                   backoff_base=_number(environ, "NOTIFY_BACKOFF_BASE_SECONDS", 0.5),
-                   backoff_max=_number(environ, "NOTIFY_BACKOFF_MAX_SECONDS", 30.0),
-                   batch_budget=_number(environ, "NOTIFY_BATCH_BUDGET_SECONDS", 240.0, minimum=1),
-                   concurrency=_number(environ, "NOTIFY_CONCURRENCY", 32, integer=True, minimum=1),
-                   secret_ttl=_number(environ, "NOTIFY_SECRET_TTL_SECONDS", 300.0),
-                   purge_interval=_number(environ, "NOTIFY_DEDUPE_PURGE_INTERVAL_SECONDS", 60.0))
+        return cls(max_attempts=number(environ, "NOTIFY_MAX_ATTEMPTS", 5, integer=True, minimum=1),
+                   backoff_base=number(environ, "NOTIFY_BACKOFF_BASE_SECONDS", 0.5),
+                   backoff_max=number(environ, "NOTIFY_BACKOFF_MAX_SECONDS", 30.0),
+                   batch_budget=number(environ, "NOTIFY_BATCH_BUDGET_SECONDS", 240.0, minimum=1),
+                   concurrency=number(environ, "NOTIFY_CONCURRENCY", 32, integer=True, minimum=1),
+                   secret_ttl=number(environ, "NOTIFY_SECRET_TTL_SECONDS", 300.0),
+                   purge_interval=number(environ, "NOTIFY_DEDUPE_PURGE_INTERVAL_SECONDS", 60.0))
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``: full jitter over ``min(max, base * 2^(attempt-1))``,
