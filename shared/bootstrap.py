@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from .flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY, Manif
 from .flux import distribution as flux_distribution
 from .flux import install, kustomization, sourcesecret, sync
 from .flux.options import (
+    DNS1123_SUBDOMAIN,
     check_supported_version,
     normalize_interval,
     normalize_path,
@@ -64,8 +64,6 @@ MAX_TIMEOUT_SECONDS = 150
 HTTP_BUDGET_SECONDS = 200
 #: Flux's wait for CRDs and Namespaces to become ready (internal/utils/apply.go), seconds.
 CRD_WAIT_SECONDS = 60.0
-#: Kubernetes object names (a Secret's ``metadata.name``): DNS-1123 subdomains.
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 #: Entra ID scope of Azure DevOps (its well-known application id), for ``withBearerToken``.
 AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 
@@ -155,7 +153,7 @@ class BootstrapOptions:
             raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
         if not isinstance(self.username, str) or not self.username or any(c in self.username for c in ":\r\n"):
             raise InvalidInput("username", "must be a non-empty user name without ':' or line breaks")
-        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not _DNS1123_SUBDOMAIN.match(self.secret_name):
+        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.match(self.secret_name):
             raise InvalidInput("secretName", f"{self.secret_name!r} is not a valid Secret name (DNS-1123 subdomain)")
         _ = self.sync_url  # scheme, host and password checks
         if self.url.strip().lower().startswith("ssh://"):

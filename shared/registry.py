@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from shared import errors
+from shared.flux.options import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from shared.keyvault import validate_secret_name
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,7 @@ DEFAULT_TABLE = "fluxclusters"
 #: ``username``. ``none``: the app does not manage the Git credential (Event Hub only).
 GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "none")
 
-_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label; safe as a RowKey
-_DNS1123_LABEL = _CLUSTER_NAME
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CLUSTER_NAME = DNS1123_LABEL  # also safe as a RowKey
 _EVENTHUB_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?$")  # 1-256 chars
 _EVENTHUB_NS = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9](\.servicebus\.[a-z0-9.]+)?$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
@@ -53,7 +52,7 @@ SettingError = errors.SettingError  # re-exported: callers import it from here t
 
 
 def _subdomain(value: Any, field: str) -> str:
-    if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
         raise errors.InvalidInput(field, "must be a Kubernetes object name (lower-case DNS-1123 subdomain, at most 253 characters)")
     return value
 
@@ -114,7 +113,7 @@ class ClusterRecord:
         validate_secret_name(self.kubeconfig_secret, "kubeconfigSecret")
         if self.context is not None and (not isinstance(self.context, str) or not self.context.strip()):
             raise errors.InvalidInput("context", "must be a non-empty kubeconfig context name when given")
-        if not isinstance(self.namespace, str) or not _DNS1123_LABEL.match(self.namespace):
+        if not isinstance(self.namespace, str) or not DNS1123_LABEL.match(self.namespace):
             raise errors.InvalidInput("namespace", "must be a Kubernetes namespace name (DNS-1123 label)")
         _subdomain(self.source_secret, "sourceSecret")
         _subdomain(self.git_repository, "gitRepository")

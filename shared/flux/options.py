@@ -24,7 +24,10 @@ _DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|µs|μs|ms|s|m|h)")
 _MAX_DURATION_NS = 2**63 - 1
 #: The ``spec.interval`` pattern of the GitRepository and Kustomization CRDs (v1).
 _CRD_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: Kubernetes names (k8s.io/apimachinery validation): a DNS-1123 label (namespaces; 1-63 chars) and
+#: a DNS-1123 subdomain (most object names, such as Secrets; also at most 253 chars, checked apart).
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _VERSION_RE = re.compile(r"^v([0-9]+)\.([0-9]+)\.([0-9]+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 _BRANCH_BAD = re.compile(r"(^[/.-])|(\.\.)|([\x00-\x20\x7f~^:?*\[\\])|(/$)|(\.lock$)|(\.lock/)|(/\.)|(\.$)|(@\{)|(//)|(^@$)")
 #: ``--version`` value that Flux resolves to the newest release.
@@ -159,14 +162,14 @@ def validate_branch(value: str, field: str = "branch") -> str:
 
 def validate_namespace(value: str, field: str = "namespace") -> str:
     """A DNS-1123 label, as cmd/flux/main.go requires of ``--namespace``."""
-    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
         raise InvalidInput(field, f"{value!r} is not a valid namespace (DNS-1123 label)")
     return value
 
 
 def validate_dns_label(value: str, field: str) -> str:
     """A DNS-1123 label (1-63 of ``a-z``, ``0-9``, ``-``; alphanumeric at both ends)."""
-    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
         raise InvalidInput(field, f"{value!r} is not a DNS-1123 label (a-z, 0-9 and '-', at most 63)")
     return value
 

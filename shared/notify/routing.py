@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from shared import errors
+from shared.keyvault import NAME_RE as KEY_VAULT_NAME_RE
 
 from .events import FluxEvent
 
@@ -51,7 +52,7 @@ FLUX_KINDS = ("Bucket", "GitRepository", "Kustomization", "HelmRelease", "HelmCh
               "ImageRepository", "ImagePolicy", "ImageUpdateAutomation", "OCIRepository",
               "ArtifactGenerator", "ExternalArtifact")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-SECRET_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+SECRET_RE = KEY_VAULT_NAME_RE  # names of Key Vault secrets, never URLs or keys
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _TOP_KEYS = {"defaultCluster", "clusterMetadataKey", "dedupeWindow", "http", "targets"}
 _COMMON_KEYS = {"name", "type", "clusters", "eventSeverity", "eventSources", "inclusionList", "exclusionList",
