@@ -11,10 +11,11 @@ credentials or failed, or a health check failed after the push). The whole run i
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
+
+from functions._http import error_response, json_response
 
 bp = func.Blueprint()
 log = logging.getLogger("functions.bootstrap")
@@ -24,14 +25,12 @@ def _error(status: int, code: str, message: str, field: str | None = None, run=N
     """``{"error": {"code", "message"[, "field"]}}``; when the bootstrap had started (``run``, a
     :class:`shared.bootstrap.Bootstrapper`), also what it did before failing: ``commits`` pushed
     and the progress ``log``, so a caller knows what a re-run will find."""
-    body: dict = {"error": {"code": code, "message": message}}
-    if field:
-        body["error"]["field"] = field
+    extra: dict = {}
     if run is not None:
         run.progress.failure(message)
-        body["commits"] = [{"sha": c.sha, "message": c.message} for c in run.result.commits]
-        body["log"] = run.result.log
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+        extra["commits"] = [{"sha": c.sha, "message": c.message} for c in run.result.commits]
+        extra["log"] = run.result.log
+    return error_response(status, code, message, field, **extra)
 
 
 def _entra_token() -> str:
@@ -139,6 +138,6 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
         summary["error"] = {"code": "HealthCheckFailed", "message": failure}
         log.error("bootstrap health check failed: %s", failure)
-        return func.HttpResponse(json.dumps(summary), status_code=502, mimetype="application/json")
+        return json_response(summary, 502)
     log.info("bootstrap of %s succeeded in %.1f s: %d commit(s)", opts.sync_url, time.monotonic() - started, len(result.commits))
-    return func.HttpResponse(json.dumps(summary), status_code=200, mimetype="application/json")
+    return json_response(summary)

@@ -19,25 +19,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 
 import azure.functions as func
 
+from functions._http import error_response, json_response
+
 bp = func.Blueprint()
 log = logging.getLogger("functions.notifications")
-
-
-def _json(status: int, body: dict) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> func.HttpResponse:
-    err = {"code": code, "message": message}
-    if field:
-        err["field"] = field
-    return _json(status, {"error": err})
 
 
 def _messages(events: list[func.EventHubEvent]):
@@ -99,37 +89,37 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
         fwd = forwarder()
     except StorageUnavailable as exc:
         log.error("flux events for %s: %s", cluster[:80], exc)
-        return _error(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
+        return error_response(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
     except FluxOpsError as exc:
         log.error("notification forwarder is not configured: %s", exc)
-        return _error(500, exc.code, str(exc), getattr(exc, "field", None))
+        return error_response(500, exc.code, str(exc), getattr(exc, "field", None))
     message = Message(body=body, source={"trigger": "http", "cluster": cluster[:80]}, owner=f"http/{uuid.uuid4()}",
                       cluster=cluster if CLUSTER_RE.match(cluster) else None)
     try:
         if not CLUSTER_RE.match(cluster):
             fwd.reject(message, f"route cluster {cluster[:80]!r} is not a cluster name", replayable=False)
-            return _error(400, "InvalidInput", "cluster: not a cluster name (lower-case letters, digits, '.', '_', '-')",
+            return error_response(400, "InvalidInput", "cluster: not a cluster name (lower-case letters, digits, '.', '_', '-')",
                           "cluster")
         secret_name = fwd.config.hmac_secret_name(cluster)
         if secret_name is None:
             fwd.reject(message, "routing file has no http.hmacSecret: the HTTP endpoint is disabled",
                        replayable=False)
-            return _error(401, "Unauthorized", "no HMAC key is configured for this endpoint")
+            return error_response(401, "Unauthorized", "no HMAC key is configured for this endpoint")
         try:
             key = services.keyvault().get_secret(secret_name, field="http.hmacSecret").value
         except NotFound:
             key = ""
         except FluxOpsError as exc:
             log.error("flux events for %s: Key Vault failed: %s", cluster, exc)
-            return _error(503, "KeyVaultUnavailable", "the HMAC key could not be read; retry later")
+            return error_response(503, "KeyVaultUnavailable", "the HMAC key could not be read; retry later")
         if not key or not verify_signature(body, req.headers.get("X-Signature"), key):
             fwd.reject(message, "missing or invalid X-Signature for cluster " + cluster, replayable=False)
             log.warning("flux events for %s: rejected, missing or invalid X-Signature", cluster)
-            return _error(401, "Unauthorized", "missing or invalid X-Signature")
+            return error_response(401, "Unauthorized", "missing or invalid X-Signature")
         result = fwd.forward([message])
     except StorageUnavailable as exc:
         log.error("flux events for %s: %s", cluster, exc)
-        return _error(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
+        return error_response(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
     if result.rejected:
         # parse again only to name the field in the answer (the reason is in the dead letter)
         from shared.notify.events import InvalidEvent
@@ -137,8 +127,8 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
         try:
             fwd.parse(message)
         except InvalidEvent as exc:
-            return _error(400, exc.code, str(exc), exc.field)
-    return _json(200, {"result": result.summary()})
+            return error_response(400, exc.code, str(exc), exc.field)
+    return json_response({"result": result.summary()})
 
 
 @bp.function_name("flux_deadletters_list")
@@ -152,14 +142,14 @@ def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
     try:
         limit = int(req.params.get("limit") or 100)
     except ValueError:
-        return _error(400, "InvalidInput", "limit: must be a whole number", "limit")
+        return error_response(400, "InvalidInput", "limit: must be a whole number", "limit")
     try:
         names = list(forwarder().deadletters.names(req.params.get("prefix"), max(1, min(limit, 5000))))
     except StorageUnavailable as exc:
-        return _error(503, "StorageUnavailable", str(exc))
+        return error_response(503, "StorageUnavailable", str(exc))
     except FluxOpsError as exc:
-        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
-    return _json(200, {"names": names})
+        return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+    return json_response({"names": names})
 
 
 @bp.function_name("flux_deadletters_replay")
@@ -173,20 +163,20 @@ def flux_deadletters_replay(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = req.get_json() if req.get_body() else {}
     except ValueError:
-        return _error(400, "InvalidInput", "body: must be a JSON object", "body")
+        return error_response(400, "InvalidInput", "body: must be a JSON object", "body")
     if not isinstance(body, dict):
-        return _error(400, "InvalidInput", "body: must be a JSON object", "body")
+        return error_response(400, "InvalidInput", "body: must be a JSON object", "body")
     names, prefix, limit = body.get("names"), body.get("prefix"), body.get("limit", 100)
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-        return _error(400, "InvalidInput", "names: must be a list of blob names", "names")
+        return error_response(400, "InvalidInput", "names: must be a list of blob names", "names")
     if prefix is not None and not isinstance(prefix, str):
-        return _error(400, "InvalidInput", "prefix: must be a string", "prefix")
+        return error_response(400, "InvalidInput", "prefix: must be a string", "prefix")
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
-        return _error(400, "InvalidInput", "limit: must be a whole number from 1 to 5000", "limit")
+        return error_response(400, "InvalidInput", "limit: must be a whole number from 1 to 5000", "limit")
     try:
         report = forwarder().replay(names=names, prefix=prefix, limit=limit)
     except StorageUnavailable as exc:
-        return _error(503, "StorageUnavailable", str(exc))
+        return error_response(503, "StorageUnavailable", str(exc))
     except FluxOpsError as exc:
-        return _error(exc.status, exc.code, str(exc), getattr(exc, "field", None))
-    return _json(200, report)
+        return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+    return json_response(report)

@@ -19,24 +19,18 @@ Routes avoid the host-reserved ``admin`` prefix.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
+
+from functions._http import error_response, json_response
 
 bp = func.Blueprint()
 log = logging.getLogger("functions.rotation")
 
 
-def _json(body, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
-
-
 def _error(exc) -> func.HttpResponse:
-    body = {"error": {"code": exc.code, "message": str(exc)}}
-    if getattr(exc, "field", None):
-        body["error"]["field"] = exc.field
-    return _json(body, exc.status)
+    return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
 
 
 @bp.function_name("rotate_credentials")
@@ -67,7 +61,7 @@ def rotate_cluster_now(req: func.HttpRequest) -> func.HttpResponse:
         summary = rotation.rotate_cluster(req.route_params.get("name", ""))
     except FluxOpsError as exc:
         return _error(exc)
-    return _json(summary.to_dict(), 502 if summary.failed else 200)
+    return json_response(summary.to_dict(), 502 if summary.failed else 200)
 
 
 @bp.function_name("registry_list")
@@ -83,7 +77,7 @@ def registry_list(req: func.HttpRequest) -> func.HttpResponse:
     body = {"clusters": [r.to_dict() for r in records]}
     if invalid:
         body["invalid"] = [{"name": n, "error": e} for n, e in invalid]
-    return _json(body)
+    return json_response(body)
 
 
 @bp.function_name("registry_cluster")
@@ -97,7 +91,7 @@ def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
     try:
         registry = services.registry()
         if req.method == "GET":
-            return _json(registry.get(name).to_dict())
+            return json_response(registry.get(name).to_dict())
         if req.method == "DELETE":
             registry.delete(name)
             return func.HttpResponse(status_code=204)
@@ -112,4 +106,4 @@ def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
         record, created = registry.upsert(ClusterRecord.from_dict({**body, "name": name}))
     except FluxOpsError as exc:
         return _error(exc)
-    return _json(record.to_dict(), 201 if created else 200)
+    return json_response(record.to_dict(), 201 if created else 200)
