@@ -43,7 +43,7 @@ def main() -> int:
     print(f"render gotk-components.yaml (4 of 6): median {statistics.median(times):7.1f} ms")
 
     from shared import bootstrap as runner
-    from shared.kube import Cluster
+    from shared.ports.kube import Cluster
     from tests.peers.git_server import AzureDevOpsGitServer
     from tests.peers.kube_api import KubeApiServer
 

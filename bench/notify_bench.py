@@ -37,7 +37,7 @@ class _Vault:
         self.values = values
 
     def get_secret(self, name, field="name"):
-        from shared.keyvault import SecretValue
+        from shared.ports.azure.keyvault import SecretValue
 
         return SecretValue(name, self.values[name], None, None, None)
 

@@ -61,7 +61,7 @@ def _crd() -> dict:
 
 
 def _prepare(server, crd: dict, url: str, old_pat: str) -> None:
-    from shared.kube import Cluster
+    from shared.ports.kube import Cluster
 
     with Cluster.from_kubeconfig(server.kubeconfig()) as c:
         c.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}}, crd], poll_interval=0.05)
@@ -108,12 +108,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from shared.rotation import RotationSettings, Rotator
-    from shared.registry import ClusterRecord, Registry
+    from shared.rotation.registry import ClusterRecord, Registry
     from tests.peers.azurite import AzuriteServer
     from tests.peers.entra_tokens import JwtTestCredential
     from tests.peers.git_server import AzureDevOpsGitServer
     from tests.peers.keyvault import KeyVaultServer
-    from shared.keyvault import KeyVault
+    from shared.ports.azure.keyvault import KeyVault
 
     import multiprocessing
 

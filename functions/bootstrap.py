@@ -51,8 +51,9 @@ def _entra_token() -> str:
 def _register(opts, refs) -> dict:
     """Register the cluster for credential rotation. The bootstrap has succeeded by now, so a
     registry failure is reported in the response and logged, not turned into a failed request."""
+    from shared import services
     from shared.errors import FluxOpsError
-    from shared.registry import register_from_bootstrap
+    from shared.rotation.registry import register_from_bootstrap
 
     try:
         record = register_from_bootstrap(
@@ -65,6 +66,7 @@ def _register(opts, refs) -> dict:
             username=opts.username,
             context=refs["context"],
             allow_insecure_http=opts.allow_insecure_http,
+            registry=services.registry(),
         )
     except FluxOpsError as exc:
         log.error("cluster %s not registered for rotation: %s", refs["clusterName"], exc)

@@ -11,7 +11,7 @@
 - ``registry_list``: ``GET /api/registry/clusters`` → ``{"clusters": [record, ...]}``, plus
   ``"invalid": [{"name", "error"}, ...]`` when stored rows no longer validate.
 - ``registry_cluster``: ``GET|PUT|DELETE /api/registry/clusters/{name}`` (admin key). PUT takes a
-  :class:`shared.registry.ClusterRecord` JSON object (201 created, 200 replaced, also over an invalid
+  :class:`shared.rotation.registry.ClusterRecord` JSON object (201 created, 200 replaced, also over an invalid
   row); 400 ``{"error": {"code", "field", "message"}}`` for a bad field; DELETE 204, 404.
 Error bodies are ``{"error": {"code", "message"[, "field"]}}`` and never hold credential values.
 Routes avoid the host-reserved ``admin`` prefix.
@@ -85,7 +85,7 @@ def registry_list(req: func.HttpRequest) -> func.HttpResponse:
 def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
     from shared import services
     from shared.errors import FluxOpsError, InvalidInput
-    from shared.registry import ClusterRecord
+    from shared.rotation.registry import ClusterRecord
 
     name = req.route_params.get("name", "")
     try:

@@ -165,7 +165,7 @@ def _bootstrap(args) -> int:
         kubeconfig = Path(kubeconfig_path).read_text()
     except OSError as exc:
         raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
-    from .kube import Cluster
+    from .ports.kube import Cluster
 
     try:
         cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
@@ -210,7 +210,7 @@ def _registry(args) -> int:
 
     from . import services
     from .errors import InvalidInput
-    from .registry import ClusterRecord
+    from .rotation.registry import ClusterRecord
 
     registry = services.registry()
     if args.action == "list":

@@ -35,7 +35,7 @@ class _Provider:
 
 
 def _default_keyvault():
-    from .keyvault import KeyVault
+    from .ports.azure.keyvault import KeyVault
 
     return KeyVault.from_settings()
 
@@ -47,7 +47,7 @@ def _default_storage():
 
 
 def _default_registry():
-    from .registry import Registry
+    from .rotation.registry import Registry
 
     return Registry.from_settings()
 
@@ -66,7 +66,7 @@ _devops_credential = _Provider(_default_credential)
 
 
 def keyvault():
-    """The shared :class:`shared.keyvault.KeyVault` (app setting ``KEY_VAULT_URL``)."""
+    """The shared :class:`shared.ports.azure.keyvault.KeyVault` (app setting ``KEY_VAULT_URL``)."""
     return _keyvault.get()
 
 
@@ -86,7 +86,7 @@ def set_storage_factory(factory: Callable[[], object] | None) -> None:
 
 
 def registry():
-    """The shared :class:`shared.registry.Registry` (the cluster registry on Azure Table storage)."""
+    """The shared :class:`shared.rotation.registry.Registry` (the cluster registry on Azure Table storage)."""
     return _registry.get()
 
 
@@ -119,7 +119,7 @@ def set_devops_credential_factory(factory: Callable[[], object] | None) -> None:
 
 
 def cluster_from_kubeconfig(kubeconfig: str, context: str | None = None):
-    """A :class:`shared.kube.Cluster` for a kubeconfig held in Key Vault."""
-    from .kube import Cluster
+    """A :class:`shared.ports.kube.Cluster` for a kubeconfig held in Key Vault."""
+    from .ports.kube import Cluster
 
     return Cluster.from_kubeconfig(kubeconfig, context=context)

@@ -16,7 +16,7 @@ import azure.functions as func
 import pytest
 
 from shared import services
-from shared.kube import Cluster
+from shared.ports.kube import Cluster
 from tests.peers.git_server import log as git_log
 from tests.peers.git_server import read_tree
 
@@ -30,7 +30,7 @@ def cluster_registry(azurite):
     """The cluster registry on Azurite (Table storage), as the Function gets it."""
     import uuid
 
-    from shared.registry import Registry
+    from shared.rotation.registry import Registry
 
     reg = Registry.from_connection_string(azurite.connection_string, f"reg{uuid.uuid4().hex[:12]}")
     services.set_registry_factory(lambda: reg)
@@ -347,7 +347,7 @@ def test_registry_outage_is_reported_but_the_bootstrap_stands(functions_by_name,
     """Table storage unreachable (the real registry client, pointed at a closed port)."""
     import socket
 
-    from shared.registry import Registry
+    from shared.rotation.registry import Registry
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -672,7 +672,7 @@ def test_waiting_for_crds_is_cut_short_by_the_deadline(env, git_pat):
     ],
 )
 def test_deployment_health_follows_kstatus(spec, status, expected):
-    from shared.bootstrap import _deployment_status
+    from shared.bootstrap.runner import _deployment_status
 
     dep = {"metadata": {"generation": 1}, "spec": {"replicas": 1, **spec}, "status": status}
     assert _deployment_status(dep)[0] == expected

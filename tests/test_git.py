@@ -1,4 +1,4 @@
-"""shared.git against the real git smart-HTTP peer (tests/peers/git_server.py): no mocks."""
+"""shared.ports.git against the real git smart-HTTP peer (tests/peers/git_server.py): no mocks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import traceback
 import pytest
 
 from shared import errors
-from shared import git as g
-from shared.git import BranchNotFound, GitAuth, GitAuthError, GitError, NonFastForward, Repository, ls_remote
+from shared.ports import git as g
+from shared.ports.git import BranchNotFound, GitAuth, GitAuthError, GitError, NonFastForward, Repository, ls_remote
 from tests.peers.git_server import log, read_tree, seed
 
 ORG, PROJECT, REPO = "contoso", "Fleet Ops", "fleet-infra"

@@ -1,4 +1,4 @@
-"""shared.keyvault through the real SecretClient against the Key Vault test server (tests/peers/keyvault.py)."""
+"""shared.ports.azure.keyvault through the real SecretClient against the Key Vault test server (tests/peers/keyvault.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from itertools import count
 import pytest
 
 from shared import errors
-from shared.keyvault import KeyVault, KeyVaultError, SecretNotFound
+from shared.ports.azure.keyvault import KeyVault, KeyVaultError, SecretNotFound
 from tests.peers.keyvault import SCOPE, KeyVaultTestCredential
 
 SECRET = "pat-Zq9-very-secret-value"
@@ -274,7 +274,7 @@ def test_from_settings(keyvault_server, monkeypatch):
 
 
 def test_import_is_lazy():
-    code = ("import sys, shared.keyvault; "
+    code = ("import sys, shared.ports.azure.keyvault; "
             "bad = [m for m in sys.modules if m.startswith(('azure', 'requests'))]; "
             "assert not bad, bad")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""shared.kube against ``kubeconfig_text``: the local Kubernetes API test server, or the real cluster named by
+"""shared.ports.kube against ``kubeconfig_text``: the local Kubernetes API test server, or the real cluster named by
 TEST_KUBECONFIG (then assertions that need the test server's ``request_log``/``set_status`` are skipped)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from shared.errors import AuthenticationFailed, NotFound, UpstreamError
-from shared.kube import ApplyError, Change, Cluster
+from shared.ports.kube import ApplyError, Change, Cluster
 
 GOLDEN_DIR = "/work/shared/flux/golden/talos-v2.9.2-4comp"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.devops import retry_after_seconds
+from shared.ports.azure.devops import retry_after_seconds
 from shared.notify.events import InvalidEvent, commit_sha, parse_event
 from shared.notify.routing import RoutingConfigError, parse_routing
 from shared.notify.targets import (commit_status_for, hmac_signature, slack_payload, split_camel_case,

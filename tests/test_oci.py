@@ -1,4 +1,4 @@
-"""shared.oci against a real registry (Debian docker-registry, tests/peers/oci_registry.py)."""
+"""shared.ports.oci against a real registry (Debian docker-registry, tests/peers/oci_registry.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import tarfile
 import pytest
 
 from shared.errors import AuthenticationFailed, InvalidInput, NotFound
-from shared.oci import OCIError, parse_reference, pull_flux_manifests, push_flux_manifests
+from shared.ports.oci import OCIError, parse_reference, pull_flux_manifests, push_flux_manifests
 
 GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml"
 
-# Spelled out here (not imported) so a typo in shared.oci cannot hide in both places.
+# Spelled out here (not imported) so a typo in shared.ports.oci cannot hide in both places.
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -94,7 +94,7 @@ def test_push_then_pull_is_byte_identical(oci_registry, gotk):
 
 
 def test_pull_hand_made_flux_artifact(oci_registry, gotk):
-    """An artifact built without shared.oci (member spelled ./flux-system/… as a relative walk may)."""
+    """An artifact built without shared.ports.oci (member spelled ./flux-system/… as a relative walk may)."""
     layer = make_layer([("./flux-system", None), ("./flux-system/gotk-components.yaml", gotk)])
     ref = craft(oci_registry, "hand/made", "v1", layers=[(FLUX_CONTENT, layer)])
     assert pull_flux_manifests(ref, ca_file=oci_registry.ca_file) == gotk

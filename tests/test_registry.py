@@ -10,7 +10,7 @@ import pytest
 
 from shared import cli, services
 from shared.errors import InvalidInput, NotFound
-from shared.registry import ClusterRecord, InvalidRecord, Registry, SettingError, register_from_bootstrap
+from shared.rotation.registry import ClusterRecord, InvalidRecord, Registry, SettingError, register_from_bootstrap
 
 
 @pytest.fixture
@@ -106,11 +106,11 @@ def _break(registry, name: str) -> None:
 
 
 def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry):
-    r = register_from_bootstrap(name="aks-1", kubeconfig_secret="aks-1-kubeconfig", password_secret="pat-1")
+    r = register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="aks-1-kubeconfig", password_secret="pat-1")
     assert (r.git_auth, r.pat_secret, r.source_secret, r.git_repository) == ("pat", "pat-1", "flux-system", "flux-system")
     registry.upsert(ClusterRecord.from_dict({**r.to_dict(), "eventHubSecret": "eh", "eventHubName": "flux",
                                              "eventHubNamespace": "contoso-flux"}))
-    r2 = register_from_bootstrap(name="aks-1", kubeconfig_secret="aks-1-kc2", password_secret="pat-2",
+    r2 = register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="aks-1-kc2", password_secret="pat-2",
                                  namespace="gitops", secret_name="gitops-auth", username="flux")
     stored = registry.get("aks-1")
     assert stored == r2
@@ -118,14 +118,14 @@ def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry)
             stored.git_repository, stored.username) == ("aks-1-kc2", "pat-2", "gitops", "gitops-auth", "gitops", "flux")
     assert (stored.eventhub_secret, stored.eventhub_name, stored.eventhub_namespace) == ("eh", "flux", "contoso-flux")
     with pytest.raises(InvalidInput) as err:
-        register_from_bootstrap(name="aks-1", kubeconfig_secret="kc", password_secret="bad_name")
+        register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="kc", password_secret="bad_name")
     assert err.value.field == "patSecret"
     # a bootstrap with withBearerToken registers the entra-bearer mode, no PAT
-    r3 = register_from_bootstrap(name="aks-2", kubeconfig_secret="aks-2-kubeconfig", git_auth="entra-bearer")
+    r3 = register_from_bootstrap(registry=registry, name="aks-2", kubeconfig_secret="aks-2-kubeconfig", git_auth="entra-bearer")
     assert (r3.git_auth, r3.pat_secret) == ("entra-bearer", None) and registry.get("aks-2") == r3
     # an invalid stored row is replaced by what the bootstrap knows
     _break(registry, "aks-3")
-    assert register_from_bootstrap(name="aks-3", kubeconfig_secret="kc3", password_secret="pat-3").git_auth == "pat"
+    assert register_from_bootstrap(registry=registry, name="aks-3", kubeconfig_secret="kc3", password_secret="pat-3").git_auth == "pat"
 
 
 def test_storage_settings():

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from shared import rotation, services
-from shared.kube import Cluster
-from shared.registry import ClusterRecord, Registry, SettingError
+from shared.ports.kube import Cluster
+from shared.rotation.registry import ClusterRecord, Registry, SettingError
 from shared.rotation import REQUESTED_AT, RotationSettings, Rotator, digest, jwt_expiry, rfc3339nano
 from tests.peers.entra_tokens import JwtTestCredential, make_jwt
 from tests.peers.kube_api import KubeApiServer

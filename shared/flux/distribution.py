@@ -86,7 +86,7 @@ def _read_local(source: str) -> str:
 
 def _fetch(source: str, *, ca_file: str | None, insecure_http: bool) -> str:
     if source.startswith("oci://"):
-        from ..oci import pull_flux_manifests
+        from ..ports.oci import pull_flux_manifests
 
         return pull_flux_manifests(source, ca_file=ca_file, insecure_http=insecure_http).decode("utf-8")
     import requests

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from shared import errors
-from shared.keyvault import NAME_RE as KEY_VAULT_NAME_RE
+from shared.ports.azure.keyvault import NAME_RE as KEY_VAULT_NAME_RE
 
 from .events import FluxEvent
 

@@ -28,7 +28,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from shared import errors
-from shared.devops import (CommitStatus, DevOpsHTTPError, DevOpsStatuses, credential_auth, pat_auth,
+from shared.ports.azure.devops import (CommitStatus, DevOpsHTTPError, DevOpsStatuses, credential_auth, pat_auth,
                            retry_after_seconds)
 
 from .events import FluxEvent, InvalidEvent, commit_sha

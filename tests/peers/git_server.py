@@ -291,7 +291,7 @@ class AzureDevOpsGitServer:
             self.requests.append(RequestRecord(method, path, status, user))
 
 
-# -- assertion helpers (git binary; independent of shared.git) -----------------------------------
+# -- assertion helpers (git binary; independent of shared.ports.git) -----------------------------------
 def _git(bare: pathlib.Path, *args: str, input: bytes | None = None) -> bytes:
     proc = subprocess.run(
         [GIT, "--git-dir", str(bare), *args],

@@ -27,7 +27,7 @@ wire-level fake of the Key Vault secrets REST API that ``azure-keyvault-secrets`
 
 Fixtures: ``keyvault_server`` (a started :class:`KeyVaultServer`, one per test so that the challenge
 round trip is observable; the challenge cache of the SDK is per host:port) and ``keyvault``
-(a ``shared.keyvault.KeyVault`` connected to it).
+(a ``shared.ports.azure.keyvault.KeyVault`` connected to it).
 """
 
 from __future__ import annotations
@@ -613,8 +613,8 @@ def keyvault_server():
 
 @pytest.fixture
 def keyvault(keyvault_server):
-    """``shared.keyvault.KeyVault`` on ``keyvault_server`` with a credential the server trusts."""
-    from shared.keyvault import KeyVault
+    """``shared.ports.azure.keyvault.KeyVault`` on ``keyvault_server`` with a credential the server trusts."""
+    from shared.ports.azure.keyvault import KeyVault
 
     kv = KeyVault(keyvault_server.vault_url, keyvault_server.credential(),
                   connection_verify=keyvault_server.ca_file, verify_challenge_resource=False)

@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     import azure.functions as func
 
     from shared import services
-    from shared.keyvault import KeyVault
+    from shared.ports.azure.keyvault import KeyVault
     from tests.peers.git_server import AzureDevOpsGitServer, log as git_log, read_tree
     from tests.peers.azurite import start_or_fail as start_azurite
     from tests.peers.keyvault import KeyVaultServer
-    from shared.registry import Registry
+    from shared.rotation.registry import Registry
 
     if args.kubeconfig:
         try:

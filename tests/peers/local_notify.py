@@ -162,7 +162,7 @@ def indexed_functions() -> dict:
 def main() -> int:
     import azure.functions as func
 
-    from shared.keyvault import KeyVault
+    from shared.ports.azure.keyvault import KeyVault
     from shared.notify import forwarder
     from shared.notify.storage import Storage
     from shared.notify.targets import hmac_signature

@@ -142,14 +142,14 @@ class OCIRegistry:
         return f"oci://{self.host}/{repo}:{tag}"
 
     def push(self, repo: str, tag: str, gotk_bytes: bytes, **kwargs) -> str:
-        """Push like ``flux push artifact`` (via ``shared.oci``); return ``oci://host/repo:tag``."""
-        from shared.oci import push_flux_manifests
+        """Push like ``flux push artifact`` (via ``shared.ports.oci``); return ``oci://host/repo:tag``."""
+        from shared.ports.oci import push_flux_manifests
 
         ref = self.ref(repo, tag)
         push_flux_manifests(ref, gotk_bytes, ca_file=self.ca_file, insecure_http=self.insecure_http, **kwargs)
         return ref
 
-    # -- raw distribution API, independent of shared.oci (to craft bad artifacts) --------------
+    # -- raw distribution API, independent of shared.ports.oci (to craft bad artifacts) --------------
 
     def put_blob(self, repo: str, data: bytes) -> dict:
         """Upload ``data`` (POST + PUT); return its descriptor fields ``{"digest", "size"}``."""

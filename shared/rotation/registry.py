@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from shared import errors
 from shared.flux.options import DNS1123_LABEL, DNS1123_SUBDOMAIN
-from shared.keyvault import validate_secret_name
+from shared.ports.azure.keyvault import validate_secret_name
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ def _table_name(name: str, field: str = "table") -> str:
 def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secret: str | None = None,
                             git_auth: str = "pat", namespace: str = "flux-system",
                             secret_name: str = "flux-system", username: str = "git", context: str | None = None,
-                            allow_insecure_http: bool = False, registry: Registry | None = None) -> ClusterRecord:
+                            allow_insecure_http: bool = False, registry: Registry) -> ClusterRecord:
     """Register (or update) the cluster a bootstrap just set up.
 
     Arguments are the bootstrap request's: ``kubeconfig_secret`` (``kubeconfigSecret``),
@@ -361,13 +361,10 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secre
     ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
     (``allowInsecureHttp``); ``name`` is the cluster's registry name. The GitRepository is named after
     the namespace, as ``flux bootstrap`` does. Fields a bootstrap does not know (the Event Hub fields)
-    are kept from an existing record. ``registry`` defaults to :func:`shared.services.registry`.
+    are kept from an existing record. ``registry`` is where the record goes (the Function passes
+    :func:`shared.services.registry`).
     Returns the stored record; raises ``InvalidInput`` (bad field, JSON spelling) or ``UpstreamError``.
     """
-    if registry is None:
-        from shared import services
-
-        registry = services.registry()
     try:
         current = registry.get(name)
     except errors.NotFound:

@@ -1,13 +1,13 @@
 """Credential rotation into every registered cluster's Secrets (issue #4): the timer's work.
 
-For each :class:`shared.registry.ClusterRecord`, on a thread pool of ``concurrency`` workers, each
+For each :class:`shared.rotation.registry.ClusterRecord`, on a thread pool of ``concurrency`` workers, each
 cluster isolated from the others' failures (an error is recorded in its :class:`ClusterResult`, never
 raised), with what each Flux consumer reads (``../shared/docs/notifications-and-rotation.md`` D3, A, B1):
 
 * **Git, ``pat`` mode.** The latest version of Key Vault secret ``patSecret`` is compared (SHA-256
   digests, never the values) with ``password`` (and ``username``) of the source Secret. When they differ,
   the PAT is first checked against the GitRepository's ``spec.url`` with a ``git ls-remote`` (dulwich,
-  :func:`shared.git.ls_remote`); only a PAT the server accepts is written (keys ``username``/``password``,
+  :func:`shared.ports.git.ls_remote`); only a PAT the server accepts is written (keys ``username``/``password``,
   as ``flux bootstrap git --token-auth``; other keys survive), then the GitRepository gets
   ``reconcile.fluxcd.io/requestedAt`` = the time in Go's RFC3339Nano form, as ``flux reconcile`` writes
   it (``fluxcd/pkg/apis/meta/annotations.go``; source-controller re-reads the Secret on every reconcile).
@@ -35,7 +35,7 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
 No credential value is logged, returned or put in an error: results name the Key Vault secret, its
 version and the Kubernetes Secret. A failed cluster is retried by the next run (nothing is remembered).
 A missing or invalid app setting (``KEY_VAULT_URL``, ``ROTATION_*``, registry storage) is not a cluster's
-failure: it raises :class:`shared.registry.SettingError` before any cluster is touched.
+failure: it raises :class:`shared.rotation.registry.SettingError` before any cluster is touched.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from shared import errors
-from shared.registry import SettingError
+from shared.errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ class RotationSettings:
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "RotationSettings":
-        """Raises :class:`shared.registry.SettingError` (field = the setting's name) for a value that is
+        """Raises :class:`shared.rotation.registry.SettingError` (field = the setting's name) for a value that is
         not a number in range (days 0-365, minutes 0-1440, concurrency a whole number 1-128)."""
-        from .settings import number
+        from shared.settings import number
 
         return cls(pat_warning_days=number(environ, "ROTATION_PAT_WARNING_DAYS", 7, maximum=365),
                    token_min_remaining=timedelta(minutes=number(environ, "ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, maximum=1440)),
@@ -263,9 +263,9 @@ class _Redactor:
 class Rotator:
     """One rotation run over some records.
 
-    ``keyvault``: :class:`shared.keyvault.KeyVault`; ``credential``: a ``TokenCredential`` (its
+    ``keyvault``: :class:`shared.ports.azure.keyvault.KeyVault`; ``credential``: a ``TokenCredential`` (its
     ``get_token(scope)`` → ``AccessToken(token, expires_on)``); ``cluster_factory(kubeconfig_text,
-    context)`` → :class:`shared.kube.Cluster`; ``clock()`` → aware UTC datetime (tests); ``git_ca_file``:
+    context)`` → :class:`shared.ports.kube.Cluster`; ``clock()`` → aware UTC datetime (tests); ``git_ca_file``:
     optional CA bundle for the ``ls-remote`` check. Defaults come from :mod:`shared.services`.
     """
 
@@ -323,7 +323,7 @@ class Rotator:
         return self._tokens.get(scope, mint)
 
     def _check_git(self, url: str, auth, allow_insecure_http: bool) -> None:
-        from shared.git import ls_remote
+        from shared.ports.git import ls_remote
 
         key = (url, auth.username, digest(auth.password), digest(auth.bearer_token), allow_insecure_http)
         self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http))
@@ -336,11 +336,11 @@ class Rotator:
             self.keyvault
         except SettingError:
             raise
-        except errors.InvalidInput as exc:  # shared.keyvault names the setting as the field
+        except errors.InvalidInput as exc:  # shared.ports.azure.keyvault names the setting as the field
             raise SettingError(exc.field, exc.message) from None
 
     def run(self, records: Iterable) -> RotationSummary:
-        """Rotate every record (:class:`shared.registry.ClusterRecord`) on at most
+        """Rotate every record (:class:`shared.rotation.registry.ClusterRecord`) on at most
         ``settings.concurrency`` threads. Never raises for a cluster's failure (it is in that cluster's
         result); raises ``SettingError`` from :meth:`preflight`. Results keep ``records`` order."""
         records = list(records)
@@ -440,7 +440,7 @@ class Rotator:
 
     def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
         """Returns the source Secret's data as read before any write."""
-        from shared.git import GitAuth, GitAuthError
+        from shared.ports.git import GitAuth, GitAuthError
 
         pat = self._secret(record.pat_secret, "patSecret")
         redact.add(pat.value)
@@ -476,7 +476,7 @@ class Rotator:
 
     def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
         """Returns the source Secret's data as read before any write."""
-        from shared.git import GitAuth, GitAuthError
+        from shared.ports.git import GitAuth, GitAuthError
 
         bearer = record.git_auth == "entra-bearer"
         key = "bearerToken" if bearer else "password"

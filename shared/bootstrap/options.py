@@ -1,0 +1,250 @@
+"""Options of one bootstrap, as ``flux bootstrap git`` flags (CLI) or request fields (HTTP).
+
+:class:`BootstrapOptions` holds the flags with Flux's defaults and checks them offline;
+:func:`options_from_request` decodes the JSON body of ``POST /api/bootstrap`` into options and the
+Key Vault references of the run. Nothing here touches a repository, a cluster or a vault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInput
+from ..flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
+from ..flux import install, sync
+from ..flux.options import (
+    DNS1123_SUBDOMAIN,
+    normalize_interval,
+    normalize_path,
+    parse_timeout,
+    sync_url,
+    validate_branch,
+    validate_dns_label,
+    validate_version,
+)
+
+#: Azure Functions HTTP responses must come back within 230 s; keep health waits well inside.
+MAX_TIMEOUT_SECONDS = 150
+#: Seconds an HTTP-triggered bootstrap may run in all (the 230 s limit less a margin for the
+#: response and the registry write).
+HTTP_BUDGET_SECONDS = 200
+#: Entra ID scope of Azure DevOps (its well-known application id), for ``withBearerToken``.
+AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
+
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """Options of one bootstrap; names mirror ``flux bootstrap git`` flags, defaults are Flux's.
+
+    ``url`` is ``--url`` as given (https, or http with ``allow_insecure_http``); ``path`` is
+    normalised (``./clusters/x`` or ``""``, see :func:`shared.flux.options.normalize_path`);
+    ``interval`` is in Flux's print form (``1m0s``); ``timeout`` is in seconds: how long
+    :meth:`Bootstrapper.report_health` waits for the sync objects and components (0 = check once,
+    and pending is then not a failure). :meth:`validate` checks them."""
+
+    url: str
+    branch: str = "main"
+    path: str = ""
+    interval: str = "1m0s"
+    version: str | None = None
+    components: tuple[str, ...] = DEFAULT_COMPONENTS
+    components_extra: tuple[str, ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+    secret_name: str = DEFAULT_NAMESPACE
+    username: str = "git"
+    token_auth: bool = True
+    with_bearer_token: bool = False
+    allow_insecure_http: bool = False
+    author_name: str = "Flux"
+    author_email: str = ""
+    commit_message_appendix: str = ""
+    registry: str = DEFAULT_REGISTRY
+    network_policy: bool = True
+    watch_all_namespaces: bool = True
+    log_level: str = "info"
+    cluster_domain: str = "cluster.local"
+    timeout: float = 0.0
+    force: bool = False
+
+    @property
+    def sync_url(self) -> str:
+        """The GitRepository URL (token auth: https, no user info), also the URL cloned and pushed."""
+        return sync_url(self.url, token_auth=self.token_auth, allow_insecure_http=self.allow_insecure_http)
+
+    @property
+    def author(self) -> str:
+        """``Name <email>``; ``Flux <>`` by default, as ``--author-name``/``--author-email``."""
+        return f"{self.author_name} <{self.author_email}>"
+
+    def install_options(self) -> install.InstallOptions:
+        """The options that shape gotk-components.yaml."""
+        return install.InstallOptions(
+            components=self.components,
+            components_extra=self.components_extra,
+            namespace=self.namespace,
+            registry=self.registry,
+            watch_all_namespaces=self.watch_all_namespaces,
+            network_policy=self.network_policy,
+            log_level=self.log_level,
+            cluster_domain=self.cluster_domain,
+            target_path=self.path,
+        )
+
+    def sync_options(self) -> sync.SyncOptions:
+        """The options of gotk-sync.yaml: objects named after the namespace, as Flux names them."""
+        return sync.SyncOptions(
+            url=self.sync_url,
+            branch=self.branch,
+            interval=self.interval,
+            target_path=self.path,
+            namespace=self.namespace,
+            name=self.namespace,
+            secret=self.secret_name,
+        )
+
+    def commit_message(self, title: str) -> str:
+        """``title``, plus ``"\\n\\n" + appendix`` with ``--commit-message-appendix``."""
+        return title + ("\n\n" + self.commit_message_appendix if self.commit_message_appendix else "")
+
+    def validate(self) -> "BootstrapOptions":
+        """Check every option that can be checked offline; raises InvalidInput naming the field
+        (request spelling). Returns ``self``."""
+        validate_branch(self.branch)
+        if self.version is not None:
+            validate_version(self.version)
+        self.install_options().validate()
+        if not self.token_auth:
+            raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
+        if not isinstance(self.username, str) or not self.username or any(c in self.username for c in ":\r\n"):
+            raise InvalidInput("username", "must be a non-empty user name without ':' or line breaks")
+        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.match(self.secret_name):
+            raise InvalidInput("secretName", f"{self.secret_name!r} is not a valid Secret name (DNS-1123 subdomain)")
+        _ = self.sync_url  # scheme, host and password checks
+        if self.url.strip().lower().startswith("ssh://"):
+            raise InvalidInput("url", "ssh:// needs SSH auth, which is not supported; give the https:// URL of the repository")
+        normalize_interval(self.interval)
+        if not isinstance(self.timeout, (int, float)) or self.timeout < 0:
+            raise InvalidInput("timeout", "must be zero or more")
+        for fld, value, bad in (("authorName", self.author_name, "<>\r\n\x00"), ("authorEmail", self.author_email, "<>\r\n\x00")):
+            if not isinstance(value, str) or any(c in value for c in bad):
+                raise InvalidInput(fld, "must not contain '<', '>' or line breaks")
+        if not isinstance(self.commit_message_appendix, str) or "\x00" in self.commit_message_appendix:
+            raise InvalidInput("commitMessageAppendix", "must be text")
+        return self
+
+
+@dataclass
+class Credentials:
+    """Git credentials for token auth: the PAT (``password``) or an Entra ID ``bearer_token``."""
+
+    password: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+
+
+def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
+    """Decode the JSON body of ``POST /api/bootstrap``.
+
+    Fields mirror ``flux bootstrap git`` flags in camelCase: ``url`` (required), ``branch``,
+    ``path``, ``interval``, ``version``, ``components``, ``componentsExtra``, ``namespace``,
+    ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
+    ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
+    ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``. Credentials are named,
+    never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
+    ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
+    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token) and
+    ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, required), optional
+    ``context``, and ``clusterName``, the cluster's name in the registry that credential rotation
+    walks (default: the last segment of ``path``, else ``kubeconfigSecret``; a DNS-1123 label).
+    A JSON ``null`` means the default. ``interval`` and ``timeout`` are Go durations (``1m``,
+    ``90s``); ``timeout`` is at most 150 s (the whole request must finish within Azure's 230 s).
+    Returns the validated options and ``{"passwordSecret", "kubeconfigSecret", "context",
+    "clusterName"}``.
+
+    Raises InvalidInput naming the first bad field; unknown fields, and credential values
+    (``password``, ``token``, ``pat``, ``bearerToken``, ``kubeconfig``, a password in ``url``), are
+    errors too."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    for forbidden in ("password", "token", "pat", "bearerToken", "kubeconfig"):
+        if forbidden in body:
+            raise InvalidInput(forbidden, "credentials are never sent in the request; name the Key Vault secret instead (passwordSecret, kubeconfigSecret)")
+    spec: dict[str, tuple[type, object]] = {
+        "url": (str, None), "branch": (str, "main"), "path": (str, ""), "interval": (str, "1m"),
+        "version": (str, None), "components": (list, None), "componentsExtra": (list, []),
+        "namespace": (str, DEFAULT_NAMESPACE), "secretName": (str, DEFAULT_NAMESPACE),
+        "username": (str, "git"), "tokenAuth": (bool, True), "withBearerToken": (bool, False),
+        "allowInsecureHttp": (bool, False),
+        "authorName": (str, "Flux"), "authorEmail": (str, ""), "commitMessageAppendix": (str, ""),
+        "registry": (str, DEFAULT_REGISTRY), "networkPolicy": (bool, True), "watchAllNamespaces": (bool, True),
+        "logLevel": (str, "info"), "clusterDomain": (str, "cluster.local"), "timeout": (str, "0s"),
+        "passwordSecret": (str, None), "kubeconfigSecret": (str, None), "context": (str, None),
+        "clusterName": (str, None), "force": (bool, False),
+    }
+    unknown = sorted(set(body) - set(spec))
+    if unknown:
+        raise InvalidInput(unknown[0], "unknown field")
+    values = {}
+    for name, (typ, default) in spec.items():
+        value = body.get(name)
+        if value is None:  # absent or JSON null: the default
+            value = default
+        elif not isinstance(value, typ):
+            raise InvalidInput(name, f"must be a {'string' if typ is str else 'boolean' if typ is bool else 'list of strings'}")
+        values[name] = value
+    bearer = values["withBearerToken"]
+    if bearer and values["passwordSecret"]:
+        raise InvalidInput("passwordSecret", "is not used with withBearerToken (the Function's managed identity gets the token)")
+    for required in ("url", "kubeconfigSecret") + (() if bearer else ("passwordSecret",)):
+        if not values[required]:
+            raise InvalidInput(required, "is required")
+    from ..ports.azure.keyvault import validate_secret_name
+
+    for name in ("passwordSecret", "kubeconfigSecret"):
+        if values[name] is not None:
+            validate_secret_name(values[name], name)
+    timeout = parse_timeout(values["timeout"], "timeout")
+    if timeout > MAX_TIMEOUT_SECONDS:
+        raise InvalidInput("timeout", f"must be at most {MAX_TIMEOUT_SECONDS}s (Azure answers an HTTP request within 230 s)")
+    opts = BootstrapOptions(
+        url=values["url"],
+        branch=values["branch"],
+        path=normalize_path(values["path"]),
+        interval=normalize_interval(values["interval"], "interval"),
+        version=values["version"],
+        components=tuple(values["components"]) if values["components"] is not None else DEFAULT_COMPONENTS,
+        components_extra=tuple(values["componentsExtra"]),
+        namespace=values["namespace"],
+        secret_name=values["secretName"],
+        username=values["username"],
+        token_auth=values["tokenAuth"] or bearer,
+        with_bearer_token=bearer,
+        allow_insecure_http=values["allowInsecureHttp"],
+        author_name=values["authorName"],
+        author_email=values["authorEmail"],
+        commit_message_appendix=values["commitMessageAppendix"],
+        registry=values["registry"],
+        network_policy=values["networkPolicy"],
+        watch_all_namespaces=values["watchAllNamespaces"],
+        log_level=values["logLevel"],
+        cluster_domain=values["clusterDomain"],
+        timeout=timeout,
+        force=values["force"],
+    ).validate()
+    if values["clusterName"] is not None:
+        cluster_name = validate_dns_label(values["clusterName"], "clusterName")
+    else:
+        cluster_name = opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"]
+        try:
+            validate_dns_label(cluster_name, "clusterName")
+        except InvalidInput:
+            raise InvalidInput("clusterName", f"the default, {cluster_name!r} (the last segment of path, else kubeconfigSecret), "
+                               "is not a DNS-1123 label; set clusterName") from None
+    refs = {
+        "passwordSecret": values["passwordSecret"],
+        "kubeconfigSecret": values["kubeconfigSecret"],
+        "context": values["context"],
+        "clusterName": cluster_name,
+    }
+    return opts, refs
+
