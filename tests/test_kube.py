@@ -346,3 +346,179 @@ def test_secret_values_never_in_errors_or_logs(cluster, scratch_ns, caplog):
             assert value not in text
     for err in (missing_ns.value, bad.value, rec.value):
         assert err.__cause__ is None and err.__suppress_context__  # the client's exception holds raw bodies
+
+
+# -- kubeconfigs are untrusted: nothing in them runs a command, reads a file or leaks a token ------
+
+
+def _refused(text: str) -> str:
+    from shared.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as err:
+        Cluster.from_kubeconfig(text)
+    assert err.value.field == "kubeconfig"
+    assert err.value.__cause__ is None
+    return err.value.message
+
+
+def test_exec_and_auth_provider_users_never_run(kube_server, tmp_path):
+    marker = tmp_path / "MARKER"
+    users = {
+        "users[0].user.exec": {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh",
+                                        "args": ["-c", f"touch {marker}"], "interactiveMode": "Never"}},
+        "users[0].user.auth-provider": {"auth-provider": {"name": "gcp", "config": {
+            "cmd-path": "/bin/sh", "cmd-args": f"-c 'touch {marker}'", "token-key": "{.token}"}}},
+    }
+    for where, user in users.items():
+        message = _refused(kube_server.kubeconfig(user=user))
+        assert message.startswith(f"{where}: ") and "never run" in message
+    assert not marker.exists()
+    assert kube_server.received == []
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("user", "tokenFile", "/proc/self/environ"),
+    ("user", "client-certificate", "/etc/passwd"),
+    ("user", "client-key", "/etc/passwd"),
+    ("cluster", "certificate-authority", "/etc/passwd"),
+    ("user", "token-file", "/proc/self/environ"),  # not a client-go key, but it names a file
+    ("cluster", "caFile", "/etc/passwd"),
+])
+def test_keys_that_name_a_local_file_are_refused_naming_the_key(kube_server, section, key, value):
+    base = yaml.safe_load(kube_server.kubeconfig())
+    body = dict(base["users"][0]["user"] if section == "user" else base["clusters"][0]["cluster"])
+    if key in ("tokenFile", "token-file"):
+        body.pop("token")
+    body[key] = value
+    text = kube_server.kubeconfig(**{section: body})
+    message = _refused(text)
+    assert message.startswith(f"{section}s[0].{section}.{key}: names a local file")
+    assert kube_server.received == []  # nothing was sent, /proc/self/environ least of all
+
+
+def test_impersonation_and_unknown_user_keys_are_refused(kube_server):
+    assert _refused(kube_server.kubeconfig(user={"token": kube_server.token, "as": "system:admin"})).startswith(
+        "users[0].user.as: impersonation is not supported")
+    assert _refused(kube_server.kubeconfig(user={"tokn": "x"})).startswith("users[0].user.tokn: not a kubeconfig field")
+    assert _refused(kube_server.kubeconfig(user={"client-certificate-data": "QQ=="})).startswith(
+        "users[0].user.client-key-data: needed with client-certificate-data")
+
+
+@pytest.mark.parametrize("token", ["tok\nen", "token\r\nX-Injected: 1", "tok en", "tök", "tok\x00en", "tok\x7f"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_echo(kube_server, caplog, token):
+    caplog.set_level(logging.DEBUG)
+    secret = f"SECRET{uuid.uuid4().hex}"
+    value = token.replace("tok", secret)
+    message = _refused(kube_server.kubeconfig(token=value))
+    assert message.startswith("users[0].user.token: contains a line break")
+    assert secret not in message and secret not in caplog.text
+    assert kube_server.received == []
+
+
+def test_basic_auth_user_is_sent_as_a_basic_header(kube_server):
+    with Cluster.from_kubeconfig(kube_server.kubeconfig(basic=True)) as c:
+        assert c.server_version() == "v1.36.2"
+    sent = kube_server.received[-1].headers["authorization"]
+    assert sent == "Basic " + base64.b64encode(":".join(kube_server.basic_auth).encode()).decode()
+
+
+def test_insecure_skip_tls_verify_is_kept_with_a_warning_but_not_with_a_ca(kube_server, caplog):
+    base = yaml.safe_load(kube_server.kubeconfig())["clusters"][0]["cluster"]
+    assert "insecure flag is not allowed" in _refused(kube_server.kubeconfig(cluster={**base, "insecure-skip-tls-verify": True}))
+    insecure = {"server": kube_server.url, "insecure-skip-tls-verify": True}
+    with caplog.at_level(logging.WARNING), Cluster.from_kubeconfig(kube_server.kubeconfig(cluster=insecure)) as c:
+        assert c.server_version() == "v1.36.2"
+    assert "without verifying its TLS certificate" in caplog.text
+
+
+class _ConnectProxy:
+    """A recording HTTP proxy: answers CONNECT by tunnelling bytes; records each request head."""
+
+    def __init__(self):
+        import threading
+
+        self.heads: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import threading
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        self.heads.append(head)
+        method, target = head.split(b" ")[:2]
+        if method != b"CONNECT":
+            conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+            return
+        host, port = target.decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(a, b):
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+        pipe(conn, upstream)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_proxy_url_only_relays_a_tls_tunnel(kube_server):
+    base = yaml.safe_load(kube_server.kubeconfig())["clusters"][0]["cluster"]
+    proxy = _ConnectProxy()
+    try:
+        with Cluster.from_kubeconfig(kube_server.kubeconfig(cluster={**base, "proxy-url": proxy.url})) as c:
+            assert c.server_version() == "v1.36.2"
+        port = kube_server.url.rsplit(":", 1)[1]
+        assert proxy.heads and all(h.startswith(f"CONNECT 127.0.0.1:{port} ".encode()) for h in proxy.heads)
+        assert not any(kube_server.token.encode() in h for h in proxy.heads)
+    finally:
+        proxy.close()
+    for bad, why in ((f"socks5://127.0.0.1:1080", "only http:// or https:// proxies"),
+                     ("http://user:pw@127.0.0.1:3128", "must not carry credentials")):
+        assert why in _refused(kube_server.kubeconfig(cluster={**base, "proxy-url": bad}))
+    insecure = {"server": kube_server.url, "insecure-skip-tls-verify": True, "proxy-url": "http://127.0.0.1:3128"}
+    assert "refused together with insecure-skip-tls-verify" in _refused(kube_server.kubeconfig(cluster=insecure))
+    assert "only used for an https:// server" in _refused(kube_server.kubeconfig(
+        cluster={"server": "http://127.0.0.1:1", "proxy-url": "http://127.0.0.1:3128"}))
+
+
+def test_kubeconfig_yaml_bombs_fail_fast_without_quoting(kube_server):
+    lol = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    started = time.monotonic()
+    assert _refused(lol).startswith("not valid YAML (line")
+    assert _refused("[" * 200_000 + "]" * 200_000).startswith("not valid YAML")  # libyaml's composer would crash
+    assert time.monotonic() - started < 1.0
+    text = kube_server.kubeconfig(token="tok-" + uuid.uuid4().hex) + "broken: [\n"
+    assert "tok-" not in _refused(text)

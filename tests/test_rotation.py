@@ -144,8 +144,10 @@ def fleet(gitrepo_crd, keyvault_server, ado_git_server, git_pat):
     f.url = ado_git_server.url("contoso", "platform", "fleet")
     try:
         if REAL:
-            with open(os.environ["TEST_KUBECONFIG"], encoding="utf-8") as fh:
-                f.add("c0", kubeconfig=fh.read(), namespace=f"fluxrot-{uuid.uuid4().hex[:8]}")
+            from tests.peers.kube_api import flatten_kubeconfig
+
+            f.add("c0", kubeconfig=flatten_kubeconfig(os.environ["TEST_KUBECONFIG"]),
+                  namespace=f"fluxrot-{uuid.uuid4().hex[:8]}")
         else:
             f.add("c0")
         f.add("c1")

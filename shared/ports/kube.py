@@ -20,6 +20,11 @@ Errors are ``shared.errors`` types: 401/403 → ``AuthenticationFailed``; 404 �
 naming the object; a cluster that cannot be reached → ``UpstreamError("cluster unreachable: <url>")``.
 No message or log line carries Secret data: server messages about Secret objects are redacted and
 exceptions are raised without the client's exception (whose text holds the raw HTTP response) chained.
+
+A kubeconfig is untrusted input (:meth:`Cluster.from_kubeconfig`): it never makes the app run a
+command (``exec``, ``auth-provider``) or read a local file (``tokenFile``, ``certificate-authority``,
+``client-certificate``, ``client-key``); such users are refused naming the key (``users[0].user.exec``),
+and tokens that cannot be sent as a header are refused without being echoed.
 """
 
 from __future__ import annotations
@@ -159,11 +164,165 @@ def _in_memory_file(data: bytes, label: str) -> tuple[int | None, str]:
     return None, path
 
 
-def _named(items: Any, name: str | None, what: str) -> dict:
-    for item in items or []:
+def _close_all(fds: list[int], files: list[str]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    for path in files:  # pragma: no cover - non-Linux only
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _named(doc: dict, section: str, name: Any, what: str) -> tuple[str, dict]:
+    """The entry ``name`` of ``doc[section]`` (``clusters``, ``users``, ``contexts``) as
+    (``<section>[<i>].<what>``, its ``<what>`` mapping)."""
+    items = doc.get(section)
+    for i, item in enumerate(items if isinstance(items, list) else []):
         if isinstance(item, dict) and item.get("name") == name:
-            return item.get(what) or {}
-    raise InvalidInput("kubeconfig", f"{what} {name!r} not found in the kubeconfig")
+            body = item.get(what)
+            where = f"{section}[{i}].{what}"
+            if body is None:
+                return where, {}
+            if not isinstance(body, dict):
+                raise InvalidInput("kubeconfig", f"{where}: must be a mapping")
+            return where, body
+    raise InvalidInput("kubeconfig", f"{what} {str(name)[:64]!r} not found in the kubeconfig")
+
+
+# What a kubeconfig may hold, by client-go's schema (k8s.io/client-go/tools/clientcmd/api/v1
+# types.go ``Cluster``/``AuthInfo``). Everything is used from the text itself: no key that names a
+# local file, no credential plugin. Keys outside these sets are refused by name, so a credential we
+# do not implement never silently turns into an anonymous request.
+_CLUSTER_KEYS = frozenset({"server", "certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name",
+                           "proxy-url", "disable-compression", "extensions"})
+_USER_KEYS = frozenset({"token", "username", "password", "client-certificate-data", "client-key-data", "extensions"})
+#: keys that name a local file (client-go reads them from disk; the app never does)
+_PATH_KEYS = frozenset({"certificate-authority", "client-certificate", "client-key", "tokenFile"})
+_IMPERSONATION_KEYS = frozenset({"as", "as-uid", "as-groups", "as-user-extra"})
+
+
+def _names_a_path(key: str) -> bool:
+    lowered = key.lower()
+    return key in _PATH_KEYS or lowered.endswith(("-file", "file", "-path", "path", "-dir", "dir"))
+
+
+def _check_keys(section: dict, allowed: frozenset, where: str) -> None:
+    for key in section:
+        if not isinstance(key, str):
+            raise InvalidInput("kubeconfig", f"{where}: keys must be strings")
+        if key in allowed:
+            continue
+        if _names_a_path(key):
+            raise InvalidInput("kubeconfig", f"{where}.{key}: names a local file, which the app never reads; "
+                                             f"put the content inline ({_inline_hint(key)})")
+        if key in _IMPERSONATION_KEYS:
+            raise InvalidInput("kubeconfig", f"{where}.{key}: impersonation is not supported; store a kubeconfig "
+                                             "of the identity itself")
+        raise InvalidInput("kubeconfig", f"{where}.{key[:64]}: not a kubeconfig field the app supports")
+
+
+def _inline_hint(key: str) -> str:
+    if key == "tokenFile":
+        return "token"
+    if key in ("certificate-authority", "client-certificate", "client-key"):
+        return f"{key}-data, as `kubectl config view --flatten --raw` writes it"
+    return "e.g. `kubectl config view --flatten --raw`"
+
+
+def _header_value(value: Any, where: str) -> str:
+    """A credential that goes into an HTTP header as it is: printable ASCII without spaces. A line
+    break would otherwise reach ``http.client``, whose ``ValueError`` quotes the whole header
+    (token included) into the traceback."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("kubeconfig", f"{where}: must be a non-empty string")
+    if not all("!" <= c <= "~" for c in value):
+        raise InvalidInput("kubeconfig", f"{where}: contains a line break, space, control or non-ASCII character, "
+                                         "so it cannot be sent in an HTTP header (value not shown)")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("kubeconfig", f"{where}: must be a string")
+    return value
+
+
+def _b64(value: Any, where: str) -> bytes:
+    import binascii
+
+    try:
+        data = base64.b64decode(_string(value, where).strip(), validate=True)
+    except binascii.Error:
+        raise InvalidInput("kubeconfig", f"{where}: not valid base64") from None
+    if not data:
+        raise InvalidInput("kubeconfig", f"{where}: is empty")
+    return data
+
+
+def _refuse_credential_plugin(user: dict, where: str) -> None:
+    """The one place where users that would run something are refused: ``exec`` credential
+    plugins (kubelogin, aws, gke-gcloud-auth-plugin…) and ``auth-provider`` (whose ``cmd-path``
+    is a command too). client-go would run them in the Function; the app never runs a command
+    named by input. (A managed-identity form for AKS kubelogin users plugs in here.)"""
+    for key in ("exec", "auth-provider"):
+        if key in user:
+            what = "exec credential plugins" if key == "exec" else "auth-provider plugins"
+            raise InvalidInput("kubeconfig", f"{where}.{key}: {what} are never run by the app; store a kubeconfig "
+                                             "whose user has a token or client-certificate-data/client-key-data")
+
+
+def user_auth(user: dict, where: str) -> str:
+    """Classify a kubeconfig ``user`` mapping: ``"token"``, ``"basic"`` (username/password),
+    ``"client-certificate"`` (client-certificate-data + client-key-data) or ``"anonymous"``.
+
+    ``where`` names it in errors (``users[0].user``). Raises ``InvalidInput("kubeconfig", …)`` naming
+    the key for a credential plugin (:func:`_refuse_credential_plugin`), a key that names a local
+    file (``tokenFile``, ``client-certificate``, ``client-key``, any ``*-file``/``*Path`` key),
+    impersonation, an unknown key, a token that cannot be sent as a header, or half a pair."""
+    _refuse_credential_plugin(user, where)
+    _check_keys(user, _USER_KEYS, where)
+    has_cert, has_key = bool(user.get("client-certificate-data")), bool(user.get("client-key-data"))
+    if has_cert != has_key:
+        present, missing = ("client-certificate-data", "client-key-data") if has_cert else \
+            ("client-key-data", "client-certificate-data")
+        raise InvalidInput("kubeconfig", f"{where}.{missing}: needed with {present}")
+    if user.get("token") is not None:
+        _header_value(user["token"], f"{where}.token")
+        return "token"
+    if user.get("username") is not None or user.get("password") is not None:
+        _string(user.get("username"), f"{where}.username")
+        _string(user.get("password"), f"{where}.password")
+        return "basic"
+    return "client-certificate" if has_cert else "anonymous"
+
+
+def _proxy_url(value: Any, server: str, insecure: bool, where: str) -> str:
+    """``proxy-url`` as the app accepts it: ``http(s)://host[:port]`` without credentials, to an
+    ``https://`` server whose certificate is verified. The proxy then only relays a TLS tunnel
+    (CONNECT) to the server named in the kubeconfig: it cannot read the token, the Secret data or
+    redirect them. SOCKS proxies are refused (not supported by the client without PySocks)."""
+    from urllib.parse import urlsplit
+
+    text = _string(value, where)
+    try:
+        parts = urlsplit(text)
+        parts.port
+    except ValueError:
+        raise InvalidInput("kubeconfig", f"{where}: not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("kubeconfig", f"{where}: only http:// or https:// proxies are supported")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("kubeconfig", f"{where}: must not carry credentials")
+    if not server.lower().startswith("https://"):
+        raise InvalidInput("kubeconfig", f"{where}: a proxy is only used for an https:// server")
+    if insecure:
+        raise InvalidInput("kubeconfig", f"{where}: a proxy is refused together with insecure-skip-tls-verify "
+                                         "(the proxy could read the credentials)")
+    return text
 
 
 class Cluster:
@@ -194,92 +353,97 @@ class Cluster:
                         field_manager: str = "flux") -> "Cluster":
         """Build a cluster from kubeconfig YAML **text** (as stored in Key Vault), never written to disk.
 
-        ``context`` defaults to ``current-context``. Supported in memory: ``server``,
-        ``certificate-authority-data`` (or a ``certificate-authority`` path), ``insecure-skip-tls-verify``,
-        ``tls-server-name``, ``proxy-url``; users with ``token`` (or ``tokenFile``),
+        A kubeconfig is untrusted input: nothing in it runs a command or reads a local file.
+        ``context`` defaults to ``current-context``. Used from the text: ``server``,
+        ``certificate-authority-data``, ``insecure-skip-tls-verify`` (logged as a warning),
+        ``tls-server-name``, ``proxy-url`` (see :func:`_proxy_url`); users with ``token``,
         ``client-certificate-data``/``client-key-data`` (held in a memfd, not a file) or
-        ``username``/``password``. Users with ``exec`` or ``auth-provider`` go through the client's own
-        ``KubeConfigLoader`` (which runs the plugin and may keep certificates it returns in temp files
-        removed at exit). Raises ``InvalidInput("kubeconfig", ...)`` for text that is not a usable kubeconfig.
+        ``username``/``password`` (see :func:`user_auth`). Only the selected context's cluster and
+        user are read. Raises ``InvalidInput("kubeconfig", ...)`` for text that is not a usable
+        kubeconfig, naming the key (``users[0].user.exec``, ``clusters[0].cluster.certificate-authority``)
+        and never quoting a value. Parsed by :mod:`shared.safe_yaml` (size, node and alias limits).
         """
         import urllib3
-        import yaml
         from kubernetes import client
 
+        from shared import safe_yaml
+
         try:
-            doc = yaml.load(kubeconfig, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:
-            raise InvalidInput("kubeconfig", "not valid YAML") from None
+            doc = safe_yaml.load(kubeconfig, safe_yaml.KUBECONFIG)
+        except safe_yaml.YAMLRefused as exc:
+            # the position only: libyaml's problem text may come from a line that holds a token
+            where = f" (line {exc.line}, column {exc.column})" if exc.line is not None else ""
+            raise InvalidInput("kubeconfig", f"not valid YAML{where}") from None
         if not isinstance(doc, dict):
             raise InvalidInput("kubeconfig", "not a kubeconfig document")
         ctx_name = context or doc.get("current-context")
         if not ctx_name:
             raise InvalidInput("kubeconfig", "no context given and no current-context set")
-        ctx = _named(doc.get("contexts"), ctx_name, "context")
-        cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster")
-        user = _named(doc.get("users"), ctx.get("user"), "user") if ctx.get("user") else {}
+        _, ctx = _named(doc, "contexts", ctx_name, "context")
+        cluster_where, cluster = _named(doc, "clusters", ctx.get("cluster"), "cluster")
+        user_where, user = _named(doc, "users", ctx.get("user"), "user") if ctx.get("user") else ("user", {})
+        _check_keys(cluster, _CLUSTER_KEYS, cluster_where)
+        auth = user_auth(user, user_where)
         server = cluster.get("server")
         if not server:
-            raise InvalidInput("kubeconfig", f"cluster {ctx.get('cluster')!r} has no server")
+            raise InvalidInput("kubeconfig", f"{cluster_where}.server: missing")
+        server = _string(server, f"{cluster_where}.server").rstrip("/")
+        if not server.lower().startswith(("https://", "http://")) or not all("!" <= c <= "~" for c in server):
+            raise InvalidInput("kubeconfig", f"{cluster_where}.server: must be an https:// (or http://) URL "
+                                             "without spaces or control characters")
+        insecure = cluster.get("insecure-skip-tls-verify", False)
+        if not isinstance(insecure, bool):
+            raise InvalidInput("kubeconfig", f"{cluster_where}.insecure-skip-tls-verify: must be true or false")
+        if insecure and cluster.get("certificate-authority-data"):
+            # client-go's tlsConfigFor refuses the same combination
+            raise InvalidInput("kubeconfig", f"{cluster_where}.insecure-skip-tls-verify: specifying a root "
+                                             "certificates file with the insecure flag is not allowed")
 
         cfg = client.Configuration()
-        cfg.host = str(server).rstrip("/")
+        cfg.host = server
         # connection errors are retried twice (quickly); nothing is retried once a request was sent
         cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
         fds: list[int] = []
         files: list[str] = []
         try:
-            if "exec" in user or "auth-provider" in user:
-                from kubernetes.config.kube_config import KubeConfigLoader
-
-                KubeConfigLoader(config_dict=doc, active_context=ctx_name).load_and_set(cfg)
-                cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
-            else:
-                if cluster.get("certificate-authority-data"):
-                    cfg.ca_cert_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
-                elif cluster.get("certificate-authority"):
-                    cfg.ssl_ca_cert = cluster["certificate-authority"]
-                if cluster.get("insecure-skip-tls-verify"):
-                    cfg.verify_ssl = False
-                if cluster.get("tls-server-name"):
-                    cfg.tls_server_name = cluster["tls-server-name"]
-                if cluster.get("proxy-url"):
-                    cfg.proxy = cluster["proxy-url"]
-                token = user.get("token")
-                if not token and user.get("tokenFile"):
-                    with open(user["tokenFile"], encoding="utf-8") as f:
-                        token = f.read().strip()
-                if token:
-                    cfg.api_key["BearerToken"] = f"Bearer {token}"
-                elif user.get("username") and user.get("password"):
-                    cfg.api_key["authorization"] = urllib3.util.make_headers(
-                        basic_auth=f"{user['username']}:{user['password']}")["authorization"]
+            if cluster.get("certificate-authority-data"):
+                ca = _b64(cluster["certificate-authority-data"], f"{cluster_where}.certificate-authority-data")
+                cfg.ca_cert_data = ca.decode("ascii")
+            if insecure:
+                log.warning("cluster %s is used without verifying its TLS certificate (insecure-skip-tls-verify)",
+                            server[:200])
+                cfg.verify_ssl = False
+            if cluster.get("tls-server-name"):
+                cfg.tls_server_name = _string(cluster["tls-server-name"], f"{cluster_where}.tls-server-name")
+            if cluster.get("proxy-url"):
+                cfg.proxy = _proxy_url(cluster["proxy-url"], server, insecure, f"{cluster_where}.proxy-url")
+            # the client sends api_key["BearerToken"] as the Authorization header, whatever its scheme
+            if auth == "token":
+                cfg.api_key["BearerToken"] = f"Bearer {user['token']}"
+            elif auth == "basic":
+                pair = f"{user['username']}:{user['password']}".encode("utf-8")
+                cfg.api_key["BearerToken"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            if user.get("client-certificate-data"):
                 for key, attr in (("client-certificate", "cert_file"), ("client-key", "key_file")):
-                    if user.get(f"{key}-data"):
-                        fd, path = _in_memory_file(base64.b64decode(user[f"{key}-data"]), key)
-                        (fds.append(fd) if fd is not None else files.append(path))
-                        setattr(cfg, attr, path)
-                    elif user.get(key):
-                        setattr(cfg, attr, user[key])
+                    data = _b64(user[f"{key}-data"], f"{user_where}.{key}-data")
+                    fd, path = _in_memory_file(data, key)
+                    (fds.append(fd) if fd is not None else files.append(path))
+                    setattr(cfg, attr, path)
+            api_client = client.ApiClient(cfg)
+        except InvalidInput:
+            _close_all(fds, files)
+            raise
         except (ValueError, TypeError, KeyError) as e:
+            _close_all(fds, files)
             raise InvalidInput("kubeconfig", f"unusable kubeconfig ({type(e).__name__})") from None
-        cluster_obj = cls(client.ApiClient(cfg), field_manager=field_manager)
+        cluster_obj = cls(api_client, field_manager=field_manager)
         cluster_obj._fds, cluster_obj._files = fds, files
         return cluster_obj
 
     def close(self) -> None:
         """Close the connection pool and the in-memory certificate files."""
         self.api.close()
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        for path in self._files:  # pragma: no cover - non-Linux only
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+        _close_all(self._fds, self._files)
         self._fds, self._files = [], []
 
     def __enter__(self) -> "Cluster":
@@ -313,6 +477,10 @@ class Cluster:
             raise UpstreamError(f"cluster unreachable: {self.server} ({detail[0][:200]})") from None
         except (urllib3.exceptions.HTTPError, OSError):
             raise UpstreamError(f"cluster unreachable: {self.server}") from None
+        except (ValueError, TypeError) as e:
+            # http.client refuses a header value with a line break and quotes the whole header (a
+            # token) in its message: never chain or echo it (from_kubeconfig refuses such tokens first)
+            raise UpstreamError(f"request to cluster {self.server} could not be sent ({type(e).__name__})") from None
         if 200 <= resp.status < 300:
             return resp.status, (json.loads(data) if data else None)
         try:

@@ -72,6 +72,15 @@ class LoggedRequest(NamedTuple):
     status: int
 
 
+class ReceivedRequest(NamedTuple):
+    """A request as it arrived, before authentication: headers (names lower-cased) and body."""
+
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+
+
 @dataclass
 class Resource:
     """One served resource (a kind at a group/version) and how the server treats it."""
@@ -776,6 +785,9 @@ class _Handler(BaseHTTPRequestHandler):
             peer = self.connection.getpeercert()  # verified against the CA when a client certificate was sent
         except (AttributeError, ValueError):
             peer = None
+        with kube._lock:
+            kube.received.append(ReceivedRequest(self.command, self.path,
+                                                 {k.lower(): v for k, v in self.headers.items()}, body))
         code, payload, ctype, extra = kube.handle(self.command, self.path, self.headers, body,
                                                   client_cert=bool(peer))
         data = payload if isinstance(payload, bytes) else (
@@ -805,8 +817,12 @@ class KubeApiServer:
         self.crd_establish_delay = crd_establish_delay
         self.discovery_delay = discovery_delay
         self.missing_namespace_wait = missing_namespace_wait
+        #: Basic credentials (username, password) accepted like ``token``.
+        self.basic_auth = ("admin", secrets.token_urlsafe(12))
         self.request_log: list[LoggedRequest] = []
         self.request_queries: list[dict[str, str]] = []  # parallel to request_log
+        #: every request that reached the server, authenticated or not (see :class:`ReceivedRequest`)
+        self.received: list[ReceivedRequest] = []
         self._lock = threading.RLock()
         self._rv = 200
         self._resources: dict[tuple[str, str], dict[str, Resource]] = {}
@@ -869,16 +885,27 @@ class KubeApiServer:
     def ca_pem(self) -> bytes:
         return self.ca.cert_pem.bytes()
 
-    def kubeconfig(self, *, token: str | None = None, server: str | None = None, client_cert: bool = False) -> str:
+    def kubeconfig(self, *, token: str | None = None, server: str | None = None, client_cert: bool = False,
+                   basic: bool = False, user: dict | None = None, cluster: dict | None = None) -> str:
         """YAML text of a kubeconfig with the server URL, the CA as certificate-authority-data and a
         bearer token (``token`` overrides the right one, e.g. to test a rejected credential), or with
-        ``client_cert=True`` a client certificate and key (client-certificate-data/client-key-data)."""
-        user: dict[str, str]
-        if client_cert:
+        ``client_cert=True`` a client certificate and key (client-certificate-data/client-key-data),
+        or with ``basic=True`` the Basic credentials. ``user``/``cluster`` replace those mappings
+        (to build hostile kubeconfigs)."""
+        if user is not None or cluster is not None:
+            cfg = yaml.safe_load(self.kubeconfig(token=token, server=server, client_cert=client_cert, basic=basic))
+            if user is not None:
+                cfg["users"][0]["user"] = user
+            if cluster is not None:
+                cfg["clusters"][0]["cluster"] = cluster
+            return yaml.safe_dump(cfg, sort_keys=False)
+        if basic:
+            user = {"username": self.basic_auth[0], "password": self.basic_auth[1]}
+        elif client_cert:
             leaf = self.ca.issue_cert("test-admin")
             user = {"client-certificate-data": base64.b64encode(leaf.cert_chain_pems[0].bytes()).decode(),
                     "client-key-data": base64.b64encode(leaf.private_key_pem.bytes()).decode()}
-        else:
+        if user is None:
             user = {"token": token if token is not None else self.token}
         cfg = {
             "apiVersion": "v1",
@@ -891,6 +918,9 @@ class KubeApiServer:
             "current-context": "test",
         }
         return yaml.safe_dump(cfg, sort_keys=False)
+
+    def _basic_header(self) -> str:
+        return "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
 
     # -- test helpers -----------------------------------------------------------------------------
 
@@ -966,7 +996,7 @@ class KubeApiServer:
                 if method not in ("GET", "HEAD"):
                     verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
                     raise ApiError(403, _status(403, "Forbidden", f'{path} is forbidden: User "reader" cannot {verb} this resource'))
-            elif auth != f"Bearer {self.token}" and not (client_cert and not auth):
+            elif auth not in (f"Bearer {self.token}", self._basic_header()) and not (client_cert and not auth):
                 raise ApiError(401, _status(401, "Unauthorized", "Unauthorized"))
             code, payload = self._route(method, path, query, headers, body, extra)
             ctype = "application/json"
@@ -1856,11 +1886,37 @@ def kubeconfig_text(request, local_kube_server):
     only a throwaway cluster."""
     path = os.environ.get("TEST_KUBECONFIG")
     if path:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = flatten_kubeconfig(path)
         reset_flux_sync(text)
         return text
     return local_kube_server.kubeconfig()
+
+
+def flatten_kubeconfig(path: str) -> str:
+    """The kubeconfig file at ``path`` with its file references inlined, as ``kubectl config view
+    --flatten --raw`` does (``certificate-authority`` → ``certificate-authority-data``,
+    ``client-certificate``/``client-key`` → ``…-data``, ``tokenFile`` → ``token``), since the app
+    refuses kubeconfigs that name local files. Relative paths are relative to the file's folder."""
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)
+
+    def read(p: str) -> bytes:
+        with open(os.path.join(base, os.path.expanduser(p)), "rb") as fh:
+            return fh.read()
+
+    for entry in cfg.get("clusters") or []:
+        c = entry.get("cluster") or {}
+        if "certificate-authority" in c:
+            c["certificate-authority-data"] = base64.b64encode(read(c.pop("certificate-authority"))).decode()
+    for entry in cfg.get("users") or []:
+        u = entry.get("user") or {}
+        for key in ("client-certificate", "client-key"):
+            if key in u:
+                u[f"{key}-data"] = base64.b64encode(read(u.pop(key))).decode()
+        if "tokenFile" in u:
+            u["token"] = read(u.pop("tokenFile")).decode().strip()
+    return yaml.safe_dump(cfg, sort_keys=False)
 
 
 def reset_flux_sync(kubeconfig: str, namespace: str = "flux-system") -> None:
