@@ -12,6 +12,13 @@ class FluxOpsError(Exception):
 
     status = 500
     code = "InternalError"
+    #: the request field (or CLI flag) the error is about, when there is one
+    field: str | None = None
+
+    def __init__(self, *args, field: str | None = None):
+        super().__init__(*args)
+        if field is not None:
+            self.field = field
 
 
 class InvalidInput(FluxOpsError):

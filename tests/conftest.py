@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.peers.git_server",
     "tests.peers.kube_api",
     "tests.peers.keyvault",
+    "tests.peers.arm",
     "tests.peers.oci_registry",
     "tests.peers.azurite",
     "tests.peers.http_targets",

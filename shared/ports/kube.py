@@ -36,7 +36,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from shared.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, UpstreamError
@@ -345,6 +345,12 @@ class Cluster:
         self._gvs: dict[str, dict[str, tuple[str, bool]]] = {}  # groupVersion -> kind -> (plural, namespaced)
         self._fds: list[int] = []
         self._files: list[str] = []
+        #: appended to the message of a 403 (e.g. the Azure RBAC role the identity lacks)
+        self.forbidden_hint: str | None = None
+        #: appended to "cluster unreachable" (e.g. a private cluster needs VNet integration)
+        self.unreachable_hint: str | None = None
+        #: called when the API could not be reached (e.g. to drop a cached endpoint)
+        self.on_unreachable: Callable[[], None] | None = None
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -440,6 +446,31 @@ class Cluster:
         cluster_obj._fds, cluster_obj._files = fds, files
         return cluster_obj
 
+    @classmethod
+    def from_endpoint(cls, server: str, ca_data: bytes | str, token_provider: Callable[[], str], *,
+                      field_manager: str = "flux") -> "Cluster":
+        """Build a cluster from its API ``server`` URL (``https://...``), the cluster CA (``ca_data``: PEM)
+        and ``token_provider``: a callable returning a bearer token, called before every request (e.g.
+        :class:`shared.ports.azure.aks.TokenProvider`, which keeps a token and refreshes it before it
+        expires). This is how an AKS cluster with Microsoft Entra ID is reached with a managed identity,
+        without kubelogin (``../shared/docs/functions-platform.md`` §6): the client's
+        ``refresh_api_key_hook`` sets ``Authorization: Bearer <token>`` on each call. Nothing is written to
+        disk. Raises ``InvalidInput("server")`` for a server that is not an https:// URL; the provider's
+        errors (``AuthenticationFailed``) surface from the first request."""
+        import urllib3
+        from kubernetes import client
+
+        if not isinstance(server, str) or not server.lower().startswith("https://"):
+            raise InvalidInput("server", "the Kubernetes API server must be an https:// URL")
+        cfg = client.Configuration()
+        cfg.host = server.rstrip("/")
+        cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
+        cfg.ca_cert_data = ca_data.decode() if isinstance(ca_data, bytes) else ca_data
+        # auth_settings() only asks the hook when the key exists: register it, the hook fills it per request
+        cfg.api_key["BearerToken"] = "Bearer"
+        cfg.refresh_api_key_hook = lambda c: c.api_key.__setitem__("BearerToken", f"Bearer {token_provider()}")
+        return cls(client.ApiClient(cfg), field_manager=field_manager)
+
     def close(self) -> None:
         """Close the connection pool and the in-memory certificate files."""
         self.api.close()
@@ -474,9 +505,9 @@ class Cluster:
             data = resp.read()
         except ApiException as e:  # the REST client's wrapper for TLS failures (status 0)
             detail = str(e.reason or "").strip().splitlines()[-1:] or ["TLS error"]
-            raise UpstreamError(f"cluster unreachable: {self.server} ({detail[0][:200]})") from None
+            raise self._unreachable(f" ({detail[0][:200]})") from None
         except (urllib3.exceptions.HTTPError, OSError):
-            raise UpstreamError(f"cluster unreachable: {self.server}") from None
+            raise self._unreachable("") from None
         except (ValueError, TypeError) as e:
             # http.client refuses a header value with a line break and quotes the whole header (a
             # token) in its message: never chain or echo it (from_kubeconfig refuses such tokens first)
@@ -489,6 +520,12 @@ class Cluster:
             parsed = data.decode("utf-8", "replace")
         raise _HttpError(resp.status, resp.reason or "", parsed)
 
+    def _unreachable(self, detail: str) -> UpstreamError:
+        if self.on_unreachable is not None:
+            self.on_unreachable()
+        hint = f"; {self.unreachable_hint}" if self.unreachable_hint else ""
+        return UpstreamError(f"cluster unreachable: {self.server}{detail}{hint}")
+
     def _raise(self, err: _HttpError, *, obj: tuple[str, str, str | None] | None = None,
                write: bool = False, secret_values: Iterable[str] = ()) -> None:
         """Map an HTTP error to ``shared.errors``; ``obj`` = (kind, name, namespace) of the object concerned."""
@@ -496,8 +533,9 @@ class Cluster:
         message = _redact(err.message, secret_values, secret=is_secret)
         where = f"{_ref(*obj)}: " if obj else ""
         if err.status in (401, 403):
+            hint = f"; {self.forbidden_hint}" if err.status == 403 and self.forbidden_hint else ""
             raise AuthenticationFailed(f"cluster {self.server} refused the request ({err.status} {err.reason}): "
-                                       f"{where}{message}") from None
+                                       f"{where}{message}{hint}") from None
         if err.status == 404:
             raise NotFound(f"{where}{message}") from None
         if err.status == 409:

@@ -33,24 +33,21 @@ round trip is observable; the challenge cache of the SDK is per host:port) and `
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
-from tests.peers._serving import serve_in_thread, stop_server
+from tests.peers._serving import HttpsPeer, TLSHTTPServer, write_json
 
 RESOURCE = "https://vault.azure.net"
 SCOPE = RESOURCE + "/.default"
@@ -198,24 +195,7 @@ def _int_or_none(value: Any, what: str) -> int | None:
 # --------------------------------------------------------------------------------------------------
 # Server
 
-_CA_LOCK = threading.Lock()
-_CA: Any = None
-_CERT: Any = None
-
-
-def _ca_and_cert():
-    """One trustme CA and one server cert (127.0.0.1, localhost) per process: ~18 ms, reused."""
-    global _CA, _CERT
-    with _CA_LOCK:
-        if _CA is None:
-            import trustme
-
-            _CA = trustme.CA()
-            _CERT = _CA.issue_cert("127.0.0.1", "localhost")
-        return _CA, _CERT
-
-
-class KeyVaultServer:
+class KeyVaultServer(HttpsPeer):
     """Key Vault secrets REST API on ``https://127.0.0.1:<random port>`` (one thread per connection).
 
     ``vault_url``, ``ca_file``, ``tenant_id``, ``request_log`` (list of :class:`LoggedRequest`),
@@ -231,38 +211,16 @@ class KeyVaultServer:
         self._deleted: dict[str, _Deleted] = {}
         self._tokens: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._lock = threading.RLock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._tmpdir: str | None = None
-        self.ca_file: str = ""
-        self.vault_url: str = ""
 
-    # lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "KeyVaultServer":
-        ca, cert = _ca_and_cert()
-        self._tmpdir = tempfile.mkdtemp(prefix="kvtest-")
-        self.ca_file = os.path.join(self._tmpdir, "ca.pem")
-        ca.cert_pem.write_to_path(self.ca_file)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        cert.configure_cert(ctx)
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler, ctx, self)
-        port = self._httpd.server_address[1]
-        self.vault_url = f"https://127.0.0.1:{port}"
-        self._thread = serve_in_thread(self._httpd, f"keyvault-test-server:{port}")
-        return self
+    name = "keyvault-test-server"
 
-    def stop(self) -> None:
-        stop_server(self._httpd, self._thread)
-        self._httpd = self._thread = None
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+    def _server(self, ssl_context: ssl.SSLContext) -> "_HTTPServer":
+        return _HTTPServer(("127.0.0.1", 0), _Handler, ssl_context, self)
 
-    def __enter__(self) -> "KeyVaultServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    @property
+    def vault_url(self) -> str:
+        """``https://127.0.0.1:<port>`` once started."""
+        return self.url
 
     # test helpers ------------------------------------------------------------------------------
     def credential(self, *, lifetime: int = 3600) -> KeyVaultTestCredential:
@@ -531,31 +489,10 @@ def _ts(when: datetime | None) -> int | None:
     return int(when.timestamp())
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # keep-alive connections must not block stop()
-
+class _HTTPServer(TLSHTTPServer):
     def __init__(self, addr, handler, ssl_context: ssl.SSLContext, vault: KeyVaultServer):
-        super().__init__(addr, handler)
-        self.ssl_context = ssl_context
+        super().__init__(addr, handler, ssl_context)
         self.vault = vault
-
-    def finish_request(self, request, client_address):
-        # TLS handshake in the connection's thread, not in the accept loop.
-        try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        try:
-            self.RequestHandlerClass(tls, client_address, self)
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        pass  # client resets / TLS aborts are not test failures
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -584,18 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
         with vault._lock:
             vault.request_log.append(LoggedRequest(self.command, split.path, query, authorization, length,
                                                    reply.status))
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        if payload:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.send_header("x-ms-keyvault-service-version", "1.9.0.0")
-        for key, val in reply.headers.items():
-            self.send_header(key, val)
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
+        write_json(self, reply.status, reply.body, {"x-ms-keyvault-service-version": "1.9.0.0", **reply.headers})
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_POST = _serve
 

@@ -16,6 +16,16 @@ Fixtures (this module is a pytest plugin, see ``tests/conftest.py``):
 Authentication: ``Authorization: Bearer <server.token>`` or a TLS client certificate issued by the
 server's CA (``kubeconfig(client_cert=True)``); anything else is 401.
 
+Entra ID mode (:meth:`KubeApiServer.enable_entra`), as an AKS cluster with Microsoft Entra ID and Azure
+RBAC: only bearer tokens of the token peer (:mod:`tests.peers.entra_tokens`) for the AKS server
+application (audience ``6dae42f8-4368-4678-94ff-3960e28e3630``) are accepted, plus client certificates
+(local accounts) unless disabled; any other credential, an expired token or one for another audience is
+401. The caller is the token's ``oid``; what it may do comes from :meth:`KubeApiServer.bind` (the AKS
+built-in roles RBAC Cluster Admin, Writer, Reader, cluster-wide or on a namespace). Discovery is open to
+every authenticated caller (``system:discovery``); any other request without a role that allows it is
+403 with AKS's message (``... User does not have access to the resource in Azure. Update role assignment
+to allow access.``).
+
 Known gaps versus the real API: no watch, no aggregated discovery, no protobuf/CBOR, no admission
 beyond namespace existence, no CEL (``x-kubernetes-validations``) evaluation, no OpenAPI schema for
 built-in kinds (only their string maps are type-checked, so unknown built-in fields are accepted), lists inside objects are
@@ -834,6 +844,12 @@ class KubeApiServer:
         self._thread: threading.Thread | None = None
         self.ca = trustme.CA()
         self.url = ""
+        #: Entra ID mode (see :meth:`enable_entra`): the accepted audience, or None (static tokens)
+        self.entra_audience: str | None = None
+        self.entra_local_accounts = True
+        self.entra_bindings: dict[str, list[tuple[str, str | None]]] = {}
+        #: object ids of the callers whose tokens were accepted, in order
+        self.entra_callers: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -967,6 +983,81 @@ class KubeApiServer:
             return [self._render(res, self._read_form(res, o)) for (ns, _), o in sorted(items.items())
                     if namespace is None or ns == namespace]
 
+    # -- Entra ID mode -------------------------------------------------------------------------------
+
+    #: AKS built-in roles of Azure RBAC for Kubernetes (learn.microsoft.com/azure/aks/manage-azure-rbac)
+    ROLES = {"cluster-admin": "Azure Kubernetes Service RBAC Cluster Admin",
+             "writer": "Azure Kubernetes Service RBAC Writer", "reader": "Azure Kubernetes Service RBAC Reader"}
+
+    def enable_entra(self, *, audience: str = "6dae42f8-4368-4678-94ff-3960e28e3630",
+                     local_accounts: bool = True) -> "KubeApiServer":
+        """Accept only Entra ID tokens of the token peer for ``audience`` (and, with ``local_accounts``, the
+        client certificates of an admin kubeconfig); the static tokens stop working (401)."""
+        self.entra_audience = audience
+        self.entra_local_accounts = local_accounts
+        return self
+
+    def bind(self, oid: str, role: str, namespace: str | None = None) -> None:
+        """Assign ``role`` (``cluster-admin``, ``writer``, ``reader``: see :attr:`ROLES`) to the identity
+        ``oid``, on the cluster or, with ``namespace``, on that namespace only (writer and reader apply to
+        namespaced objects only, as the AKS roles do; reader cannot read Secrets)."""
+        if role not in self.ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.entra_bindings.setdefault(oid, []).append((role, namespace))
+
+    def _entra_authorize(self, method: str, path: str, query: dict, auth: str, client_cert: bool) -> None:
+        import jwt
+
+        from tests.peers.entra_tokens import verify_jwt
+
+        if client_cert and self.entra_local_accounts:  # kube-apiserver tries x509 before bearer tokens
+            return
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, _status(401, "Unauthorized", "Unauthorized"))
+        try:
+            claims = verify_jwt(token.strip(), audience=self.entra_audience)
+        except jwt.PyJWTError:
+            raise ApiError(401, _status(401, "Unauthorized", "Unauthorized")) from None
+        oid = str(claims.get("oid"))
+        with self._lock:
+            self.entra_callers.append(oid)
+        segs = [s for s in path.split("/") if s]
+        if segs[:1] == ["api"]:
+            group, rest = "", segs[2:]
+        elif segs[:1] == ["apis"]:
+            group, rest = (segs[1] if len(segs) > 1 else ""), segs[3:]
+        else:  # /version, /healthz, /openapi...: non-resource URLs open to every authenticated user
+            return
+        if not rest:  # discovery
+            return
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            ns, plural, name = rest[1], rest[2], (rest[3] if len(rest) > 3 else None)
+        else:
+            ns, plural, name = None, rest[0], (rest[1] if len(rest) > 1 else None)
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method)
+        if verb is None:
+            if method == "DELETE":
+                verb = "delete" if name else "deletecollection"
+            else:
+                verb = "watch" if query.get("watch") in ("1", "true") else ("get" if name else "list")
+        for role, scope in self.entra_bindings.get(oid, []):
+            if role == "cluster-admin" and scope is None:
+                return
+            if ns is None or (scope is not None and scope != ns):
+                continue
+            if role in ("cluster-admin", "writer"):
+                return
+            if role == "reader" and verb in ("get", "list", "watch") and plural != "secrets":
+                return
+        qualified = f"{plural}.{group}" if group else plural
+        what = f'{qualified} "{name}"' if name else qualified
+        where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
+        raise ApiError(403, _status(403, "Forbidden", (
+            f'{what} is forbidden: User "{oid}" cannot {verb} resource "{plural}" in API group "{group}" {where}: '
+            "User does not have access to the resource in Azure. Update role assignment to allow access."),
+            {"name": name, "group": group, "kind": plural} if name else {"group": group, "kind": plural}))
+
     # -- registry -----------------------------------------------------------------------------------
 
     def _register(self, res: Resource) -> None:
@@ -992,7 +1083,9 @@ class KubeApiServer:
         extra: list[tuple[str, str]] = []
         try:
             auth = headers.get("Authorization", "")
-            if auth == f"Bearer {self.readonly_token}":
+            if self.entra_audience is not None:
+                self._entra_authorize(method, path, query, auth, client_cert)
+            elif auth == f"Bearer {self.readonly_token}":
                 if method not in ("GET", "HEAD"):
                     verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
                     raise ApiError(403, _status(403, "Forbidden", f'{path} is forbidden: User "reader" cannot {verb} this resource'))
