@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Limits", "YAMLRefused", "load", "load_all", "REPOSITORY", "DISTRIBUTION", "KUBECONFIG"]
+__all__ = ["Limits", "YAMLRefused", "YAMLLimitExceeded", "load", "load_all", "REPOSITORY", "DISTRIBUTION",
+           "KUBECONFIG"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,20 @@ class YAMLRefused(ValueError):
         super().__init__(where + reason)
 
 
+class YAMLLimitExceeded(YAMLRefused):
+    """The text may be valid YAML but exceeds :class:`Limits` (bytes, nodes, depth, documents), or
+    its aliases are recursive: a reader cannot tell what it would mean, so it is not merely "not a
+    manifest" (kustomize's ``yaml.v3`` also refuses excessive aliasing)."""
+
+
 def _pos(mark) -> tuple[int | None, int | None]:
     if mark is None:
         return None, None
     return mark.line + 1, mark.column + 1
 
 
-def _refuse(reason: str, mark=None) -> YAMLRefused:
-    return YAMLRefused(reason, *_pos(mark))
+def _refuse(reason: str, mark=None, *, limit: bool = True) -> YAMLRefused:
+    return (YAMLLimitExceeded if limit else YAMLRefused)(reason, *_pos(mark))
 
 
 def load_all(data: bytes | str, limits: Limits = REPOSITORY) -> list[Any]:
@@ -99,7 +106,7 @@ def _documents(data: bytes | str, limits: Limits):
 
     size = len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
-        raise YAMLRefused(f"{size} bytes, more than the {limits.max_bytes} allowed")
+        raise YAMLLimitExceeded(f"{size} bytes, more than the {limits.max_bytes} allowed")
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     loader = loader_cls(data)
     total = 0  # nodes so far, all documents, with alias multiplicity
@@ -126,7 +133,7 @@ def _documents(data: bytes | str, limits: Limits):
                         if event.anchor not in anchors:
                             if any(frame[3] == event.anchor for frame in stack):
                                 raise _refuse(f"recursive alias *{event.anchor}", event.start_mark)
-                            raise _refuse(f"found undefined alias *{event.anchor}", event.start_mark)
+                            raise _refuse(f"found undefined alias *{event.anchor}", event.start_mark, limit=False)
                         done = anchors[event.anchor]
                         total += done[1]
                     elif isinstance(event, ev.ScalarEvent):
@@ -156,7 +163,7 @@ def _documents(data: bytes | str, limits: Limits):
                                           event.start_mark)
                         continue
                     else:  # pragma: no cover - the parser emits nothing else inside a document
-                        raise _refuse(f"unexpected {type(event).__name__}", event.start_mark)
+                        raise _refuse(f"unexpected {type(event).__name__}", event.start_mark, limit=False)
                     if total > limits.max_nodes:
                         raise _refuse(f"more than {limits.max_nodes} nodes (aliases counted as what they expand to)",
                                       event.start_mark)
@@ -184,7 +191,7 @@ def _documents(data: bytes | str, limits: Limits):
         except YAMLRefused:
             raise
         except yaml.MarkedYAMLError as exc:
-            raise _refuse(str(exc.problem or exc.context or "not valid YAML"), exc.problem_mark) from None
+            raise _refuse(str(exc.problem or exc.context or "not valid YAML"), exc.problem_mark, limit=False) from None
         except yaml.YAMLError as exc:
             reason = str(exc).splitlines()[0] if str(exc) else "not valid YAML"
             raise YAMLRefused(reason[:200]) from None

@@ -80,20 +80,26 @@ def test_every_golden_sync_file_is_reproduced(name):
     assert out.path == source_txt(name)["directory"] + "/gotk-sync.yaml"
 
 
-def _folder(root: Path):
-    def list_dir(rel):
-        return [(p.name, p.is_dir()) for p in (root / rel).iterdir() if p.name != "SOURCE.txt" and p.name != "kustomization.yaml"]
+class _DirTree:
+    """A plain folder as a kustomization.Tree (the runner's tree over a clone is tested end to end)."""
 
-    def read(rel):
-        return (root / rel).read_bytes()
+    def __init__(self, root: Path, hidden=()):
+        self.root, self.hidden = root, set(hidden)
 
-    return list_dir, read
+    def entries(self, rel):
+        return [(p.name, "dir" if p.is_dir() else "file") for p in (self.root / rel).iterdir() if p.name not in self.hidden]
+
+    def read(self, rel):
+        return (self.root / rel).read_bytes()
+
+    def exists(self, rel):
+        return (self.root / rel).exists()
 
 
 @pytest.mark.parametrize("name", SETS)
 def test_every_golden_kustomization_is_reproduced(name):
-    list_dir, read = _folder(GOLDEN / name)
-    out = kustomization.generate("clusters/x/flux-system", list_dir, read)
+    tree = _DirTree(GOLDEN / name, hidden=("SOURCE.txt", "kustomization.yaml"))
+    out = kustomization.generate("clusters/x/flux-system", tree)
     assert out.content.encode() == (GOLDEN / name / "kustomization.yaml").read_bytes()
 
 
@@ -117,8 +123,7 @@ def test_kustomization_lists_what_kustomize_accepts_and_takes_kustomized_subfold
     (tmp_path / "apps-extra.yaml").write_text("# only a comment\n")
     (tmp_path / "more").mkdir()
     (tmp_path / "more" / "cm.yaml").write_text("kind: ConfigMap\nmetadata:\n  name: b\n")
-    list_dir = lambda rel: [(p.name, p.is_dir()) for p in (tmp_path / rel).iterdir()]  # noqa: E731
-    assert kustomization.scan(list_dir, lambda rel: (tmp_path / rel).read_bytes()) == [
+    assert kustomization.scan(_DirTree(tmp_path)) == [
         "apps", "apps-extra.yaml", "gotk-sync.yaml", "list.yaml", "more/cm.yaml"]
 
 

@@ -309,3 +309,123 @@ def test_paths_outside_the_worktree_are_refused(remote, auth, clone):
         with pytest.raises(errors.InvalidInput):
             repo.read_file(bad)
     assert repo.list_dir(".") == []
+
+
+# -- the clone is untrusted content: symlinks are never followed --------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder and a file outside every clone, to prove nothing reaches them."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "victim.txt").write_bytes(b"original\n")
+    return folder
+
+
+def _snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_writes_never_go_through_a_symlinked_folder(remote, auth, clone, outside):
+    from shared.ports.git import SymlinkRefused
+    from tests.peers.git_server import Symlink
+
+    server, bare, url = remote
+    # relative (climbing out of the clone) and absolute targets
+    seed(bare, {"clusters/rel": Symlink("../../outside"), "clusters/abs": Symlink(str(outside)), "README.md": b"x\n"})
+    repo = clone(url, "main", auth)
+    assert (repo.path / "clusters" / "rel").is_symlink()
+    assert os.path.realpath(repo.path / "clusters" / "rel") == str(outside)  # the trap is real
+    before = _snapshot(outside)
+    for name in ("rel", "abs"):
+        for target in (f"clusters/{name}/flux-system/gotk-sync.yaml", f"clusters/{name}/victim.txt", f"clusters/{name}"):
+            with pytest.raises(SymlinkRefused) as err:
+                repo.write_file(target, b"pwned\n")
+            assert err.value.path == f"clusters/{name}" and err.value.status == 409
+        with pytest.raises(SymlinkRefused):
+            repo.read_file(f"clusters/{name}/victim.txt")
+        with pytest.raises(SymlinkRefused):
+            repo.list_dir(f"clusters/{name}")
+    assert _snapshot(outside) == before and sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert repo.entries("clusters") == [("abs", "symlink"), ("rel", "symlink")]
+    assert repo.commit("nothing") is None  # the refused writes left nothing behind
+
+
+def test_writes_never_go_through_a_symlinked_file(remote, auth, clone, outside):
+    from shared.ports.git import SymlinkRefused
+    from tests.peers.git_server import Symlink
+
+    server, bare, url = remote
+    seed(bare, {
+        "clusters/x/flux-system/gotk-sync.yaml": Symlink("../../../.git/config"),
+        "clusters/x/flux-system/gotk-components.yaml": Symlink(str(outside / "victim.txt")),
+    })
+    repo = clone(url, "main", auth)
+    git_config = (repo.path / ".git" / "config").read_bytes()
+    for name in ("gotk-sync.yaml", "gotk-components.yaml"):
+        path = f"clusters/x/flux-system/{name}"
+        with pytest.raises(SymlinkRefused) as err:
+            repo.write_file(path, b"pwned\n")
+        assert err.value.path == path
+        with pytest.raises(SymlinkRefused):
+            repo.read_file(path)
+        assert repo.entry_kind(path) == "symlink"
+    assert (repo.path / ".git" / "config").read_bytes() == git_config
+    assert (outside / "victim.txt").read_bytes() == b"original\n"
+    assert sorted(os.listdir(repo.path / "clusters" / "x" / "flux-system")) == ["gotk-components.yaml", "gotk-sync.yaml"]
+
+
+def test_resolve_stays_inside_the_clone(remote, auth, clone, outside):
+    from shared.ports.git import SymlinkRefused
+    from tests.peers.git_server import Symlink
+
+    server, bare, url = remote
+    seed(bare, {
+        "base/app.yaml": b"kind: ConfigMap\n",
+        "x/inside.yaml": Symlink("../base/app.yaml"),
+        "x/dir": Symlink("../base"),
+        "x/via-dir.yaml": Symlink("dir/app.yaml"),
+        "x/abs.yaml": Symlink(str(outside / "victim.txt")),
+        "x/up.yaml": Symlink("../../victim.txt"),
+        "x/git.yaml": Symlink("../.git/config"),
+        "x/loop-a": Symlink("loop-b"),
+        "x/loop-b": Symlink("loop-a"),
+        "x/self": Symlink("."),
+        "x/dangling.yaml": Symlink("nowhere.yaml"),
+    })
+    repo = clone(url, "main", auth)
+    assert repo.resolve("x/inside.yaml") == "base/app.yaml"
+    assert repo.resolve("x/via-dir.yaml") == "base/app.yaml"
+    assert repo.read_file("x/inside.yaml", resolve_links=True) == b"kind: ConfigMap\n"
+    with pytest.raises(SymlinkRefused):
+        repo.read_file("x/inside.yaml")  # not resolved unless asked
+    for path, why in (("x/abs.yaml", "outside"), ("x/up.yaml", "outside"), ("x/git.yaml", ".git"),
+                      ("x/loop-a", "loop"), ("x/dangling.yaml", "does not exist"), ("x/dir", "folder")):
+        with pytest.raises(SymlinkRefused) as err:
+            repo.read_file(path, resolve_links=True)
+        assert why in str(err.value), (path, str(err.value))
+    assert repo.resolve("x/self") == "x"
+
+
+def test_reads_are_bounded_and_writes_keep_the_mode(remote, auth, clone):
+    from shared import errors as e
+    from shared.ports.git import FileTooLarge
+
+    server, bare, url = remote
+    seed(bare, {"big.yaml": b"a" * 2000, "tool.sh": b"#!/bin/sh\n"})
+    repo = clone(url, "main", auth)
+    with pytest.raises(FileTooLarge) as err:
+        repo.read_file("big.yaml", max_bytes=1000)
+    assert err.value.status == 409 and "big.yaml is 2000 bytes" in str(err.value)
+    assert repo.read_file("big.yaml", max_bytes=2000) == b"a" * 2000
+    os.chmod(repo.path / "tool.sh", 0o755)
+    repo.write_file("tool.sh", b"#!/bin/sh\necho hi\n")
+    assert os.stat(repo.path / "tool.sh").st_mode & 0o777 == 0o755
+    repo.write_file("a/b/c.yaml", b"x\n")
+    with pytest.raises(e.Conflict):
+        repo.write_file("a/b", b"x\n")  # a folder is there
+    with pytest.raises(e.Conflict):
+        repo.write_file("a/b/c.yaml/d", b"x\n")  # a file is in the way
+    assert repo.read_file("a") is None and repo.entry_kind("a") == "dir"
+    assert sorted(os.listdir(repo.path / "a" / "b")) == ["c.yaml"]  # no temporary file left behind

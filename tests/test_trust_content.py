@@ -106,3 +106,162 @@ def test_rotation_refuses_exec_kubeconfigs_per_cluster(functions_by_name, env, k
     assert by_name["evil"].errors[0].startswith("cluster access: kubeconfig: users[0].user.exec: exec credential plugins")
     assert by_name["file"].errors[0].startswith("cluster access: kubeconfig: users[0].user.tokenFile: names a local file")
     assert not marker.exists() and kube_server.received == []
+
+
+# -- item 4: the clone is untrusted content -----------------------------------------------------------
+
+FLUX = "clusters/aks-weu-1/flux-system"
+
+
+@pytest.fixture
+def clones_in(tmp_path, monkeypatch):
+    """Clones go to ``tmp_path/tmp`` (the system temp folder stand-in), and ``tmp_path/outside``
+    holds a folder and a file that relative links from a clone can reach."""
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.yaml").write_bytes(b"original\n")
+    return outside
+
+
+def _files(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _refused_409(functions_by_name, env, path: str, *, why: str = "symbolic link") -> dict:
+    status, body = call(functions_by_name, request(env))
+    assert status == 409, body
+    assert body["error"]["code"] == "Conflict"
+    assert body["error"]["message"].startswith(path + " "), body["error"]["message"]
+    assert why in body["error"]["message"]
+    assert body["commits"] == []
+    assert [c["message"].strip() for c in git_log(env["bare"], "main")] == ["seed"]  # nothing pushed
+    return body
+
+
+@pytest.mark.parametrize("target", ["relative", "absolute"])
+def test_a_symlinked_cluster_folder_is_refused_before_anything_is_written(functions_by_name, env, clones_in, target):
+    from tests.peers.git_server import Symlink, seed
+
+    # clone: <tmp>/flux-bootstrap-*/clusters/aks-weu-1 -> ../../../outside
+    link = "../../../outside" if target == "relative" else str(clones_in)
+    seed(env["bare"], {"clusters/aks-weu-1": Symlink(link), "README.md": b"fleet\n"})
+    before = _files(clones_in)
+    _refused_409(functions_by_name, env, "clusters/aks-weu-1")
+    assert _files(clones_in) == before and sorted(p.name for p in clones_in.iterdir()) == ["victim.yaml"]
+
+
+@pytest.mark.parametrize("target", [".git/config", "outside"])
+def test_a_symlinked_gotk_sync_yaml_is_refused_before_the_first_push(functions_by_name, env, clones_in, target):
+    from tests.peers.git_server import Symlink, seed
+
+    link = "../../../.git/config" if target == ".git/config" else str(clones_in / "victim.yaml")
+    seed(env["bare"], {f"{FLUX}/gotk-sync.yaml": Symlink(link)})
+    _refused_409(functions_by_name, env, f"{FLUX}/gotk-sync.yaml")
+    assert (clones_in / "victim.yaml").read_bytes() == b"original\n"
+
+
+def test_etc_linked_into_flux_system_lists_nothing_of_the_host(functions_by_name, env, clones_in):
+    from tests.peers.git_server import Symlink, seed
+
+    seed(env["bare"], {f"{FLUX}/etc": Symlink("/etc"), f"{FLUX}/cm.yaml": b"kind: ConfigMap\nmetadata: {name: a}\n"})
+    body = _refused_409(functions_by_name, env, f"{FLUX}/etc", why="outside the repository")
+    assert "passwd" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("links", [{"loop": "."}, {"a": "b", "b": "a"}, {"up": ".."}])
+def test_symlink_loops_do_not_make_the_walk_repeat(functions_by_name, env, clones_in, links):
+    from tests.peers.git_server import Symlink, seed
+
+    seed(env["bare"], {**{f"{FLUX}/{k}": Symlink(v) for k, v in links.items()}, f"{FLUX}/cm.yaml": b"kind: ConfigMap\n"})
+    started = time.monotonic()
+    status, body = call(functions_by_name, request(env))
+    assert status == 409, body
+    assert body["error"]["message"].startswith(f"{FLUX}/{sorted(links)[0]} ")
+    assert time.monotonic() - started < 30
+    assert body["commits"] == []
+
+
+def test_a_symlink_to_a_manifest_inside_the_clone_is_listed_as_flux_does(functions_by_name, env):
+    """Flux's walker treats a link as a file and reads its target through its secure file system:
+    a link to a resource inside the clone is listed under the link's name."""
+    from tests.peers.git_server import Symlink, read_tree, seed
+
+    seed(env["bare"], {"apps/cm.yaml": b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n",
+                       f"{FLUX}/shared.yaml": Symlink("../../../apps/cm.yaml"),
+                       f"{FLUX}/words.txt": b"just words: [\n"})
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    kfile = read_tree(env["bare"], "main")[f"{FLUX}/kustomization.yaml"]
+    assert yaml.safe_load(kfile)["resources"] == ["gotk-components.yaml", "gotk-sync.yaml", "shared.yaml"]
+
+
+def test_a_billion_laughs_kustomization_fails_fast_before_the_first_push(functions_by_name, env):
+    from tests.peers.git_server import seed
+
+    seed(env["bare"], {f"{FLUX}/kustomization.yaml": BILLION_LAUGHS.encode()})
+    assert len(BILLION_LAUGHS) < 500
+    started = time.monotonic()
+    body = _refused_409(functions_by_name, env, f"{FLUX}/kustomization.yaml", why="is not valid YAML")
+    assert "aliases counted" in body["error"]["message"]
+    assert time.monotonic() - started < 15  # the whole request; the YAML itself is refused in < 1 ms
+
+
+def test_a_billion_laughs_manifest_in_the_folder_fails_fast_naming_it(functions_by_name, env):
+    from shared.flux import kustomization
+    from tests.peers.git_server import seed
+
+    started = time.monotonic()
+    with pytest.raises(Exception) as err:
+        kustomization.accepted_as_resource(BILLION_LAUGHS.encode())
+    assert time.monotonic() - started < 0.5 and "nodes" in str(err.value)
+    seed(env["bare"], {f"{FLUX}/lol.yaml": BILLION_LAUGHS.encode()})
+    _refused_409(functions_by_name, env, f"{FLUX}/lol.yaml", why="refused as YAML")
+
+
+def test_an_invalid_user_kustomization_is_found_before_the_first_push(functions_by_name, env, kube_server):
+    from tests.peers.git_server import seed
+
+    seed(env["bare"], {f"{FLUX}/kustomization.yaml": b"resources: [gotk-components.yaml\npatches:\n"})
+    body = _refused_409(functions_by_name, env, f"{FLUX}/kustomization.yaml", why="is not valid YAML (line")
+    assert "nothing was written" in body["error"]["message"]
+    if kube_server.request_log:  # the local server: only the dry run reached it
+        assert {q.get("dryRun") for r, q in zip(kube_server.request_log, kube_server.request_queries) if r.method != "GET"} <= {"All"}
+
+
+def test_files_over_the_size_limit_are_refused_naming_them(functions_by_name, env):
+    from tests.peers.git_server import seed
+
+    big = b"# " + b"x" * (4 * 1024 * 1024) + b"\n"
+    seed(env["bare"], {f"{FLUX}/huge.yaml": big})
+    _refused_409(functions_by_name, env, f"{FLUX}/huge.yaml", why="bytes the app reads")
+
+
+def test_a_symlinked_kustomization_file_is_refused(functions_by_name, env, clones_in):
+    from tests.peers.git_server import Symlink, seed
+
+    seed(env["bare"], {f"{FLUX}/kustomization.yaml": Symlink(str(clones_in / "victim.yaml"))})
+    _refused_409(functions_by_name, env, f"{FLUX}/kustomization.yaml")
+
+
+def test_the_walk_stops_at_the_runs_deadline(env, kubeconfig_text, git_pat):
+    from shared import bootstrap as runner
+    from shared.errors import Conflict
+    from shared.flux import distribution
+    from shared.ports.kube import Cluster
+    from tests.peers.git_server import seed
+    from tests.test_bootstrap_e2e import V292
+
+    seed(env["bare"], {f"{FLUX}/m{i}.yaml": b"kind: ConfigMap\n" for i in range(20)})
+    opts = runner.BootstrapOptions(url=env["url"], path="./clusters/aks-weu-1", allow_insecure_http=True).validate()
+    with Cluster.from_kubeconfig(kubeconfig_text) as cluster:
+        run = runner.Bootstrapper(opts, runner.Credentials(password=git_pat), cluster, distribution.load(str(V292)),
+                                  deadline=time.monotonic() - 1)
+        with pytest.raises(Conflict) as err:
+            run.run()
+    assert "before the run's deadline (at clusters/aks-weu-1/flux-system/m0.yaml)" in str(err.value)
+    assert run.result.commits == []
+    assert [c["message"].strip() for c in git_log(env["bare"], "main")] == ["seed"]

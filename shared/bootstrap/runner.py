@@ -22,7 +22,9 @@ request:
 
 * everything that can be checked before the first write is checked first (options, distribution,
   component rendering, cluster reachability, credentials and write access by a server-side dry
-  run, the sync path of an existing Kustomization, the git credentials by cloning);
+  run, the sync path of an existing Kustomization, the git credentials by cloning, and the clone
+  itself: no symlink on ``<path>/<namespace>``, a valid user kustomization file, a folder the
+  kustomization walk can list; see :meth:`Bootstrapper._check_repository`);
 * the sync step applies the two sync objects, not ``kustomize build`` of the folder (no kustomize
   here): extra resources a user lists in ``kustomization.yaml`` are left to kustomize-controller;
 * an overall ``deadline`` bounds the waits (Azure answers an HTTP trigger within 230 s).
@@ -38,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ..errors import Conflict
+from ..errors import Conflict, UpstreamError
 from ..flux import Manifest
 from ..flux import distribution as flux_distribution
 from ..flux import install, kustomization, sourcesecret, sync
@@ -147,12 +149,52 @@ class Progress:
         self._emit("✗", message)
 
 
-def load_objects(text: str) -> list[dict]:
-    """Parse multi-document YAML (libyaml) into objects, skipping empty documents."""
-    import yaml
+def load_objects(text: str | bytes, limits=None) -> list:
+    """Parse multi-document YAML into objects, skipping empty documents, with the safe loader
+    (:mod:`shared.safe_yaml`; ``limits`` default :data:`shared.safe_yaml.DISTRIBUTION`). Raises
+    :class:`shared.safe_yaml.YAMLRefused` (callers name the file)."""
+    from .. import safe_yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
+    return [doc for doc in safe_yaml.load_all(text, limits or safe_yaml.DISTRIBUTION) if doc]
+
+
+class _FolderTree:
+    """The flux-system folder of a clone as :func:`shared.flux.kustomization.scan` walks it: what
+    Flux's secure on-disk file system shows (links resolved only inside the clone, never
+    descended into), with ``replaced`` files (name → bytes) read from memory instead of the clone."""
+
+    def __init__(self, repo, folder: str, replaced: dict[str, bytes] | None = None):
+        self.repo, self.folder, self.replaced = repo, folder, replaced or {}
+
+    def _path(self, rel: str) -> str:
+        return posixpath.join(self.folder, rel) if rel else self.folder
+
+    def entries(self, rel: str):
+        return self.repo.entries(self._path(rel))
+
+    def read(self, rel: str) -> bytes:
+        from .. import safe_yaml
+
+        if rel in self.replaced:
+            return self.replaced[rel]
+        path = self._path(rel)
+        if self.repo.entry_kind(path) == "other":
+            raise Conflict(f"{path} is not a regular file")
+        data = self.repo.read_file(path, max_bytes=safe_yaml.REPOSITORY.max_bytes, resolve_links=True)
+        return data or b""
+
+    def exists(self, rel: str) -> bool:
+        from ..ports.git import SymlinkRefused
+
+        path = self._path(rel)
+        kind = self.repo.entry_kind(path)
+        if kind != "symlink":
+            return kind is not None
+        try:
+            self.repo.resolve(path)
+        except SymlinkRefused:
+            return False
+        return True
 
 
 def _normalize_sync_path(value: str) -> str:
@@ -198,12 +240,24 @@ class Bootstrapper:
         self._repo = None
         self._tmp = None
         self._existing: dict | None = None
+        self._user_kustomization: tuple[str, list] | None = None  # (path, documents), see _check_repository
 
     # -- helpers -------------------------------------------------------------------------------
     @functools.cached_property
     def component_objects(self) -> list[dict]:
         """gotk-components.yaml parsed once (the dry run and the install both use it; ~25 ms)."""
-        return load_objects(self.components_manifest.content)
+        from .. import safe_yaml
+
+        try:
+            return load_objects(self.components_manifest.content)
+        except safe_yaml.YAMLRefused as exc:
+            raise UpstreamError(f"the Flux distribution {self.dist.source} is not usable YAML: {exc}") from None
+
+    def _check_deadline(self, where: str) -> None:
+        """Raise once the run's deadline has passed (called inside walks of the repository)."""
+        if self.deadline is not None and self._clock() > self.deadline:
+            raise Conflict(f"listing the repository did not finish before the run's deadline (at {where}); "
+                           "the folder is too large to list: add a kustomization.yaml of your own")
 
     def _remaining(self, wanted: float) -> float:
         """``wanted`` seconds, or less when the deadline is nearer (never below 1 s)."""
@@ -301,10 +355,62 @@ class Bootstrapper:
                 )
             self.progress.warning(f"taking over Flux managed by {manager!r} (force)")
 
+    def _check_repository(self) -> None:
+        """What the clone must be before anything is written to it (409 ``Conflict`` naming the
+        path otherwise; the clone is untrusted content):
+
+        * no component of ``<path>/<namespace>`` is a symlink or a file, and
+          ``gotk-components.yaml``/``gotk-sync.yaml`` there are not symlinks or folders (writes do
+          not follow symlinks either, see :meth:`shared.ports.git.Repository.write_file`);
+        * an existing kustomization file (any of :data:`~shared.flux.kustomization.KUSTOMIZATION_FILE_NAMES`)
+          is a regular file of valid YAML within :data:`shared.safe_yaml.REPOSITORY`: it is read here,
+          so a broken one is found before the first push, not after;
+        * otherwise the folder can be walked as the sync step will walk it (symlinks Flux fails
+          on, files over the limits, too many entries, the run's deadline), with the two files the
+          run writes taken as already written."""
+        from .. import safe_yaml
+        from ..ports.git import SymlinkRefused
+
+        repo = self._repo
+        folder = self._flux_dir()
+        parts = folder.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            kind = repo.entry_kind(prefix)
+            if kind is None:
+                return  # nothing there yet: nothing to check
+            if kind == "symlink":
+                raise SymlinkRefused(prefix)
+            if kind != "dir":
+                raise Conflict(f"{prefix} is a file, not a folder; nothing was written")
+        entries = dict(repo.entries(folder))
+        written = (posixpath.basename(self.components_manifest.path),
+                   posixpath.basename(sync.generate(self.opts.sync_options()).path))
+        for name in written:
+            kind = entries.get(name)
+            if kind == "symlink":
+                raise SymlinkRefused(posixpath.join(folder, name))
+            if kind not in (None, "file"):
+                raise Conflict(f"{posixpath.join(folder, name)} is not a regular file; nothing was written")
+        kname = next((n for n in kustomization.KUSTOMIZATION_FILE_NAMES if n in entries), None)
+        if kname is not None:
+            kfile = posixpath.join(folder, kname)
+            text = repo.read_file(kfile, max_bytes=safe_yaml.REPOSITORY.max_bytes)  # refuses a symlink
+            if text is None:
+                raise Conflict(f"{kfile} is not a regular file; nothing was written")
+            try:
+                self._user_kustomization = (kfile, load_objects(text, safe_yaml.REPOSITORY))
+            except safe_yaml.YAMLRefused as exc:
+                raise Conflict(f"{kfile} is not valid YAML ({exc}); fix it before bootstrapping, nothing was written") from None
+            return
+        tree = _FolderTree(repo, folder, {name: b"" for name in written})
+        kustomization.scan(tree, where=folder, check=self._check_deadline)
+
     def reconcile_components(self) -> None:
         """Flux's ``ReconcileComponents``: clone, write and commit gotk-components.yaml, push, and
         install the components unless Flux already applies them from Git."""
         repo = self._clone()
+        self._check_repository()
         self.progress.action("generating component manifests")
         manifest = self.components_manifest
         repo.write_file(manifest.path, manifest.content.encode())
@@ -312,10 +418,8 @@ class Bootstrapper:
         self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
 
         if self._must_install():
-            kfile = posixpath.join(self._flux_dir(), kustomization.KUSTOMIZATION_FILE)
-            text = repo.read_file(kfile)
-            if text is not None:
-                custom = load_objects(text.decode("utf-8", "replace"))
+            if self._user_kustomization is not None:
+                kfile, custom = self._user_kustomization
                 if custom and isinstance(custom[0], dict) and set(custom[0]) - {"apiVersion", "kind", "resources"}:
                     self.progress.warning(
                         f"{kfile} has patches or transformers; the components are installed unpatched and "
@@ -363,6 +467,7 @@ class Bootstrapper:
                     raise
                 self.progress.waiting("git conflict detected, retrying with a fresh clone")
                 self._clone(quiet=True)
+                self._check_repository()
                 self._check_sync_path(self._existing_kustomization())
         self.progress.action("applying sync manifests")
         gitrepository, kustomization_obj = sync.objects(self.opts.sync_options())
@@ -379,15 +484,7 @@ class Bootstrapper:
         # which kustomize then refuses ("Found multiple kustomization files"): any recognised
         # name counts here.
         if not set(repo.list_dir(folder)) & set(kustomization.KUSTOMIZATION_FILE_NAMES):
-
-            def list_dir(rel: str):
-                full = posixpath.join(folder, rel) if rel else folder
-                return [(name, (repo.path / full / name).is_dir()) for name in repo.list_dir(full)]
-
-            def read(rel: str) -> bytes:
-                return repo.read_file(posixpath.join(folder, rel)) or b""
-
-            kfile = kustomization.generate(folder, list_dir, read)
+            kfile = kustomization.generate(folder, _FolderTree(repo, folder), check=self._check_deadline)
             repo.write_file(kfile.path, kfile.content.encode())
         self.progress.success("generated sync manifests")
         self._commit_and_push("Add Flux sync manifests", "sync manifests")

@@ -25,10 +25,12 @@ dulwich is imported inside functions, not at module import (Functions cold start
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pathlib
 import posixpath
+import secrets
 import shutil
 import stat
 import time
@@ -47,6 +49,9 @@ CLONE_RETRY_DELAY_S = 2.0
 HTTP_TIMEOUT_S = 60.0
 #: Default commit identity, as ``flux bootstrap`` (``--author-name Flux --author-email ""``).
 DEFAULT_AUTHOR = "Flux <>"
+#: Largest worktree file :meth:`Repository.read_file` reads, bytes (the v2.9 gotk-components.yaml
+#: is 320 KiB). The same as :data:`shared.safe_yaml.REPOSITORY`'s byte limit.
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,24 @@ class BranchNotFound(errors.NotFound):
 
 class RepositoryNotFound(errors.NotFound):
     """The git server answered 404 for the repository URL (unknown org/project/repo, or no read access)."""
+
+
+class SymlinkRefused(errors.Conflict):
+    """A path the app reads or writes in the clone is, or goes through, a symbolic link (or a link
+    the kustomization walk may not resolve). ``path`` is the repository path (``/``-separated)."""
+
+    def __init__(self, path: str, why: str = "is a symbolic link"):
+        self.path = path
+        super().__init__(f"{path} {why}; the app does not follow symbolic links in the repository "
+                         "(replace it with the folder or file itself); nothing was written")
+
+
+class FileTooLarge(errors.Conflict):
+    """A repository file is larger than the app reads (``size`` and ``limit`` in bytes)."""
+
+    def __init__(self, path: str, size: int, limit: int):
+        self.path, self.size, self.limit = path, size, limit
+        super().__init__(f"{path} is {size} bytes, more than the {limit} bytes the app reads from a repository")
 
 
 class NonFastForward(GitError):
@@ -327,41 +350,256 @@ class Repository:
         return cls(repo, clean, branch, auth)
 
     # -- worktree -----------------------------------------------------------------------------
-    def _abs(self, relpath: str) -> pathlib.Path:
+    # The clone is untrusted content: a symlink in it could make a read or a write reach any file
+    # of the host (a write through ``clusters/x -> /tmp/flux-distributions`` rewrote the
+    # distribution cache). Every file method walks the path one component at a time from a
+    # descriptor of the worktree root, opening each folder with O_NOFOLLOW | O_DIRECTORY (openat
+    # style, ``dir_fd``), so no component is ever a symlink and nothing can be swapped between the
+    # check and the use. Writes go to a new temporary file (O_CREAT | O_EXCL | O_NOFOLLOW) in the
+    # verified folder, then ``rename`` over the name, which replaces a link rather than following it.
+
+    def _parts(self, relpath: str) -> list[str]:
+        """``relpath`` as its components; refuses absolute paths, ``..`` escapes and ``.git``."""
         if not isinstance(relpath, str):
             raise errors.InvalidInput("path", "must be a string")
         slashed = relpath.replace("\\", "/")
         norm = posixpath.normpath(slashed) if slashed else "."
         parts = [] if norm == "." else norm.split("/")
-        if slashed.startswith("/") or (parts and parts[0] == "..") or ".git" in parts:
-            raise errors.InvalidInput("path", f"{relpath!r} is not a path inside the repository")
-        return self.path.joinpath(*parts)
+        if slashed.startswith("/") or (parts and parts[0] == "..") or ".git" in parts or "\0" in slashed:
+            raise errors.InvalidInput("path", f"{relpath[:200]!r} is not a path inside the repository")
+        return parts
 
-    def read_file(self, relpath: str) -> bytes | None:
-        """Bytes of the worktree file at ``relpath``, or None when there is no such file."""
-        p = self._abs(relpath)
+    def _abs(self, relpath: str) -> pathlib.Path:
+        """The worktree path of ``relpath`` (checked as :meth:`_parts`), for messages and tests:
+        the file methods never open it by name."""
+        return self.path.joinpath(*self._parts(relpath))
+
+    def _open_dir(self, parts: list[str], *, create: bool = False) -> int | None:
+        """A descriptor of the folder ``parts`` (close it), walked without following symlinks; None
+        when a component is missing (unless ``create``, which makes the folders). Raises
+        :class:`SymlinkRefused` for a symlink component, ``Conflict`` for a file in the way."""
+        fd = os.open(self.path, _DIR_FLAGS)
         try:
-            return p.read_bytes() if p.is_file() else None
-        except FileNotFoundError:
+            for i, name in enumerate(parts):
+                try:
+                    nfd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    try:
+                        os.mkdir(name, 0o777, dir_fd=fd)
+                    except FileExistsError:  # made concurrently, or a dangling symlink: open decides
+                        pass
+                    nfd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        _refuse_entry(fd, name, "/".join(parts[: i + 1]), want="folder")
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            raise
+        return fd
+
+    def entry_kind(self, relpath: str) -> str | None:
+        """What ``relpath`` is, not following a symlink at its end: ``"file"``, ``"dir"``,
+        ``"symlink"``, ``"other"`` (FIFO, socket, device), or None when absent. A symlink *before* its
+        end raises :class:`SymlinkRefused`."""
+        parts = self._parts(relpath)
+        if not parts:
+            return "dir"
+        fd = self._open_dir(parts[:-1])
+        if fd is None:
             return None
+        try:
+            return _kind(fd, parts[-1])
+        finally:
+            os.close(fd)
+
+    def entries(self, relpath: str) -> list[tuple[str, str]]:
+        """``(name, kind)`` of each entry directly in folder ``relpath``, sorted by name, kinds as
+        :meth:`entry_kind` (symlinks are reported, never followed); ``[]`` when the folder does not
+        exist. ``.git`` is never listed. Raises :class:`SymlinkRefused` when ``relpath`` is or goes
+        through a symlink, ``Conflict`` when it is a file."""
+        parts = self._parts(relpath)
+        fd = self._open_dir(parts)
+        if fd is None:
+            return []
+        try:
+            out = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.name == ".git":
+                        continue
+                    if entry.is_symlink():
+                        kind = "symlink"
+                    elif entry.is_dir(follow_symlinks=False):
+                        kind = "dir"
+                    elif entry.is_file(follow_symlinks=False):
+                        kind = "file"
+                    else:
+                        kind = "other"
+                    out.append((entry.name, kind))
+            return sorted(out)
+        finally:
+            os.close(fd)
 
     def list_dir(self, relpath: str) -> list[str]:
-        """Sorted names of the entries (files and folders) directly in worktree folder ``relpath``;
-        ``[]`` if it does not exist. ``.git`` is never listed."""
-        p = self._abs(relpath)
-        if not p.is_dir():
-            return []
-        return sorted(name for name in os.listdir(p) if name != ".git")
+        """Sorted names of the entries (files, folders, symlinks) directly in worktree folder
+        ``relpath``; ``[]`` if it does not exist. ``.git`` is never listed. Raises as :meth:`entries`."""
+        return [name for name, _ in self.entries(relpath)]
+
+    def resolve(self, relpath: str) -> str:
+        """The path, inside the worktree, that ``relpath`` names once every symlink in it is
+        resolved (as ``filepath.EvalSymlinks``), without ever leaving the worktree: a link whose
+        target is absolute, climbs above the root, enters ``.git``, dangles or loops (more than 40
+        links, as Linux) raises :class:`SymlinkRefused`. Nothing is opened through a link: each
+        link is read with ``readlink`` and its target walked again from the root."""
+        pending = self._parts(relpath)
+        done: list[str] = []
+        hops = 0
+        while pending:
+            name = pending.pop(0)
+            fd = self._open_dir(done)
+            if fd is None:
+                raise SymlinkRefused(relpath, "points to a path that does not exist")
+            try:
+                kind = _kind(fd, name)
+                target = os.readlink(name, dir_fd=fd) if kind == "symlink" else None
+            finally:
+                os.close(fd)
+            if kind is None:
+                raise SymlinkRefused(relpath, "points to a path that does not exist")
+            if target is None:
+                done.append(name)
+                if pending and kind != "dir":
+                    raise SymlinkRefused(relpath, "points through a file")
+                continue
+            hops += 1
+            if hops > 40:
+                raise SymlinkRefused(relpath, "is a loop of symbolic links")
+            if target.startswith("/"):
+                raise SymlinkRefused(relpath, "points outside the repository (absolute target)")
+            joined = posixpath.normpath(posixpath.join(*done, target) if done else target)
+            if joined == ".." or joined.startswith("../"):
+                raise SymlinkRefused(relpath, "points outside the repository")
+            parts = [] if joined == "." else joined.split("/")
+            if ".git" in parts:
+                raise SymlinkRefused(relpath, "points into .git")
+            pending = parts + pending
+            done = []
+        return "/".join(done)
+
+    def read_file(self, relpath: str, *, max_bytes: int = MAX_FILE_BYTES, resolve_links: bool = False) -> bytes | None:
+        """Bytes of the worktree file at ``relpath``, or None when there is no such file (or it is a
+        folder). A symlink anywhere in ``relpath`` raises :class:`SymlinkRefused`, unless
+        ``resolve_links``: then it is resolved inside the worktree (:meth:`resolve`; Flux's secure
+        file system does the same for the kustomization walk) and a link to a folder is refused too.
+        A file over ``max_bytes`` raises :class:`FileTooLarge` (nothing beyond the limit is read)."""
+        if resolve_links:
+            resolved = self.resolve(relpath)
+            if self.entry_kind(resolved) == "dir":
+                if resolved != "/".join(self._parts(relpath)):
+                    raise SymlinkRefused(relpath, "points to a folder")
+                return None
+            return self._read(resolved, relpath, max_bytes)
+        return self._read(relpath, relpath, max_bytes)
+
+    def _read(self, relpath: str, shown: str, max_bytes: int) -> bytes | None:
+        parts = self._parts(relpath)
+        if not parts:
+            return None
+        dfd = self._open_dir(parts[:-1])
+        if dfd is None:
+            return None
+        try:
+            try:
+                # O_NONBLOCK: a FIFO must not block the run (git cannot make one, but be sure)
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            except IsADirectoryError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise SymlinkRefused(shown) from None
+                raise
+        finally:
+            os.close(dfd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        with os.fdopen(fd, "rb") as f:
+            if st.st_size > max_bytes:
+                raise FileTooLarge(shown, st.st_size, max_bytes)
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise FileTooLarge(shown, len(data), max_bytes)
+        return data
 
     def write_file(self, relpath: str, data: bytes) -> None:
-        """Write ``data`` to the worktree file ``relpath``, creating parent folders."""
+        """Write ``data`` to the worktree file ``relpath``, creating parent folders, without following
+        a symlink: a symlink on the way or at ``relpath`` raises :class:`SymlinkRefused`, a folder at
+        ``relpath`` (or a file where a folder is needed) ``Conflict``; nothing is written then. An
+        existing file keeps its permission bits (git's executable bit)."""
         if not isinstance(data, bytes | bytearray):
             raise TypeError("data must be bytes")
-        p = self._abs(relpath)
-        if p == self.path:
+        parts = self._parts(relpath)
+        if not parts:
             raise errors.InvalidInput("path", "must name a file")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
+        shown = "/".join(parts)
+        # nothing is created before the whole path is known to be free of symlinks and files in the way
+        self._check_writable(parts)
+        dfd = self._open_dir(parts[:-1], create=True)
+        try:
+            name = parts[-1]
+            kind = _kind(dfd, name)
+            mode = 0o666
+            if kind == "file":
+                mode = stat.S_IMODE(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode)
+            elif kind is not None:
+                _refuse_entry(dfd, name, shown, want="file")
+            tmp = f".{name}.flux-write-{os.getpid()}-{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    if kind == "file":
+                        os.fchmod(f.fileno(), mode)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dfd)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(dfd)
+
+    def _check_writable(self, parts: list[str]) -> None:
+        """Raise before anything is created when a component of ``parts`` is a symlink or a file
+        where a folder is needed, or the last one is a symlink or a folder."""
+        for i in range(1, len(parts) + 1):
+            kind = self.entry_kind("/".join(parts[:i]))
+            if kind is None:
+                return
+            if i < len(parts) and kind != "dir":
+                self._refuse_kind(kind, "/".join(parts[:i]), "folder")
+            if i == len(parts) and kind != "file":
+                self._refuse_kind(kind, "/".join(parts[:i]), "file")
+
+    @staticmethod
+    def _refuse_kind(kind: str, shown: str, want: str) -> None:
+        if kind == "symlink":
+            raise SymlinkRefused(shown)
+        article = "a folder" if kind == "dir" else ("a file" if kind == "file" else "not a regular file")
+        raise errors.Conflict(f"{shown} is {article}, not a {want}; nothing was written")
 
     def head(self) -> str | None:
         """The sha (40 hex) HEAD points to, or None before the first commit."""
@@ -519,6 +757,25 @@ def ls_remote(url: str, auth: GitAuth, *, allow_insecure_http: bool = False) -> 
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _kind(dir_fd: int, name: str) -> str | None:
+    """``"file"``/``"dir"``/``"symlink"``/``"other"`` of entry ``name`` of folder ``dir_fd`` (lstat), or None."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    return "file" if stat.S_ISREG(st.st_mode) else "other"
+
+
+def _refuse_entry(dir_fd: int, name: str, shown: str, *, want: str) -> None:
+    Repository._refuse_kind(_kind(dir_fd, name) or "other", shown, want)
 
 
 def _own_config(repo):

@@ -362,16 +362,22 @@ def log(bare_path: pathlib.Path, branch: str = "main") -> list[dict]:
     return result
 
 
+class Symlink(NamedTuple):
+    """A symbolic link to commit with :func:`seed` (git mode 120000): ``target`` as ``ln -s`` takes it."""
+
+    target: str
+
+
 def seed(
     bare_path: pathlib.Path,
-    files: dict[str, bytes | None],
+    files: dict[str, "bytes | Symlink | None"],
     *,
     branch: str = "main",
     message: str = "seed",
     author: str = "Seed <seed@example.com>",
     start_from: str | None = None,
 ) -> str:
-    """Commit ``files`` (path → bytes; None deletes) on top of ``branch`` directly in the bare
+    """Commit ``files`` (path → bytes, :class:`Symlink`, or None to delete) on top of ``branch`` directly in the bare
     repository (no HTTP, so it does not show in ``requests``). An absent branch is created, as an
     orphan or, with ``start_from``, from the head of that branch.
     Returns the new commit sha. Use it to prepare a remote or to move it behind a clone's back."""
@@ -399,6 +405,9 @@ def seed(
         for path, data in files.items():
             if data is None:
                 run("update-index", "--force-remove", "--", path)
+            elif isinstance(data, Symlink):
+                blob = run("hash-object", "-w", "--stdin", input=data.target.encode())
+                run("update-index", "--add", "--cacheinfo", f"120000,{blob},{path}")
             else:
                 blob = run("hash-object", "-w", "--stdin", input=data)
                 run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
