@@ -265,3 +265,48 @@ def test_the_walk_stops_at_the_runs_deadline(env, kubeconfig_text, git_pat):
     assert "before the run's deadline (at clusters/aks-weu-1/flux-system/m0.yaml)" in str(err.value)
     assert run.result.commits == []
     assert [c["message"].strip() for c in git_log(env["bare"], "main")] == ["seed"]
+
+
+def test_the_chained_cache_attack_fails_at_both_links(functions_by_name, env, oci_token_front, oci_registry,
+                                                      kubeconfig_text, git_pat, tmp_path, monkeypatch):
+    """Issue 7's chain: bootstrap 1 (an attacker's repository) wrote through a symlink into the
+    distribution cache; bootstrap 2 (unrelated) then installed controller images from the
+    attacker's registry. Now the write is refused (409), and an entry tampered with on disk by any
+    other means is detected on read and fetched again: bootstrap 2 commits Flux's own images."""
+    from shared import bootstrap as runner
+    from shared.flux import distribution
+    from shared.ports.kube import Cluster
+    from shared.ports.oci import build_flux_layer
+    from tests.peers.git_server import Symlink, read_tree, seed
+    from tests.test_bootstrap_e2e import GOLDEN, V292
+
+    cache = tmp_path / "flux-cache"
+    monkeypatch.setenv("FLUX_CACHE_DIR", str(cache))
+    distribution._cache.clear()
+    genuine = V292.read_bytes()
+    oci_registry.push("fluxcd/flux-manifests", "v2.9.2", genuine)
+    ref = oci_token_front.ref("fluxcd/flux-manifests", "v2.9.2")
+    distribution.load(ref, "v2.9.2", ca_file=oci_registry.ca_file)
+    (entry,) = cache.iterdir()
+    layer = entry.read_bytes()
+
+    # link 1: the attacker's repository points gotk-components.yaml at the cache entry
+    seed(env["bare"], {f"{FLUX}/gotk-components.yaml": Symlink(str(entry))})
+    _refused_409(functions_by_name, env, f"{FLUX}/gotk-components.yaml")
+    assert entry.read_bytes() == layer
+
+    # link 2: the entry rewritten anyway (attacker images); an unrelated bootstrap in a new process
+    entry.write_bytes(build_flux_layer(genuine.replace(b"ghcr.io/fluxcd/", b"evil.example/fluxcd/")))
+    distribution._cache.clear()
+    env["git"].create_repo("contoso", "platform", "other")
+    url = env["git"].url("contoso", "platform", "other")
+    opts = runner.BootstrapOptions(url=url, path="./clusters/aks-weu-1", allow_insecure_http=True).validate()
+    dist = runner.prepare(opts, manifests=ref, ca_file=oci_registry.ca_file)
+    with Cluster.from_kubeconfig(kubeconfig_text) as cluster:
+        runner.Bootstrapper(opts, runner.Credentials(password=git_pat), cluster, dist).run()
+    bare = env["git"].bare_path("contoso", "platform", "other")
+    components = read_tree(bare, "main")[f"{FLUX}/gotk-components.yaml"]
+    assert b"evil.example" not in components
+    assert components == (GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml").read_bytes()
+    assert entry.read_bytes() == layer  # fetched again and stored under its digest
+    distribution._cache.clear()

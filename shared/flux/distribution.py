@@ -10,15 +10,31 @@ Sources (``--manifests`` / ``FLUX_MANIFESTS``):
   ``oci://ghcr.io/fluxcd/flux-manifests:vX.Y.Z``, the artifact Flux publishes with each release
   (fluxcd/flux2 ``.github/workflows/release.yaml``, job ``release-flux-manifests``).
 
-Remote sources are cached per source in memory and on disk (``FLUX_CACHE_DIR``, default
-``$TMPDIR/flux-distributions``), so a warm Function does not download twice.
+Remote release sources are cached per source in memory, so a warm Function does not download
+twice. On disk only OCI blobs are cached, **content-addressed** (:class:`BlobCache`): a blob is
+stored under its sha256 digest, written atomically (temporary file + rename), and its bytes are
+hashed against that digest on every read; an entry that does not match (corrupted, or tampered
+with: the issue's chained attack rewrote a cached distribution through a repository symlink) is
+removed and fetched again. Which blob a reference means is never taken from the disk: a cold
+process asks the registry for the manifest (a few KiB), whose layer digest names the blob. An
+``https://`` source has no digest to check the disk against, so it is cached in memory only.
+The folder is ``FLUX_CACHE_DIR`` or ``<system temp>/flux-distributions-<uid>``; it is used only
+when it is a real folder (not a symlink) owned by this user with mode 0700 (created so), apart
+from where clones go (``flux-bootstrap-*`` temporary folders), which never follow symlinks anyway.
+
+What is read is bounded: :data:`MAX_DISTRIBUTION_BYTES` for a file or an https download, the OCI
+port's own limits for manifests and layers.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import re
+import secrets
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +42,12 @@ from pathlib import Path
 
 from ..errors import InvalidInput, NotFound, UpstreamError
 from . import GEN_WARNING
+
+log = logging.getLogger(__name__)
+
+#: Largest distribution read from a file or an https:// URL, bytes (v2.9 with every component:
+#: 320 KiB); the same as :data:`shared.safe_yaml.DISTRIBUTION`'s byte limit.
+MAX_DISTRIBUTION_BYTES = 16 * 1024 * 1024
 
 DEFAULT_OCI_REPOSITORY = "oci://ghcr.io/fluxcd/flux-manifests"
 _VERSION_LINE = re.compile(r"^# Flux Version: (\S+)$", re.M)
@@ -67,7 +89,107 @@ def default_source(version: str) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("FLUX_CACHE_DIR") or Path(tempfile.gettempdir()) / "flux-distributions")
+    return Path(os.environ.get("FLUX_CACHE_DIR") or Path(tempfile.gettempdir()) / f"flux-distributions-{os.geteuid()}")
+
+
+_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+class BlobCache:
+    """A content-addressed store of blobs (OCI layers) in one private folder: ``sha256-<hex>``
+    files whose bytes hash to ``<hex>``. Every operation goes through a descriptor of the folder
+    opened without following symlinks, and entries are opened with ``O_NOFOLLOW``."""
+
+    def __init__(self, fd: int, path: Path):
+        self._fd = fd
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> "BlobCache | None":
+        """The cache at ``path`` (default: ``FLUX_CACHE_DIR`` or ``<temp>/flux-distributions-<uid>``),
+        created with mode 0700 if missing; None (with a warning) when it is a symlink, not a folder,
+        owned by another user or open to group/others: a shared folder is not a cache to trust."""
+        path = Path(path or _cache_dir())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("distribution cache %s not used: %s", path, exc.strerror or type(exc).__name__)
+            return None
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            os.close(fd)
+            log.warning("distribution cache %s not used: it must be owned by uid %d with mode 0700 (is uid %d, %o)",
+                        path, os.geteuid(), st.st_uid, stat.S_IMODE(st.st_mode))
+            return None
+        return cls(fd, path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "BlobCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def _name(digest: str) -> str:
+        m = _DIGEST.match(digest)
+        if not m:
+            raise ValueError(f"not a sha256 digest: {digest[:80]!r}")
+        return f"sha256-{m.group(1)}"
+
+    def get(self, digest: str, max_bytes: int) -> bytes | None:
+        """The blob stored under ``digest`` (``sha256:<hex>``) when its bytes hash to it; None when
+        absent, larger than ``max_bytes`` or not matching (then it is removed, with a warning)."""
+        name = self._name(digest)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self._fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._drop(name, digest, f"cannot be opened ({errno.errorcode.get(exc.errno, exc.errno)})")
+            return None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(max_bytes + 1) if stat.S_ISREG(st.st_mode) else None
+        if data is None or len(data) > max_bytes or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            self._drop(name, digest, "does not match its digest (corrupted or tampered with)")
+            return None
+        return data
+
+    def put(self, digest: str, data: bytes) -> None:
+        """Store ``data`` under ``digest`` (checked: a mismatch raises ValueError), atomically."""
+        name = self._name(digest)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"data does not hash to {digest}")
+        tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=self._fd)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.rename(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+        except OSError as exc:  # a full or read-only disk only costs a download next time
+            log.warning("distribution cache %s: cannot store %s (%s)", self.path, digest, exc.strerror or exc)
+            try:
+                os.unlink(tmp, dir_fd=self._fd)
+            except OSError:
+                pass
+
+    def _drop(self, name: str, digest: str, why: str) -> None:
+        log.warning("distribution cache entry %s %s; fetching it again", digest, why)
+        try:
+            os.unlink(name, dir_fd=self._fd)
+        except OSError:
+            pass
 
 
 def _read_local(source: str) -> str:
@@ -81,25 +203,44 @@ def _read_local(source: str) -> str:
             raise NotFound(f"no gotk-components.yaml in folder {path}")
     if not path.is_file():
         raise NotFound(f"Flux distribution file {path} does not exist")
-    return path.read_text(encoding="utf-8")
+    with open(path, "rb") as f:
+        data = f.read(MAX_DISTRIBUTION_BYTES + 1)
+    if len(data) > MAX_DISTRIBUTION_BYTES:
+        raise UpstreamError(f"Flux distribution file {path} is larger than {MAX_DISTRIBUTION_BYTES} bytes")
+    return data.decode("utf-8")
 
 
 def _fetch(source: str, *, ca_file: str | None, insecure_http: bool) -> str:
     if source.startswith("oci://"):
         from ..ports.oci import pull_flux_manifests
 
-        return pull_flux_manifests(source, ca_file=ca_file, insecure_http=insecure_http).decode("utf-8")
+        cache = BlobCache.open()
+        try:
+            return pull_flux_manifests(source, ca_file=ca_file, insecure_http=insecure_http,
+                                       blob_cache=cache).decode("utf-8")
+        finally:
+            if cache is not None:
+                cache.close()
     import requests
 
     try:
-        resp = requests.get(source, timeout=60, verify=ca_file or True)
+        resp = requests.get(source, timeout=60, verify=ca_file or True, stream=True)
     except requests.RequestException as exc:
         raise UpstreamError(f"cannot download {source}: {type(exc).__name__}") from None
-    if resp.status_code == 404:
-        raise NotFound(f"{source} not found (HTTP 404)")
-    if resp.status_code != 200:
-        raise UpstreamError(f"cannot download {source}: HTTP {resp.status_code}")
-    return resp.content.decode("utf-8")
+    with resp:
+        if resp.status_code == 404:
+            raise NotFound(f"{source} not found (HTTP 404)")
+        if resp.status_code != 200:
+            raise UpstreamError(f"cannot download {source}: HTTP {resp.status_code}")
+        buf = bytearray()
+        try:
+            for chunk in resp.iter_content(chunk_size=65536):
+                buf += chunk
+                if len(buf) > MAX_DISTRIBUTION_BYTES:
+                    raise UpstreamError(f"{source} is larger than {MAX_DISTRIBUTION_BYTES} bytes")
+        except requests.RequestException as exc:
+            raise UpstreamError(f"cannot download {source}: {type(exc).__name__}") from None
+    return bytes(buf).decode("utf-8")
 
 
 def load(source: str | None = None, version: str | None = None, *, ca_file: str | None = None, insecure_http: bool = False) -> Distribution:
@@ -134,24 +275,19 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
         dist = _cache.get(source) if cacheable else None
     if dist is None:
         if remote:
-            disk = _cache_dir() / (hashlib.sha256(source.encode()).hexdigest()[:32] + ".yaml")
-            if cacheable and disk.is_file():
-                text = disk.read_text(encoding="utf-8")
-            else:
-                try:
-                    text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http)
-                except NotFound:
-                    if derived:
-                        raise InvalidInput("version", f"targeted version '{version}' does not exist ({source} not found)") from None
-                    raise
-                Distribution.parse(text, source)  # never cache garbage
-                if cacheable:
-                    disk.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = disk.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-                    tmp.write_text(text, encoding="utf-8")
-                    os.replace(tmp, disk)
+            try:
+                text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http)
+            except NotFound:
+                if derived:
+                    raise InvalidInput("version", f"targeted version '{version}' does not exist ({source} not found)") from None
+                raise
+            except UnicodeDecodeError:
+                raise UpstreamError(f"{source} is not a Flux distribution (not UTF-8)") from None
         else:
-            text = _read_local(source)
+            try:
+                text = _read_local(source)
+            except UnicodeDecodeError:
+                raise UpstreamError(f"{source} is not a Flux distribution (not UTF-8)") from None
         dist = Distribution.parse(text, source)
         if cacheable:  # local files may change between runs; remote release tags do not
             with _lock:

@@ -28,8 +28,9 @@ for public pulls (distribution ``docs/spec/auth/token.md``): a request answered 
 ``access_token``). The token is sent only to the registry host, never across a redirect (blob
 downloads from ghcr.io redirect to a CDN; ``requests`` drops ``Authorization`` on host change).
 
-``requests`` is imported lazily (cold start). Nothing is ever written to disk: the layer is
-verified in memory and only the one tar member is read.
+``requests`` is imported lazily (cold start). Nothing is written to disk here: the layer is
+verified in memory and only the one tar member is read (a caller may pass a content-addressed
+``blob_cache`` to keep verified layers).
 """
 
 from __future__ import annotations
@@ -402,7 +403,7 @@ def _extract_member(layer: bytes, ref: str) -> bytes:
 
 
 def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: bool = False,
-                        timeout: float = 30.0) -> bytes:
+                        timeout: float = 30.0, blob_cache=None) -> bytes:
     """Return the bytes of ``flux-system/gotk-components.yaml`` from the Flux artifact at ``ref``.
 
     ``ref`` is ``oci://<registry>/<repository>:<tag>`` or ``…@sha256:<digest>`` (see
@@ -424,6 +425,10 @@ def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: 
     (manifest or repository unknown: HTTP 404), :class:`shared.errors.AuthenticationFailed`
     (401/403 even with an anonymous token, or a non-Bearer challenge), :class:`OCIError`
     (everything else that is wrong).
+
+    ``blob_cache``: optional content-addressed store (``get(digest, max_bytes)`` → verified bytes
+    or None, ``put(digest, data)``, as :class:`shared.flux.distribution.BlobCache`); the layer is
+    taken from it by the digest the manifest just fetched names, else downloaded and stored.
     """
     host, repo, reference = parse_reference(ref)
     reg = _Registry(host, repo, ca_file=ca_file, insecure_http=insecure_http, timeout=timeout, actions="pull")
@@ -448,15 +453,19 @@ def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: 
         layer_digest, layer_size = _check_manifest(body, content_type, ref)
         log.debug("pulling %s: manifest %s, layer %s (%d bytes)", ref, digest, layer_digest, layer_size)
 
-        resp = reg.request("GET", f"/v2/{repo}/blobs/{layer_digest}", stream=True)
-        with resp:
-            if resp.status_code != 200:
-                _raise_for(resp, ref, f"fetching layer {layer_digest}")
-            layer = _read_limited(resp, layer_size, f"layer {layer_digest} of {ref} (manifest says {layer_size} bytes)")
-        if len(layer) != layer_size:
-            raise OCIError(f"{ref}: layer {layer_digest} is {len(layer)} bytes, the manifest says {layer_size}")
-        if _sha256(layer) != layer_digest:
-            raise OCIError(f"{ref}: layer digest mismatch: got {_sha256(layer)}, the manifest says {layer_digest}")
+        layer = blob_cache.get(layer_digest, layer_size) if blob_cache is not None else None
+        if layer is None:
+            resp = reg.request("GET", f"/v2/{repo}/blobs/{layer_digest}", stream=True)
+            with resp:
+                if resp.status_code != 200:
+                    _raise_for(resp, ref, f"fetching layer {layer_digest}")
+                layer = _read_limited(resp, layer_size, f"layer {layer_digest} of {ref} (manifest says {layer_size} bytes)")
+            if len(layer) != layer_size:
+                raise OCIError(f"{ref}: layer {layer_digest} is {len(layer)} bytes, the manifest says {layer_size}")
+            if _sha256(layer) != layer_digest:
+                raise OCIError(f"{ref}: layer digest mismatch: got {_sha256(layer)}, the manifest says {layer_digest}")
+            if blob_cache is not None:
+                blob_cache.put(layer_digest, layer)
         return _extract_member(layer, ref)
     finally:
         reg.close()
