@@ -15,6 +15,7 @@ import logging
 
 import azure.functions as func
 
+from functions._auth import operation_auth_level, require_operator
 from functions._http import error_response, json_response
 
 bp = func.Blueprint()
@@ -75,11 +76,13 @@ def _register(opts, refs) -> dict:
 
 
 @bp.function_name("bootstrap")
-@bp.route(route="bootstrap", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="bootstrap", methods=["POST"], auth_level=operation_auth_level())
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/bootstrap``: decode and check the body, load the distribution, read the PAT (or
     get an Entra token) and the kubeconfig from Key Vault, then run the bootstrap within
     :data:`shared.bootstrap.HTTP_BUDGET_SECONDS` and register the cluster for rotation."""
+    if (denied := require_operator(req)) is not None:
+        return denied
     import time
 
     from shared.errors import FluxOpsError, InvalidInput, NotFound, SettingError

@@ -12,8 +12,8 @@
   counts}``; 401 bad/missing signature and 400 malformed event (both dead-lettered, with the reason;
   unsigned ones are never replayed); 503 when Key Vault or storage fails (Flux retries 5xx); 500 naming
   the bad entry while the routing file or an app setting is invalid.
-- ``flux_deadletters_list``: ``GET /api/flux/deadletters?prefix=&limit=`` (admin key) → ``{"names": [...]}``.
-- ``flux_deadletters_replay``: ``POST /api/flux/deadletters/replay`` (admin key), body ``{"names": [...]}``
+- ``flux_deadletters_list``: ``GET /api/flux/deadletters?prefix=&limit=`` (operation endpoint, :mod:`functions._auth`) → ``{"names": [...]}``.
+- ``flux_deadletters_replay``: ``POST /api/flux/deadletters/replay`` (operation endpoint), body ``{"names": [...]}``
   or ``{"prefix": "undeliverable/2026/", "limit": 100}`` → the replay report.
 """
 
@@ -24,6 +24,7 @@ import uuid
 
 import azure.functions as func
 
+from functions._auth import operation_auth_level, require_operator
 from functions._http import error_response, json_response
 
 bp = func.Blueprint()
@@ -132,9 +133,11 @@ def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("flux_deadletters_list")
-@bp.route(route="flux/deadletters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="flux/deadletters", methods=["GET"], auth_level=operation_auth_level())
 def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
     """``{"names": [...]}`` under ``prefix``, at most ``limit`` (1-5000, default 100); 400 naming a bad field."""
+    if (denied := require_operator(req)) is not None:
+        return denied
     from shared.errors import FluxOpsError
     from shared.notify import forwarder
     from shared.notify.dedupe import StorageUnavailable
@@ -153,9 +156,11 @@ def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("flux_deadletters_replay")
-@bp.route(route="flux/deadletters/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="flux/deadletters/replay", methods=["POST"], auth_level=operation_auth_level())
 def flux_deadletters_replay(req: func.HttpRequest) -> func.HttpResponse:
     """The :meth:`Forwarder.replay` report; 400 naming a bad field, 503 when storage fails."""
+    if (denied := require_operator(req)) is not None:
+        return denied
     from shared.errors import FluxOpsError
     from shared.notify import forwarder
     from shared.notify.dedupe import StorageUnavailable

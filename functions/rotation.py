@@ -23,6 +23,7 @@ import logging
 
 import azure.functions as func
 
+from functions._auth import operation_auth_level, require_operator
 from functions._http import error_response, json_response
 
 bp = func.Blueprint()
@@ -52,8 +53,10 @@ def rotate_credentials(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("rotate_cluster_now")
-@bp.route(route="rotation/clusters/{name}", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="rotation/clusters/{name}", methods=["POST"], auth_level=operation_auth_level())
 def rotate_cluster_now(req: func.HttpRequest) -> func.HttpResponse:
+    if (denied := require_operator(req)) is not None:
+        return denied
     from shared import rotation
     from shared.errors import FluxOpsError
 
@@ -65,8 +68,10 @@ def rotate_cluster_now(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("registry_list")
-@bp.route(route="registry/clusters", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="registry/clusters", methods=["GET"], auth_level=operation_auth_level())
 def registry_list(req: func.HttpRequest) -> func.HttpResponse:
+    if (denied := require_operator(req)) is not None:
+        return denied
     from shared import services
     from shared.errors import FluxOpsError
 
@@ -81,8 +86,10 @@ def registry_list(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("registry_cluster")
-@bp.route(route="registry/clusters/{name}", methods=["GET", "PUT", "DELETE"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="registry/clusters/{name}", methods=["GET", "PUT", "DELETE"], auth_level=operation_auth_level())
 def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
+    if (denied := require_operator(req)) is not None:
+        return denied
     from shared import services
     from shared.errors import FluxOpsError, InvalidInput
     from shared.rotation.registry import ClusterRecord
