@@ -53,7 +53,7 @@ _indexed_anonymous = False
 
 def required_role(environ: Mapping[str, str] = os.environ) -> str:
     """The app role named by ``AUTH_REQUIRED_ROLE`` (stripped), or ``""``."""
-    return (environ.get(SETTING) or "").strip()
+    return (environ.get("AUTH_REQUIRED_ROLE") or "").strip()
 
 
 def operation_auth_level(environ: Mapping[str, str] = os.environ) -> func.AuthLevel:

@@ -271,6 +271,8 @@ NOT_IN_AZURE = {
     "NOTIFY_STORAGE_CONNECTION": "connection string (local/Azurite); in Azure the forwarder uses AzureWebJobsStorage__*",
     "REGISTRY_STORAGE_CONNECTION": "connection string (local/Azurite); in Azure the registry uses AzureWebJobsStorage__*",
     "KEY_VAULT_CA_FILE": "CA bundle of the local Key Vault test server",
+    "WEBSITE_AUTH_ENABLED": "set by App Service when App Service Authentication is on; set by hand it would "
+                            "defeat functions/_auth.py's check that X-MS-CLIENT-PRINCIPAL can be trusted",
 }
 
 # Settings read by libraries the app configures rather than by its own code.
@@ -337,7 +339,8 @@ def test_connections_are_identity_based():
 def test_settings_have_the_defaults_of_local_settings_example():
     example = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
     # The one deliberate difference: Azure gets the app's own consumer group (created by the template).
-    differs = {"NOTIFY_EVENTHUB_CONSUMER_GROUP": "flux-notify"}
+    differs = {"NOTIFY_EVENTHUB_CONSUMER_GROUP": "flux-notify",
+               "AUTH_REQUIRED_ROLE": "Flux.Admin"}  # empty locally (master key); set with authClientId
     checked = 0
     for name, expr in app_settings().items():
         value = API.literal(expr)
