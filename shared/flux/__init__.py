@@ -6,6 +6,8 @@ writes. One module per artefact, as in fluxcd/flux2 ``pkg/manifestgen``:
 - :mod:`.install`: ``gotk-components.yaml`` for a component selection;
 - :mod:`.sync`: ``gotk-sync.yaml`` (GitRepository + Kustomization, ``v1``);
 - :mod:`.kustomization`: ``kustomization.yaml`` listing the folder's manifests;
+- :mod:`.patches`: the workload identity, SOPS and SSH patches of that file, merged into it;
+- :mod:`.kustomize`: those patches applied to objects as kustomize does (install time);
 - :mod:`.sourcesecret`: the ``flux-system`` source Secret.
 """
 

@@ -1,6 +1,8 @@
 """YAML text the way Flux writes it with ``sigs.k8s.io/yaml`` (go-yaml v2 underneath): keys sorted,
 block sequences not indented under their key, strings that would read as another type
-double-quoted (``"8080"``), no document end marker."""
+double-quoted (``"8080"``), multi-line strings as literal blocks (``|``, ``|-``, ``|+``: go-yaml v2
+``encode.go`` ``stringv``; the emitter falls back to double quotes where a block cannot hold the
+text, as libyaml does), no document end marker."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ class _GoStyleDumper(_Dumper):  # type: ignore[misc, valid-type]
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str):
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
     # go-yaml quotes with double quotes what would otherwise resolve to a non-string
     # (numbers, booleans, null, timestamps) or cannot be a plain scalar.
     implicit = _Resolver.resolve(yaml.ScalarNode, value, (True, False))
