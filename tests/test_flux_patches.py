@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared import safe_yaml
 from shared.errors import InvalidInput
 from shared.flux import kustomization, kustomize, patches
 
@@ -433,8 +434,15 @@ def test_update_refuses_what_is_not_a_kustomization():
         with pytest.raises(InvalidInput) as err:
             patches.update(text, [patches.sops_decryption()])
         assert err.value.field == "kustomization.yaml"
-    with pytest.raises(InvalidInput, match="larger than"):
-        patches.update("a: " + "x" * patches.MAX_KUSTOMIZATION_BYTES + "\n", [patches.sops_decryption()])
+    with pytest.raises(InvalidInput, match="bytes, more than"):
+        patches.update("a: " + "x" * safe_yaml.REPOSITORY.max_bytes + "\n", [patches.sops_decryption()])
+    with pytest.raises(InvalidInput, match="nested deeper"):
+        patches.update("a: " + "[" * 5000 + "]" * 5000 + "\n", [patches.sops_decryption()])
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    with pytest.raises(InvalidInput, match="nodes"):
+        patches.update(laughs, [patches.sops_decryption()])
+    with pytest.raises(InvalidInput, match="nodes"):
+        kustomize.apply_kustomization([], laughs)
     with pytest.raises(InvalidInput, match="patches is not a list"):
         patches.update("patches: 3\n", [patches.sops_decryption()])
     with pytest.raises(ValueError):

@@ -31,12 +31,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import yaml
-
+from .. import safe_yaml
 from ..errors import InvalidInput
-from .patches import MAX_KUSTOMIZATION_BYTES, pattern_matches
+from .patches import pattern_matches
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _INDEX = re.compile(r"^-?[0-9]+$")
 _TARGET_KEYS = {"group", "version", "kind", "name"}
 _JSON_SCALARS = (str, int, float, bool)
@@ -97,11 +95,11 @@ def _parse(entry: object) -> tuple[str, object, dict] | str:
     if not isinstance(text, str) or not text.strip():
         return "empty patch"
     try:
-        docs = list(yaml.load_all(text.strip(), Loader=_Loader))
-    except yaml.YAMLError:
+        docs = safe_yaml.load_all(text.strip())
+    except safe_yaml.YAMLRefused:
         return "patch is not YAML"
     if len(docs) != 1 or not _json_like(docs[0]):
-        return "patch is not one YAML document"
+        return "patch is not one YAML document of JSON values"
     body = docs[0]
     if isinstance(body, list):
         for op in body:
@@ -229,13 +227,12 @@ def apply_kustomization(objects: Sequence[dict], text: str, *, field: str = "kus
     that kustomize would use to change the output (``images``, ``patchesStrategicMerge``,
     ``namespace``, ``labels``, ``components``, …) is listed in :attr:`Applied.not_applied`.
     Extra ``resources`` are the caller's to report. Raises InvalidInput(``field``) for a file
-    that is too large, not YAML or not a mapping, or whose ``patches`` is not a list."""
-    if len(text.encode("utf-8", "replace")) > MAX_KUSTOMIZATION_BYTES:
-        raise InvalidInput(field, f"is larger than {MAX_KUSTOMIZATION_BYTES} bytes")
+    that is not YAML within :data:`shared.safe_yaml.REPOSITORY` limits or not a mapping, or
+    whose ``patches`` is not a list."""
     try:
-        doc = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise InvalidInput(field, f"is not valid YAML: {str(err).splitlines()[0]}") from None
+        doc = safe_yaml.load(text)
+    except safe_yaml.YAMLRefused as err:
+        raise InvalidInput(field, f"is not valid YAML: {err}") from None
     if not isinstance(doc, dict):
         raise InvalidInput(field, "is not a YAML mapping (a kustomization file)")
     entries = doc.get("patches")

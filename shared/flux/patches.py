@@ -35,6 +35,7 @@ from typing import Iterable, Sequence
 
 import yaml
 
+from .. import safe_yaml
 from ..errors import InvalidInput
 from . import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, EXTRA_COMPONENTS
 from . import kustomization as _kustomization
@@ -54,8 +55,6 @@ ARGS_PATH = "/spec/template/spec/containers/0/args/-"
 DECRYPTION_PATH = "/spec/decryption"
 #: Every Flux component name, the controllers a workload identity patch may target.
 COMPONENTS = DEFAULT_COMPONENTS + EXTRA_COMPONENTS
-#: Largest kustomization file :func:`update` reads (the cloned tree is untrusted input).
-MAX_KUSTOMIZATION_BYTES = 1 << 20
 
 #: Roles: what each of our entries does; an existing entry with the same role is ours to update.
 WORKLOAD_IDENTITY_SERVICEACCOUNT = "workload-identity-serviceaccount"
@@ -63,7 +62,6 @@ WORKLOAD_IDENTITY_DEPLOYMENT = "workload-identity-deployment"
 SOPS_DECRYPTION = "sops-decryption"
 SSH_HOSTKEY_ALGOS_ROLE = "ssh-hostkey-algos"
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 #: An SSH algorithm name (RFC 4251 section 6: printable US-ASCII, no comma or whitespace).
 _ALGO = re.compile(r"^[a-z0-9][a-z0-9@.+_-]*$")
@@ -225,8 +223,8 @@ def _load_patch(text: object) -> object:
     if not isinstance(text, str):
         return None
     try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
+        return safe_yaml.load(text)
+    except safe_yaml.YAMLRefused:
         return None
 
 
@@ -371,8 +369,9 @@ def _split(text: str, field: str) -> tuple[str, list, str, int]:
     appending to ``items`` appends to ``patches:``. A ``patches`` field that is not a non-empty
     block list is taken out and its entries re-rendered, in place."""
     try:
+        safe_yaml.load(text)  # size, depth and aliases within bounds before PyYAML composes it
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
+    except (safe_yaml.YAMLRefused, yaml.YAMLError) as err:
         raise InvalidInput(field, f"is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(root, yaml.MappingNode) or root.flow_style or not root.value:
         raise InvalidInput(field, "is not a YAML block mapping (a kustomization file)")
@@ -447,13 +446,11 @@ def update(text: str, patches: Sequence[dict], *, field: str = "kustomization.ya
     The file is parsed with PyYAML's composer for the line of each node, and each edit is a
     splice of whole lines (PyYAML's emitter would drop comments). A ``patches`` field that is a
     flow list or empty is rewritten, in place, as a block list. Raises InvalidInput(``field``)
-    when ``text`` is larger than :data:`MAX_KUSTOMIZATION_BYTES`, is not YAML, or is not a
+    when ``text`` is not YAML within :data:`shared.safe_yaml.REPOSITORY` limits, or is not a
     mapping; ValueError when an entry of ``patches`` is not one of ours."""
     roles = [role_of(ours) for ours in patches]
     if None in roles:
         raise ValueError(f"patches[{roles.index(None)}] is not one of the patches this module writes")
-    if len(text.encode("utf-8", "replace")) > MAX_KUSTOMIZATION_BYTES:
-        raise InvalidInput(field, f"is larger than {MAX_KUSTOMIZATION_BYTES} bytes")
     if not patches:
         return Merge(text, False)
     # A file written with CRLF line ends keeps them (our lines get them too).
@@ -532,8 +529,8 @@ def _relation(role: str, entry: dict, ours: dict, ours_components: frozenset[str
 def _check(text: str, patches: Sequence[dict], field: str) -> None:
     """The spliced file must parse and hold our entries (SOPS: one with provider sops)."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:  # pragma: no cover - a defect of the splice, not of the input
+        doc = safe_yaml.load(text)
+    except safe_yaml.YAMLRefused as err:  # pragma: no cover - a defect of the splice, not of the input
         raise InvalidInput(field, f"could not be updated: {str(err).splitlines()[0]}") from None
     have = doc.get("patches") or [] if isinstance(doc, dict) else []
     for ours in patches:
