@@ -53,6 +53,9 @@ SOURCE_API = "source.toolkit.fluxcd.io/v1"
 KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
 #: Flux's wait for CRDs and Namespaces to become ready (internal/utils/apply.go), seconds.
 CRD_WAIT_SECONDS = 60.0
+#: Longest a kustomization walk may take, seconds; within a run's deadline, at least WALK_MIN_SECONDS.
+WALK_SECONDS = 60.0
+WALK_MIN_SECONDS = 5.0
 
 
 @dataclass
@@ -253,11 +256,22 @@ class Bootstrapper:
         except safe_yaml.YAMLRefused as exc:
             raise UpstreamError(f"the Flux distribution {self.dist.source} is not usable YAML: {exc}") from None
 
-    def _check_deadline(self, where: str) -> None:
-        """Raise once the run's deadline has passed (called inside walks of the repository)."""
-        if self.deadline is not None and self._clock() > self.deadline:
-            raise Conflict(f"listing the repository did not finish before the run's deadline (at {where}); "
-                           "the folder is too large to list: add a kustomization.yaml of your own")
+    def _walk_check(self, folder: str) -> Callable[[str], None]:
+        """The ``check`` for one kustomization walk of ``folder``: it raises ``Conflict`` once the walk
+        has taken :data:`WALK_SECONDS`, or less when the run's deadline is nearer, but never less than
+        :data:`WALK_MIN_SECONDS` (as waits, a slow earlier step does not fail a walk that would take
+        milliseconds). A hostile folder cannot hold the run past its deadline by more than that."""
+        started = self._clock()
+        budget = WALK_SECONDS
+        if self.deadline is not None:
+            budget = max(WALK_MIN_SECONDS, min(WALK_SECONDS, self.deadline - started))
+
+        def check(where: str) -> None:
+            if self._clock() - started > budget:
+                raise Conflict(f"listing {folder} for kustomization.yaml took more than {budget:.0f} s (at {where}); "
+                               "the folder is too large to list: add a kustomization.yaml of your own")
+
+        return check
 
     def _remaining(self, wanted: float) -> float:
         """``wanted`` seconds, or less when the deadline is nearer (never below 1 s)."""
@@ -404,7 +418,7 @@ class Bootstrapper:
                 raise Conflict(f"{kfile} is not valid YAML ({exc}); fix it before bootstrapping, nothing was written") from None
             return
         tree = _FolderTree(repo, folder, {name: b"" for name in written})
-        kustomization.scan(tree, where=folder, check=self._check_deadline)
+        kustomization.scan(tree, where=folder, check=self._walk_check(folder))
 
     def reconcile_components(self) -> None:
         """Flux's ``ReconcileComponents``: clone, write and commit gotk-components.yaml, push, and
@@ -484,7 +498,7 @@ class Bootstrapper:
         # which kustomize then refuses ("Found multiple kustomization files"): any recognised
         # name counts here.
         if not set(repo.list_dir(folder)) & set(kustomization.KUSTOMIZATION_FILE_NAMES):
-            kfile = kustomization.generate(folder, _FolderTree(repo, folder), check=self._check_deadline)
+            kfile = kustomization.generate(folder, _FolderTree(repo, folder), check=self._walk_check(folder))
             repo.write_file(kfile.path, kfile.content.encode())
         self.progress.success("generated sync manifests")
         self._commit_and_push("Add Flux sync manifests", "sync manifests")
