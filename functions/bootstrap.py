@@ -1,7 +1,8 @@
 """HTTP trigger ``POST /api/bootstrap``: ``flux bootstrap git --token-auth`` as a service.
 
-The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT and the
-cluster's kubeconfig are read from Key Vault by name. Answers 200 with what was committed and
+The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT is read
+from Key Vault by name; the cluster is named by its AKS resource ID (reached through ARM with the
+Function's managed identity) or by the Key Vault secret holding its kubeconfig. Answers 200 with what was committed and
 applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
 and the status of the typed error otherwise (404 missing repository or branch, 409 conflicting
 sync path or Flux managed by another tool, 500 a missing app setting, 502 a peer refused our
@@ -60,6 +61,8 @@ def _register(opts, refs) -> dict:
         record = register_from_bootstrap(
             name=refs["clusterName"],
             kubeconfig_secret=refs["kubeconfigSecret"],
+            cluster_resource_id=refs["clusterResourceId"],
+            local_accounts=refs["localAccounts"],
             password_secret=refs["passwordSecret"],
             git_auth="entra-bearer" if opts.with_bearer_token else "pat",
             namespace=opts.namespace,
@@ -88,6 +91,7 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     from shared.errors import FluxOpsError, InvalidInput, NotFound, SettingError
     from shared import bootstrap as runner
     from shared import services
+    from shared.clusters import BOOTSTRAP, ClusterAccess
 
     started = time.monotonic()
     try:
@@ -109,14 +113,8 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
             if not pat:
                 raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
             credentials = runner.Credentials(password=pat)
-        try:
-            kubeconfig = vault.get_secret(refs["kubeconfigSecret"], field="kubeconfigSecret").value
-        except NotFound as exc:
-            raise InvalidInput("kubeconfigSecret", str(exc)) from None
-        try:
-            cluster = services.cluster_from_kubeconfig(kubeconfig, refs["context"])
-        except InvalidInput as exc:
-            raise InvalidInput("kubeconfigSecret", exc.message) from None
+        # by resource ID (ARM, the managed identity) or by kubeconfig secret: nothing is written yet
+        cluster = ClusterAccess(keyvault=vault).connect(refs["cluster"], purpose=BOOTSTRAP, namespace=opts.namespace)
         deadline = started + runner.HTTP_BUDGET_SECONDS
         run = runner.Bootstrapper(opts, credentials, cluster, dist, deadline=deadline)
         result = run.run()
@@ -128,7 +126,7 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         return _error(400, exc.code, str(exc), exc.field)
     except FluxOpsError as exc:
         log.error("bootstrap failed: %s", exc)
-        return _error(exc.status, exc.code, str(exc), run=run)
+        return _error(exc.status, exc.code, str(exc), exc.field, run=run)
     except Exception as exc:  # a bug: answer in the same JSON shape; the traceback goes to the log
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=True)
         return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=run)

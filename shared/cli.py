@@ -69,7 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("--author-name", default="Flux")
     git.add_argument("--author-email", default="")
     git.add_argument("--commit-message-appendix", default="")
-    git.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    target = git.add_mutually_exclusive_group()
+    target.add_argument("--cluster-resource-id", default=None, metavar="ID",
+                        help="the AKS cluster's Azure resource ID (az aks show --query id), reached through ARM with "
+                             "your Azure identity (DefaultAzureCredential); no kubeconfig needed")
+    target.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    git.add_argument("--local-accounts", action="store_true",
+                     help="with --cluster-resource-id: use the cluster's static admin credential (listClusterAdminCredential)")
     git.add_argument("--context", default=None)
     git.add_argument("--timeout", default="5m", help="how long to wait for the sync objects and components to become ready, as a Go duration; 0s checks once (default %(default)s, as Flux)")
     git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
@@ -87,7 +93,12 @@ def _add_rotation_commands(sub) -> None:
     rsub.add_parser("list", help="print the registered clusters as JSON")
     add = rsub.add_parser("add", help="register a cluster (replaces an existing record of the same name)")
     add.add_argument("name", help="cluster name (a-z, 0-9, '-')")
-    add.add_argument("--kubeconfig-secret", required=True, help="Key Vault secret holding the kubeconfig")
+    which = add.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cluster-resource-id", default=None, metavar="ID",
+                       help="the AKS cluster's Azure resource ID, reached with the Function's managed identity")
+    which.add_argument("--kubeconfig-secret", default=None, help="Key Vault secret holding the kubeconfig")
+    add.add_argument("--local-accounts", action="store_true",
+                     help="with --cluster-resource-id: use the cluster's static admin credential")
     add.add_argument("--context", default=None)
     add.add_argument("-n", "--namespace", default="flux-system")
     add.add_argument("--secret-name", dest="source_secret", default="flux-system", help="source Secret (default %(default)s)")
@@ -131,7 +142,7 @@ def _install(args) -> int:
 
 def _bootstrap(args) -> int:
     """``bootstrap git``: the same runner as the HTTP trigger, with the PAT from the environment
-    and the kubeconfig from a file. Exit 0; failures raise (one ``✗`` line, exit 1), including a
+    and the cluster named by ``--cluster-resource-id`` (ARM and your Azure identity) or a kubeconfig file. Exit 0; failures raise (one ``✗`` line, exit 1), including a
     failed health check (``bootstrap failed with N health check failure(s): …``)."""
     from . import bootstrap as runner
     from .errors import InvalidInput
@@ -160,17 +171,30 @@ def _bootstrap(args) -> int:
         dist = runner.prepare(opts, manifests=args.manifests)
     except InvalidInput as exc:
         raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
-    kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
-    try:
-        kubeconfig = Path(kubeconfig_path).read_text()
-    except OSError as exc:
-        raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
-    from .ports.kube import Cluster
+    from .clusters import BOOTSTRAP, ClusterAccess, ClusterRef
 
-    try:
-        cluster = Cluster.from_kubeconfig(kubeconfig, context=args.context)
-    except InvalidInput as exc:
-        raise InvalidInput("--kubeconfig", f"{kubeconfig_path}: {exc.message}") from None
+    access = ClusterAccess()
+    if args.cluster_resource_id is not None:
+        if args.context is not None:
+            raise InvalidInput("--context", "is only used with --kubeconfig")
+        try:
+            ref = ClusterRef.parse(cluster_resource_id=args.cluster_resource_id, context=args.context,
+                                   local_accounts=args.local_accounts)
+            cluster = access.connect(ref, purpose=BOOTSTRAP, namespace=opts.namespace)
+        except InvalidInput as exc:
+            raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
+    else:
+        if args.local_accounts:
+            raise InvalidInput("--local-accounts", "is only used with --cluster-resource-id")
+        kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
+        try:
+            kubeconfig = Path(kubeconfig_path).read_text()
+        except OSError as exc:
+            raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
+        try:  # the kubelogin form of an AKS user gets a token of your Azure identity; the plugin never runs
+            cluster = access.from_kubeconfig(kubeconfig, args.context, field="--kubeconfig")
+        except InvalidInput as exc:
+            raise InvalidInput("--kubeconfig", f"{kubeconfig_path}: {exc.message}") from None
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
     credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
     try:
@@ -191,11 +215,13 @@ _BOOTSTRAP_FLAGS = {"url": "--url", "branch": "--branch", "path": "--path", "int
                     "commitMessageAppendix": "--commit-message-appendix", "registry": "--registry",
                     "networkPolicy": "--network-policy", "watchAllNamespaces": "--watch-all-namespaces",
                     "logLevel": "--log-level", "clusterDomain": "--cluster-domain", "timeout": "--timeout",
-                    "manifests": "--manifests"}
+                    "manifests": "--manifests", "clusterResourceId": "--cluster-resource-id",
+                    "localAccounts": "--local-accounts", "context": "--context"}
 
 
 #: record field (JSON spelling) -> ``registry add`` flag, so errors name what the user typed
 _REGISTRY_FLAGS = {"name": "NAME", "kubeconfigSecret": "--kubeconfig-secret", "context": "--context",
+                   "clusterResourceId": "--cluster-resource-id", "localAccounts": "--local-accounts",
                    "namespace": "--namespace", "sourceSecret": "--secret-name", "gitRepository": "--git-repository",
                    "gitAuth": "--git-auth", "username": "--username", "patSecret": "--pat-secret",
                    "allowInsecureHttp": "--allow-insecure-http", "eventHubSecret": "--eventhub-secret",
@@ -225,13 +251,14 @@ def _registry(args) -> int:
         print(f"✔ removed {args.name}", file=sys.stderr)
         return 0
     record = ClusterRecord(
-        name=args.name, kubeconfig_secret=args.kubeconfig_secret, context=args.context, namespace=args.namespace,
+        name=args.name, kubeconfig_secret=args.kubeconfig_secret, cluster_resource_id=args.cluster_resource_id,
+        local_accounts=args.local_accounts, context=args.context, namespace=args.namespace,
         source_secret=args.source_secret, git_repository=args.git_repository, git_auth=args.git_auth,
         username=args.username, pat_secret=args.pat_secret, allow_insecure_http=args.allow_insecure_http,
         eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
         eventhub_namespace=args.eventhub_namespace)
     try:
-        record.validate()
+        record = record.validate().canonical()
     except InvalidInput as exc:
         raise InvalidInput(_REGISTRY_FLAGS.get(exc.field, exc.field), exc.message) from None
     _, created = registry.upsert(record)

@@ -58,11 +58,25 @@ def _default_credential():
     return DefaultAzureCredential()
 
 
+def _default_aks():
+    from .ports.azure.aks import AksClient
+
+    return AksClient.from_settings(credential())
+
+
+def _default_aks_token():
+    from .ports.azure.aks import TokenProvider
+
+    return TokenProvider(credential())
+
+
 _keyvault = _Provider(_default_keyvault)
 _storage = _Provider(_default_storage)
 _registry = _Provider(_default_registry)
 _credential = _Provider(_default_credential)
 _devops_credential = _Provider(_default_credential)
+_aks = _Provider(_default_aks)
+_aks_token = _Provider(_default_aks_token)
 
 
 def keyvault():
@@ -104,8 +118,28 @@ def credential():
 
 
 def set_credential_factory(factory: Callable[[], object] | None) -> None:
-    """Use ``factory()`` for the rotation's token credential (None restores ``DefaultAzureCredential``)."""
+    """Use ``factory()`` for the rotation's token credential (None restores ``DefaultAzureCredential``).
+    The ARM client and the AKS token provider built on it are rebuilt on next use."""
     _credential.set_factory(factory)
+    _aks.set_factory(None)
+    _aks_token.set_factory(None)
+
+
+def aks():
+    """The shared :class:`shared.ports.azure.aks.AksClient` (ARM with :func:`credential`; app settings
+    ``AZURE_RESOURCE_MANAGER_ENDPOINT``, ``AKS_ENDPOINT_CACHE_SECONDS``): one endpoint cache per process."""
+    return _aks.get()
+
+
+def set_aks_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the ARM client for AKS (None restores the app-settings default)."""
+    _aks.set_factory(factory)
+
+
+def aks_token_provider():
+    """The shared :class:`shared.ports.azure.aks.TokenProvider`: Entra ID tokens of :func:`credential` for
+    the AKS server application (``6dae42f8-4368-4678-94ff-3960e28e3630/.default``)."""
+    return _aks_token.get()
 
 
 def devops_credential():
@@ -116,10 +150,3 @@ def devops_credential():
 def set_devops_credential_factory(factory: Callable[[], object] | None) -> None:
     """Use ``factory()`` for the Azure DevOps token credential (None restores ``DefaultAzureCredential``)."""
     _devops_credential.set_factory(factory)
-
-
-def cluster_from_kubeconfig(kubeconfig: str, context: str | None = None):
-    """A :class:`shared.ports.kube.Cluster` for a kubeconfig held in Key Vault."""
-    from .ports.kube import Cluster
-
-    return Cluster.from_kubeconfig(kubeconfig, context=context)

@@ -383,7 +383,7 @@ def test_user_credential_kubeconfig_is_the_kubelogin_form(arm_server, arm_creden
     """What ARM returns (and what `az aks get-credentials` stores): an exec user for kubelogin."""
     from azure.mgmt.containerservice import ContainerServiceClient
 
-    mc = arm_server.add_cluster("aks-weu-1", kube=aks_kube)
+    arm_server.add_cluster("aks-weu-1", kube=aks_kube)
     client = ContainerServiceClient(arm_credential, SUB, base_url=arm_server.url, connection_verify=arm_server.ca_file)
     creds = client.managed_clusters.list_cluster_user_credentials("rg-fleet", "aks-weu-1")
     doc = yaml.safe_load(creds.kubeconfigs[0].value)
@@ -418,3 +418,23 @@ def test_default_azure_credential_with_a_user_assigned_identity(arm_server, aks_
         aks.close()
     assert {r.oid for r in arm_server.request_log} == {uami} and aks_kube.entra_callers == [uami]
     assert mi.requests == [("https://management.azure.com", "uami-client-id"), (AKS_SERVER_APP_ID, "uami-client-id")]
+
+
+def test_kubelogin_forms_are_served_by_the_token_provider_never_run(arm_server, arm_credential, aks_kube):
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    arm_server.add_cluster("aks-weu-1", kube=aks_kube)
+    client = ContainerServiceClient(arm_credential, SUB, base_url=arm_server.url, connection_verify=arm_server.ca_file)
+    provider = TokenProvider(arm_credential)
+    for fmt in ("exec", "azure"):
+        text = client.managed_clusters.list_cluster_user_credentials("rg-fleet", "aks-weu-1", format=fmt).kubeconfigs[0].value.decode()
+        with Cluster.from_kubeconfig(text, aks_token_provider=provider) as c:
+            assert c.auth == "aks-entra" and c.server_version() == "v1.36.2"
+        with pytest.raises(errors.InvalidInput, match="never run"):  # without a provider: a plugin like any other
+            Cluster.from_kubeconfig(text)
+        doc = yaml.safe_load(text)
+        doc["clusters"][0]["cluster"]["server"] = doc["clusters"][0]["cluster"]["server"].replace("https://", "http://")
+        with pytest.raises(errors.InvalidInput, match="only sent to an https:// server"):
+            Cluster.from_kubeconfig(yaml.safe_dump(doc), aks_token_provider=provider)
+    client.close()
+    assert len(aks_kube.entra_callers) == 2

@@ -34,7 +34,13 @@ def full(**kw) -> dict:
     (full(name="AKS_1"), "name"),
     (full(name=""), "name"),
     ({"kubeconfigSecret": "k"}, "name"),
-    (full(kubeconfigSecret=None), "kubeconfigSecret"),
+    (full(kubeconfigSecret=None), "clusterResourceId"),  # one of the two is required
+    (full(clusterResourceId="/subscriptions/x/resourceGroups/rg"), "clusterResourceId"),
+    (full(clusterResourceId=f"/subscriptions/{'0' * 8}-0000-0000-0000-{'0' * 12}/resourceGroups/rg/providers/"
+                            "Microsoft.ContainerService/managedClusters/aks"), "clusterResourceId"),  # and the secret too
+    (full(kubeconfigSecret=None, context="admin", clusterResourceId=f"/subscriptions/{'0' * 8}-0000-0000-0000-{'0' * 12}"
+          "/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"), "context"),
+    (full(localAccounts=True), "localAccounts"),
     (full(kubeconfigSecret="has space"), "kubeconfigSecret"),
     (full(namespace="Flux_System"), "namespace"),
     (full(sourceSecret="bad/name"), "sourceSecret"),

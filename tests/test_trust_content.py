@@ -103,8 +103,8 @@ def test_rotation_refuses_exec_kubeconfigs_per_cluster(functions_by_name, env, k
     by_name = {c.cluster: c for c in summary.clusters}
     assert by_name["evil"].status == "failed"
     assert by_name["evil"].errors == [by_name["evil"].errors[0]]
-    assert by_name["evil"].errors[0].startswith("cluster access: kubeconfig: users[0].user.exec: exec credential plugins")
-    assert by_name["file"].errors[0].startswith("cluster access: kubeconfig: users[0].user.tokenFile: names a local file")
+    assert by_name["evil"].errors[0].startswith("cluster access: kubeconfigSecret: users[0].user.exec: exec credential plugins")
+    assert by_name["file"].errors[0].startswith("cluster access: kubeconfigSecret: users[0].user.tokenFile: names a local file")
     assert not marker.exists() and kube_server.received == []
 
 

@@ -152,14 +152,18 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``. Credentials are named,
     never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
     ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
-    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token) and
-    ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, required), optional
-    ``context``, and ``clusterName``, the cluster's name in the registry that credential rotation
-    walks (default: the last segment of ``path``, else ``kubeconfigSecret``; a DNS-1123 label).
+    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token). The cluster is
+    named by exactly one of ``clusterResourceId`` (an AKS managed cluster's Azure resource ID, reached
+    with the Function's managed identity; ``localAccounts: true`` uses its static admin credential
+    instead) and ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, optional
+    ``context``): see :class:`shared.clusters.ClusterRef`. ``clusterName`` is the cluster's name in the
+    registry that credential rotation walks (default: the last segment of ``path``, else
+    ``kubeconfigSecret``, else the managed cluster's name; a DNS-1123 label).
     A JSON ``null`` means the default. ``interval`` and ``timeout`` are Go durations (``1m``,
     ``90s``); ``timeout`` is at most 150 s (the whole request must finish within Azure's 230 s).
     Returns the validated options and ``{"passwordSecret", "kubeconfigSecret", "context",
-    "clusterName"}``.
+    "clusterResourceId", "localAccounts", "cluster", "clusterName"}`` (``cluster``: the
+    :class:`~shared.clusters.ClusterRef`; ``clusterResourceId`` in its canonical spelling).
 
     Raises InvalidInput naming the first bad field; unknown fields, and credential values
     (``password``, ``token``, ``pat``, ``bearerToken``, ``kubeconfig``, a password in ``url``), are
@@ -180,6 +184,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "logLevel": (str, "info"), "clusterDomain": (str, "cluster.local"), "timeout": (str, "0s"),
         "passwordSecret": (str, None), "kubeconfigSecret": (str, None), "context": (str, None),
         "clusterName": (str, None), "force": (bool, False),
+        "clusterResourceId": (str, None), "localAccounts": (bool, False),
     }
     unknown = sorted(set(body) - set(spec))
     if unknown:
@@ -195,14 +200,17 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     bearer = values["withBearerToken"]
     if bearer and values["passwordSecret"]:
         raise InvalidInput("passwordSecret", "is not used with withBearerToken (the Function's managed identity gets the token)")
-    for required in ("url", "kubeconfigSecret") + (() if bearer else ("passwordSecret",)):
+    for required in ("url",) + (() if bearer else ("passwordSecret",)):
         if not values[required]:
             raise InvalidInput(required, "is required")
+    from ..clusters import ClusterRef
     from ..ports.azure.keyvault import validate_secret_name
 
-    for name in ("passwordSecret", "kubeconfigSecret"):
-        if values[name] is not None:
-            validate_secret_name(values[name], name)
+    if values["passwordSecret"] is not None:
+        validate_secret_name(values["passwordSecret"], "passwordSecret")
+    cluster = ClusterRef.parse(kubeconfig_secret=values["kubeconfigSecret"] or None,
+                               cluster_resource_id=values["clusterResourceId"],
+                               context=values["context"], local_accounts=values["localAccounts"])
     timeout = parse_timeout(values["timeout"], "timeout")
     if timeout > MAX_TIMEOUT_SECONDS:
         raise InvalidInput("timeout", f"must be at most {MAX_TIMEOUT_SECONDS}s (Azure answers an HTTP request within 230 s)")
@@ -234,16 +242,19 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     if values["clusterName"] is not None:
         cluster_name = validate_dns_label(values["clusterName"], "clusterName")
     else:
-        cluster_name = opts.path.rsplit("/", 1)[-1] if opts.path else values["kubeconfigSecret"]
+        cluster_name = opts.path.rsplit("/", 1)[-1] if opts.path else cluster.default_name()
         try:
             validate_dns_label(cluster_name, "clusterName")
         except InvalidInput:
-            raise InvalidInput("clusterName", f"the default, {cluster_name!r} (the last segment of path, else kubeconfigSecret), "
-                               "is not a DNS-1123 label; set clusterName") from None
+            raise InvalidInput("clusterName", f"the default, {cluster_name!r} (the last segment of path, else "
+                               f"{cluster.field}), is not a DNS-1123 label; set clusterName") from None
     refs = {
         "passwordSecret": values["passwordSecret"],
-        "kubeconfigSecret": values["kubeconfigSecret"],
-        "context": values["context"],
+        "kubeconfigSecret": cluster.kubeconfig_secret,
+        "context": cluster.context,
+        "clusterResourceId": str(cluster.resource_id) if cluster.resource_id is not None else None,
+        "localAccounts": cluster.local_accounts,
+        "cluster": cluster,
         "clusterName": cluster_name,
     }
     return opts, refs

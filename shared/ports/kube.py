@@ -263,27 +263,74 @@ def _b64(value: Any, where: str) -> bytes:
     return data
 
 
-def _refuse_credential_plugin(user: dict, where: str) -> None:
+def _aks_server_id(user: dict, where: str) -> str | None:
+    """The Entra server application an AKS user of ``az aks get-credentials`` logs in to, or None when
+    ``user`` is not that form: an ``exec`` user running ``kubelogin get-token ... --server-id <id>``
+    (whatever its ``--login`` mode: devicecode, azurecli, msi, spn, workloadidentity...), or the legacy
+    ``azure`` auth-provider (``config.apiserver-id``), which ``kubelogin convert-kubeconfig`` turns into
+    the former. Nothing of it is run or read but that id."""
+    plugin = user.get("exec")
+    if isinstance(plugin, dict):
+        command = plugin.get("command")
+        args = plugin.get("args") or []
+        if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            return None
+        if command.replace("\\", "/").rsplit("/", 1)[-1].lower() not in ("kubelogin", "kubelogin.exe") \
+                or "get-token" not in args:
+            return None
+        for i, arg in enumerate(args):
+            if arg == "--server-id" and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith("--server-id="):
+                return arg.split("=", 1)[1]
+        raise InvalidInput("kubeconfig", f"{where}.exec: a kubelogin user without --server-id")
+    provider = user.get("auth-provider")
+    if isinstance(provider, dict) and provider.get("name") == "azure":
+        server_id = (provider.get("config") or {}).get("apiserver-id")
+        return server_id if isinstance(server_id, str) else None
+    return None
+
+
+def _refuse_credential_plugin(user: dict, where: str, *, aks_entra: bool = False) -> bool:
     """The one place where users that would run something are refused: ``exec`` credential
     plugins (kubelogin, aws, gke-gcloud-auth-plugin…) and ``auth-provider`` (whose ``cmd-path``
     is a command too). client-go would run them in the Function; the app never runs a command
-    named by input. (A managed-identity form for AKS kubelogin users plugs in here.)"""
+    named by input.
+
+    With ``aks_entra``, the kubelogin form of an AKS user for the AKS Entra server application
+    (:func:`_aks_server_id`, ``6dae42f8-4368-4678-94ff-3960e28e3630``) is accepted instead: returns
+    True, and the caller authenticates with a token of its own identity for that application (the
+    plugin is never run). Another server application is refused."""
+    from shared.ports.azure.aks import AKS_SERVER_APP_ID
+
+    if aks_entra:
+        server_id = _aks_server_id(user, where)
+        if server_id is not None:
+            if server_id.lower() != AKS_SERVER_APP_ID:
+                key = "exec" if "exec" in user else "auth-provider"
+                raise InvalidInput("kubeconfig", f"{where}.{key}: a kubelogin user for server application "
+                                                 f"{server_id[:64]!r}; only the AKS Entra server application "
+                                                 f"({AKS_SERVER_APP_ID}) is served, with the Function's managed identity")
+            return True
     for key in ("exec", "auth-provider"):
         if key in user:
             what = "exec credential plugins" if key == "exec" else "auth-provider plugins"
             raise InvalidInput("kubeconfig", f"{where}.{key}: {what} are never run by the app; store a kubeconfig "
                                              "whose user has a token or client-certificate-data/client-key-data")
+    return False
 
 
-def user_auth(user: dict, where: str) -> str:
+def user_auth(user: dict, where: str, *, aks_entra: bool = False) -> str:
     """Classify a kubeconfig ``user`` mapping: ``"token"``, ``"basic"`` (username/password),
-    ``"client-certificate"`` (client-certificate-data + client-key-data) or ``"anonymous"``.
+    ``"client-certificate"`` (client-certificate-data + client-key-data), ``"anonymous"``, or with
+    ``aks_entra`` ``"aks-entra"`` (the kubelogin form of an AKS user, see :func:`_refuse_credential_plugin`).
 
     ``where`` names it in errors (``users[0].user``). Raises ``InvalidInput("kubeconfig", …)`` naming
     the key for a credential plugin (:func:`_refuse_credential_plugin`), a key that names a local
     file (``tokenFile``, ``client-certificate``, ``client-key``, any ``*-file``/``*Path`` key),
     impersonation, an unknown key, a token that cannot be sent as a header, or half a pair."""
-    _refuse_credential_plugin(user, where)
+    if _refuse_credential_plugin(user, where, aks_entra=aks_entra):
+        return "aks-entra"
     _check_keys(user, _USER_KEYS, where)
     has_cert, has_key = bool(user.get("client-certificate-data")), bool(user.get("client-key-data"))
     if has_cert != has_key:
@@ -325,6 +372,14 @@ def _proxy_url(value: Any, server: str, insecure: bool, where: str) -> str:
     return text
 
 
+def _bearer_from(cfg, token_provider: Callable[[], str]) -> None:
+    """``Authorization: Bearer <token_provider()>`` on every request (the client's ``refresh_api_key_hook``,
+    functions-platform.md §6). ``auth_settings()`` only asks the hook when the key exists, so it is
+    registered first."""
+    cfg.api_key["BearerToken"] = "Bearer"
+    cfg.refresh_api_key_hook = lambda c: c.api_key.__setitem__("BearerToken", f"Bearer {token_provider()}")
+
+
 class Cluster:
     """One Kubernetes cluster, through one ``kubernetes.client.ApiClient`` (connection reuse).
 
@@ -351,12 +406,17 @@ class Cluster:
         self.unreachable_hint: str | None = None
         #: called when the API could not be reached (e.g. to drop a cached endpoint)
         self.on_unreachable: Callable[[], None] | None = None
+        #: how requests authenticate (:func:`user_auth`'s kinds; ``aks-entra``: an Entra ID token per request)
+        self.auth = "token"
+        #: the request field that names the cluster (e.g. ``clusterResourceId``): refused credentials
+        #: (401/403) and an unreachable API are reported on it
+        self.ref_field: str | None = None
 
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: str, *, context: str | None = None,
-                        field_manager: str = "flux") -> "Cluster":
+    def from_kubeconfig(cls, kubeconfig: str, *, context: str | None = None, field_manager: str = "flux",
+                        aks_token_provider: Callable[[], str] | None = None) -> "Cluster":
         """Build a cluster from kubeconfig YAML **text** (as stored in Key Vault), never written to disk.
 
         A kubeconfig is untrusted input: nothing in it runs a command or reads a local file.
@@ -368,6 +428,13 @@ class Cluster:
         user are read. Raises ``InvalidInput("kubeconfig", ...)`` for text that is not a usable
         kubeconfig, naming the key (``users[0].user.exec``, ``clusters[0].cluster.certificate-authority``)
         and never quoting a value. Parsed by :mod:`shared.safe_yaml` (size, node and alias limits).
+
+        ``aks_token_provider`` (a callable returning an Entra ID token for the AKS server application,
+        e.g. :class:`shared.ports.azure.aks.TokenProvider` of the Function's managed identity) serves the
+        kubelogin form of an AKS user (what ``az aks get-credentials`` writes): the plugin is never run,
+        only the cluster's ``server`` (https only, certificate verified) and CA are used, and each request
+        carries a fresh token from the provider (``self.auth == "aks-entra"``). Without it such users are
+        refused like any other plugin.
         """
         import urllib3
         from kubernetes import client
@@ -389,7 +456,7 @@ class Cluster:
         cluster_where, cluster = _named(doc, "clusters", ctx.get("cluster"), "cluster")
         user_where, user = _named(doc, "users", ctx.get("user"), "user") if ctx.get("user") else ("user", {})
         _check_keys(cluster, _CLUSTER_KEYS, cluster_where)
-        auth = user_auth(user, user_where)
+        auth = user_auth(user, user_where, aks_entra=aks_token_provider is not None)
         server = cluster.get("server")
         if not server:
             raise InvalidInput("kubeconfig", f"{cluster_where}.server: missing")
@@ -404,6 +471,10 @@ class Cluster:
             # client-go's tlsConfigFor refuses the same combination
             raise InvalidInput("kubeconfig", f"{cluster_where}.insecure-skip-tls-verify: specifying a root "
                                              "certificates file with the insecure flag is not allowed")
+        if auth == "aks-entra" and (insecure or not server.lower().startswith("https://")):
+            # the identity's token opens every cluster the identity may reach: only to a verified server
+            raise InvalidInput("kubeconfig", f"{cluster_where}.server: the Function's Entra ID token is only sent "
+                                             "to an https:// server whose certificate is verified")
 
         cfg = client.Configuration()
         cfg.host = server
@@ -424,7 +495,9 @@ class Cluster:
             if cluster.get("proxy-url"):
                 cfg.proxy = _proxy_url(cluster["proxy-url"], server, insecure, f"{cluster_where}.proxy-url")
             # the client sends api_key["BearerToken"] as the Authorization header, whatever its scheme
-            if auth == "token":
+            if auth == "aks-entra":
+                _bearer_from(cfg, aks_token_provider)
+            elif auth == "token":
                 cfg.api_key["BearerToken"] = f"Bearer {user['token']}"
             elif auth == "basic":
                 pair = f"{user['username']}:{user['password']}".encode("utf-8")
@@ -444,6 +517,7 @@ class Cluster:
             raise InvalidInput("kubeconfig", f"unusable kubeconfig ({type(e).__name__})") from None
         cluster_obj = cls(api_client, field_manager=field_manager)
         cluster_obj._fds, cluster_obj._files = fds, files
+        cluster_obj.auth = auth
         return cluster_obj
 
     @classmethod
@@ -466,10 +540,10 @@ class Cluster:
         cfg.host = server.rstrip("/")
         cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
         cfg.ca_cert_data = ca_data.decode() if isinstance(ca_data, bytes) else ca_data
-        # auth_settings() only asks the hook when the key exists: register it, the hook fills it per request
-        cfg.api_key["BearerToken"] = "Bearer"
-        cfg.refresh_api_key_hook = lambda c: c.api_key.__setitem__("BearerToken", f"Bearer {token_provider()}")
-        return cls(client.ApiClient(cfg), field_manager=field_manager)
+        _bearer_from(cfg, token_provider)
+        cluster = cls(client.ApiClient(cfg), field_manager=field_manager)
+        cluster.auth = "aks-entra"
+        return cluster
 
     def close(self) -> None:
         """Close the connection pool and the in-memory certificate files."""
@@ -524,7 +598,7 @@ class Cluster:
         if self.on_unreachable is not None:
             self.on_unreachable()
         hint = f"; {self.unreachable_hint}" if self.unreachable_hint else ""
-        return UpstreamError(f"cluster unreachable: {self.server}{detail}{hint}")
+        return UpstreamError(f"cluster unreachable: {self.server}{detail}{hint}", field=self.ref_field)
 
     def _raise(self, err: _HttpError, *, obj: tuple[str, str, str | None] | None = None,
                write: bool = False, secret_values: Iterable[str] = ()) -> None:
@@ -535,7 +609,7 @@ class Cluster:
         if err.status in (401, 403):
             hint = f"; {self.forbidden_hint}" if err.status == 403 and self.forbidden_hint else ""
             raise AuthenticationFailed(f"cluster {self.server} refused the request ({err.status} {err.reason}): "
-                                       f"{where}{message}{hint}") from None
+                                       f"{where}{message}{hint}", field=self.ref_field) from None
         if err.status == 404:
             raise NotFound(f"{where}{message}") from None
         if err.status == 409:

@@ -62,8 +62,12 @@ class ClusterRecord:
     """One managed cluster. JSON (and table entity) spelling in brackets.
 
     * ``name`` [``name``]: cluster name, a DNS-1123 label (1-63 ``a-z 0-9 -``); the table's RowKey.
-    * ``kubeconfig_secret`` [``kubeconfigSecret``]: Key Vault secret holding the cluster's kubeconfig
-      YAML; ``context`` [``context``]: its context (None: ``current-context``).
+    * The cluster, exactly one of (:class:`shared.clusters.ClusterRef`): ``cluster_resource_id``
+      [``clusterResourceId``], an AKS managed cluster's resource ID (stored in its canonical spelling),
+      reached through ARM with the Function's managed identity (``local_accounts`` [``localAccounts``]:
+      with its static admin credential instead); or ``kubeconfig_secret`` [``kubeconfigSecret``], a Key
+      Vault secret holding the cluster's kubeconfig YAML, with ``context`` [``context``] (None:
+      ``current-context``).
     * ``namespace`` [``namespace``]: Flux namespace (default ``flux-system``).
     * ``source_secret`` [``sourceSecret``]: the GitRepository's ``spec.secretRef`` Secret (default
       ``flux-system``); ``git_repository`` [``gitRepository``]: the GitRepository annotated with
@@ -82,7 +86,7 @@ class ClusterRecord:
     """
 
     name: str
-    kubeconfig_secret: str
+    kubeconfig_secret: str | None = None
     namespace: str = "flux-system"
     source_secret: str = "flux-system"
     git_repository: str = "flux-system"
@@ -94,9 +98,12 @@ class ClusterRecord:
     eventhub_secret: str | None = None
     eventhub_name: str | None = None
     eventhub_namespace: str | None = None
+    cluster_resource_id: str | None = None
+    local_accounts: bool = False
 
     # JSON field name <-> attribute
-    _JSON = {"name": "name", "kubeconfigSecret": "kubeconfig_secret", "namespace": "namespace",
+    _JSON = {"name": "name", "kubeconfigSecret": "kubeconfig_secret", "clusterResourceId": "cluster_resource_id",
+             "localAccounts": "local_accounts", "namespace": "namespace",
              "sourceSecret": "source_secret", "gitRepository": "git_repository", "gitAuth": "git_auth",
              "username": "username", "patSecret": "pat_secret", "context": "context",
              "allowInsecureHttp": "allow_insecure_http", "eventHubSecret": "eventhub_secret",
@@ -106,13 +113,19 @@ class ClusterRecord:
     def has_eventhub(self) -> bool:
         return bool(self.eventhub_secret)
 
+    @property
+    def cluster_ref(self):
+        """The :class:`shared.clusters.ClusterRef` of the record (raises ``InvalidInput`` as :meth:`validate`)."""
+        from shared.clusters import ClusterRef
+
+        return ClusterRef.parse(kubeconfig_secret=self.kubeconfig_secret, cluster_resource_id=self.cluster_resource_id,
+                                context=self.context, local_accounts=self.local_accounts)
+
     def validate(self) -> "ClusterRecord":
         """Check every field; returns self. Raises ``InvalidInput(<JSON field name>, message)``."""
         if not isinstance(self.name, str) or not _CLUSTER_NAME.match(self.name):
             raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
-        validate_secret_name(self.kubeconfig_secret, "kubeconfigSecret")
-        if self.context is not None and (not isinstance(self.context, str) or not self.context.strip()):
-            raise errors.InvalidInput("context", "must be a non-empty kubeconfig context name when given")
+        self.cluster_ref  # exactly one of clusterResourceId and kubeconfigSecret; context, localAccounts
         if not isinstance(self.namespace, str) or not DNS1123_LABEL.match(self.namespace):
             raise errors.InvalidInput("namespace", "must be a Kubernetes namespace name (DNS-1123 label)")
         _subdomain(self.source_secret, "sourceSecret")
@@ -161,19 +174,25 @@ class ClusterRecord:
             attr = cls._JSON.get(key)
             if attr is None:
                 raise errors.InvalidInput(key, "unknown field")
-            if value is None or (isinstance(value, str) and value == "" and attr not in ("name", "kubeconfig_secret")):
+            if value is None or (isinstance(value, str) and value == "" and attr not in ("name", "kubeconfig_secret",
+                                                                                      "cluster_resource_id")):
                 continue  # null/empty = default
             kwargs[attr] = value
-        for required in ("name", "kubeconfig_secret"):
-            if required not in kwargs:
-                json_name = next(k for k, v in cls._JSON.items() if v == required)
-                raise errors.InvalidInput(json_name, "is required")
-        return cls(**kwargs).validate()
+        if "name" not in kwargs:
+            raise errors.InvalidInput("name", "is required")
+        return cls(**kwargs).validate().canonical()
+
+    def canonical(self) -> "ClusterRecord":
+        """The same record with ``clusterResourceId`` in its canonical spelling (ARM IDs are case-insensitive)."""
+        if self.cluster_resource_id is None:
+            return self
+        return replace(self, cluster_resource_id=str(self.cluster_ref.resource_id))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object (fields that are None are left out)."""
+        """The JSON object (fields that are None, and ``localAccounts`` when false, are left out)."""
         values = asdict(self)
-        return {k: values[a] for k, a in self._JSON.items() if values[a] is not None}
+        return {k: values[a] for k, a in self._JSON.items()
+                if values[a] is not None and not (a == "local_accounts" and values[a] is False)}
 
 
 class InvalidRecord(errors.Conflict):
@@ -308,7 +327,7 @@ class Registry:
 
     def upsert(self, record: ClusterRecord) -> tuple[ClusterRecord, bool]:
         """Validate and store ``record`` (replacing an existing one). Returns (record, created)."""
-        record.validate()
+        record = record.validate().canonical()
         self._ensure_table()
         from azure.data.tables import UpdateMode
 
@@ -348,13 +367,15 @@ def _table_name(name: str, field: str = "table") -> str:
     return name
 
 
-def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secret: str | None = None,
+def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, cluster_resource_id: str | None = None,
+                            local_accounts: bool = False, password_secret: str | None = None,
                             git_auth: str = "pat", namespace: str = "flux-system",
                             secret_name: str = "flux-system", username: str = "git", context: str | None = None,
                             allow_insecure_http: bool = False, registry: Registry) -> ClusterRecord:
     """Register (or update) the cluster a bootstrap just set up.
 
-    Arguments are the bootstrap request's: ``kubeconfig_secret`` (``kubeconfigSecret``),
+    Arguments are the bootstrap request's: the cluster, ``cluster_resource_id`` (``clusterResourceId``, with
+    ``local_accounts``) or ``kubeconfig_secret`` (``kubeconfigSecret``),
     ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret; required when ``git_auth`` is
     ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``entra-bearer`` for ``withBearerToken``, which
     writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
@@ -372,8 +393,9 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str, password_secre
     except InvalidRecord as exc:  # replaced by what the bootstrap knows
         log.warning("registry: replacing the invalid record of cluster %s: %s", name, exc.reason)
         current = None
-    record = ClusterRecord(name=name, kubeconfig_secret=kubeconfig_secret) if current is None else current
-    record = replace(record, kubeconfig_secret=kubeconfig_secret, context=context, namespace=namespace,
+    record = ClusterRecord(name=name) if current is None else current
+    record = replace(record, kubeconfig_secret=kubeconfig_secret, cluster_resource_id=cluster_resource_id,
+                     local_accounts=local_accounts, context=context, namespace=namespace,
                      source_secret=secret_name, git_repository=namespace, git_auth=git_auth, username=username,
                      pat_secret=password_secret, allow_insecure_http=allow_insecure_http)
     stored, _ = registry.upsert(record)

@@ -32,6 +32,12 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   re-reads the Provider Secret for every event). Only a JWT that decodes, is not expired and, when it
   names an audience, names Event Hubs is written.
 
+* **Reaching the cluster** (:class:`shared.clusters.ClusterAccess`, as bootstrap does): by its AKS
+  resource ID (``clusterResourceId``: ARM with the Function's managed identity, endpoint and CA read at
+  most once per cluster per run and kept per process; a 403 names the Azure RBAC Writer role on the
+  namespace), or by the kubeconfig in Key Vault secret ``kubeconfigSecret`` (its kubelogin form served by
+  the same identity).
+
 No credential value is logged, returned or put in an error: results name the Key Vault secret, its
 version and the Kubernetes Secret. A failed cluster is retried by the next run (nothing is remembered).
 A missing or invalid app setting (``KEY_VAULT_URL``, ``ROTATION_*``, registry storage) is not a cluster's
@@ -52,6 +58,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from shared import errors
+from shared.clusters import ROTATION
 from shared.errors import SettingError
 
 log = logging.getLogger(__name__)
@@ -264,25 +271,31 @@ class Rotator:
     """One rotation run over some records.
 
     ``keyvault``: :class:`shared.ports.azure.keyvault.KeyVault`; ``credential``: a ``TokenCredential`` (its
-    ``get_token(scope)`` → ``AccessToken(token, expires_on)``); ``cluster_factory(kubeconfig_text,
-    context)`` → :class:`shared.ports.kube.Cluster`; ``clock()`` → aware UTC datetime (tests); ``git_ca_file``:
-    optional CA bundle for the ``ls-remote`` check. Defaults come from :mod:`shared.services`.
+    ``get_token(scope)`` → ``AccessToken(token, expires_on)``), also the one that reaches clusters named by
+    resource ID; ``aks``: :class:`shared.ports.azure.aks.AksClient` (ARM; its endpoints are read at most once
+    per cluster per run); ``cluster_factory(kubeconfig_text, context)`` → :class:`shared.ports.kube.Cluster`
+    for clusters named by kubeconfig secret (default :meth:`~shared.ports.kube.Cluster.from_kubeconfig`,
+    the kubelogin form served with ``credential``); ``clock()`` → aware UTC datetime (tests);
+    ``git_ca_file``: optional CA bundle for the ``ls-remote`` check. Defaults come from :mod:`shared.services`.
     """
 
-    def __init__(self, *, keyvault=None, credential=None, cluster_factory=None,
+    def __init__(self, *, keyvault=None, credential=None, cluster_factory=None, aks=None,
                  settings: RotationSettings | None = None, clock: Callable[[], datetime] | None = None,
                  git_ca_file: str | None = None):
-        from shared import services
-
         self._keyvault = keyvault
         self._credential = credential
-        self.cluster_factory = cluster_factory or services.cluster_from_kubeconfig
+        self._aks = aks
+        self.cluster_factory = cluster_factory
+        self._aks_token = None
         self.settings = settings or RotationSettings.from_settings()
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.git_ca_file = git_ca_file
         self._secrets = _Memo()
         self._checks = _Memo()
         self._tokens = _Memo()
+        self._endpoints = _Memo()
+        self._cluster_access = None
+        self._access_lock = threading.Lock()
 
     @property
     def keyvault(self):
@@ -299,6 +312,32 @@ class Rotator:
 
             self._credential = services.credential()
         return self._credential
+
+    def _access(self):
+        """How this run reaches clusters (:class:`shared.clusters.ClusterAccess`, built once): Key Vault for
+        kubeconfig secrets, ARM for resource IDs (memoised for the run: one read per cluster), Entra ID
+        tokens of ``credential`` for AKS."""
+        with self._access_lock:
+            if self._cluster_access is None:
+                from shared.clusters import ClusterAccess
+                from shared.ports.azure.aks import AksClient, TokenProvider
+
+                factory = None
+                if self.cluster_factory is not None:
+                    factory = lambda text, context, provider: self.cluster_factory(text, context)  # noqa: E731
+                aks = self._aks
+                if aks is None and self._credential is not None:
+                    aks = AksClient.from_settings(self._credential)
+                # aks None: the process-wide client of shared.services (its endpoint cache outlives the run)
+                if self._credential is None:
+                    from shared import services
+
+                    token = services.aks_token_provider()
+                else:
+                    token = TokenProvider(self._credential)
+                self._cluster_access = ClusterAccess(keyvault=self.keyvault, aks=aks, token_provider=token,
+                                                     kubeconfig_factory=factory, memo=self._endpoints)
+            return self._cluster_access
 
     # shared, memoised look-ups ------------------------------------------------------------------
     def _secret(self, name: str, field: str):
@@ -329,11 +368,15 @@ class Rotator:
         self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http))
 
     # run ------------------------------------------------------------------------------------------
-    def preflight(self) -> None:
-        """Build the Key Vault client now, so a missing ``KEY_VAULT_URL`` raises ``SettingError`` once
-        instead of failing every cluster."""
+    def preflight(self, records: Iterable = ()) -> None:
+        """Build the Key Vault client (and, when a record names its cluster by resource ID, the ARM client)
+        now, so a missing or invalid ``KEY_VAULT_URL`` or ARM setting raises ``SettingError`` once instead
+        of failing every cluster."""
         try:
             self.keyvault
+            access = self._access()
+            if any(getattr(r, "cluster_resource_id", None) for r in records):
+                access.aks
         except SettingError:
             raise
         except errors.InvalidInput as exc:  # shared.ports.azure.keyvault names the setting as the field
@@ -348,7 +391,7 @@ class Rotator:
         t0 = time.monotonic()
         if not records:
             return RotationSummary([], started, 0.0)
-        self.preflight()
+        self.preflight(records)
         workers = max(1, min(self.settings.concurrency, len(records)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rotate") as pool:
             results = list(pool.map(self.rotate_one, records))
@@ -362,9 +405,8 @@ class Rotator:
         cluster = None
         try:
             try:
-                kubeconfig = self._secret(record.kubeconfig_secret, "kubeconfigSecret").value
-                redact.add(kubeconfig)
-                cluster = self.cluster_factory(kubeconfig, record.context)
+                cluster = self._access().connect(record.cluster_ref, purpose=ROTATION, namespace=record.namespace,
+                                                 on_secret=redact.add)
             except errors.FluxOpsError as exc:
                 result.errors.append(f"cluster access: {redact(str(exc))}")
                 return result
