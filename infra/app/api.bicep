@@ -78,6 +78,10 @@ var bootstrapSettings = {
   FLUX_ALLOWED_REGISTRIES: fluxAllowedRegistries
   FLUX_MANIFESTS: ''
   FLUX_CACHE_DIR: ''
+  // AKS clusters named by resource ID: the ARM endpoint (empty = the SDK's, for AZURE_CLOUD: public Azure)
+  // and how long a cluster's endpoint and CA are kept per instance
+  AZURE_RESOURCE_MANAGER_ENDPOINT: ''
+  AKS_ENDPOINT_CACHE_SECONDS: '600'
 }
 
 // Rotation (defaults of local.settings.json.example).
