@@ -369,11 +369,6 @@ class Repository:
             raise errors.InvalidInput("path", f"{relpath[:200]!r} is not a path inside the repository")
         return parts
 
-    def _abs(self, relpath: str) -> pathlib.Path:
-        """The worktree path of ``relpath`` (checked as :meth:`_parts`), for messages and tests:
-        the file methods never open it by name."""
-        return self.path.joinpath(*self._parts(relpath))
-
     def _open_dir(self, parts: list[str], *, create: bool = False) -> int | None:
         """A descriptor of the folder ``parts`` (close it), walked without following symlinks; None
         when a component is missing (unless ``create``, which makes the folders). Raises

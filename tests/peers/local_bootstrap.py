@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from shared.rotation.registry import Registry
 
     if args.kubeconfig:
+        from tests.peers.kube_api import flatten_kubeconfig
+
         try:
-            kubeconfig = Path(args.kubeconfig).read_text()
+            # inlined as `kubectl config view --flatten --raw` would: the app reads no local file
+            kubeconfig = flatten_kubeconfig(args.kubeconfig)
         except OSError as exc:
             _say(f"✗ --kubeconfig: cannot read {args.kubeconfig}: {exc.strerror}")
             return 1
