@@ -5,6 +5,7 @@ test server). Run: ``.venv/bin/python bench/bootstrap_bench.py [--runs N]``."""
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ def main() -> int:
     from tests.peers.git_server import AzureDevOpsGitServer
     from tests.peers.kube_api import KubeApiServer
 
+    os.environ.setdefault("GIT_ALLOWED_HOSTS", "127.0.0.1")  # the local git peer, listed as an operator would
     first, rerun = [], []
     for i in range(args.runs):
         pat = secrets.token_urlsafe(24)

@@ -118,6 +118,7 @@ def main(argv=None) -> int:
     import multiprocessing
 
     old_pat, new_pat = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    os.environ.setdefault("GIT_ALLOWED_HOSTS", "127.0.0.1")  # the local git peer, listed as an operator would
     tmp = tempfile.mkdtemp(prefix="rotation-bench-")
     azurite = None
     child = None
@@ -135,8 +136,8 @@ def main(argv=None) -> int:
             records = []
             for i, kubeconfig in enumerate(kubeconfigs):
                 name = f"aks-{i:04d}"
-                vault_server.seed(f"{name}-kubeconfig", kubeconfig)
-                records.append(ClusterRecord(name=name, kubeconfig_secret=f"{name}-kubeconfig",
+                vault_server.seed_kubeconfig(f"{name}-kubeconfig", kubeconfig)
+                records.append(ClusterRecord(name=name, kubeconfig_secret=f"{name}-kubeconfig", git_url=url,
                                              pat_secret="fleet-pat", allow_insecure_http=True).validate())
             registry = None
             try:
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
                     list(pool.map(registry.upsert, records))
             except Exception as exc:  # noqa: BLE001 - Azurite not installed: records stay in memory
                 print(f"(registry in memory: Azurite unavailable: {type(exc).__name__})", flush=True)
-            vault_server.seed("fleet-pat", new_pat)
+            vault_server.seed_pat("fleet-pat", new_pat, url.split("/platform/")[0] + "/")
             git.pat = new_pat
             print(f"setup: {args.clusters} clusters in {time.monotonic() - t_setup:.1f} s; "
                   f"API delay {args.delay_ms:g} ms, concurrency {args.concurrency}", flush=True)

@@ -54,3 +54,14 @@ def json_body(req: func.HttpRequest, *, empty=None, max_bytes: int | None = None
         raise BadBody("is nested too deeply") from None
     except ValueError as exc:
         raise BadBody(f"is not JSON ({getattr(exc, 'msg', 'invalid')})") from None
+
+
+def read_json(req: func.HttpRequest, *, max_bytes: int | None = None):
+    """:func:`json_body` for endpoints that answer bad input with ``InvalidInput("body")`` (400):
+    a body that is not UTF-8, not JSON or nested too deeply is never a 500."""
+    from shared.errors import InvalidInput
+
+    try:
+        return json_body(req, max_bytes=max_bytes)
+    except BadBody as exc:
+        raise InvalidInput("body", str(exc)) from None

@@ -17,7 +17,7 @@ import logging
 import azure.functions as func
 
 from functions._auth import operation_auth_level, require_operator
-from functions._http import error_response, json_response
+from functions._http import error_response, json_response, read_json
 
 bp = func.Blueprint()
 log = logging.getLogger("functions.bootstrap")
@@ -70,6 +70,7 @@ def _register(opts, refs) -> dict:
             username=opts.username,
             context=refs["context"],
             allow_insecure_http=opts.allow_insecure_http,
+            git_url=opts.sync_url,
             registry=services.registry(),
         )
     except FluxOpsError as exc:
@@ -93,23 +94,24 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     from shared import services
     from shared.clusters import BOOTSTRAP, ClusterAccess
 
+    from shared.trust import GitPolicy, git_credential
+
     started = time.monotonic()
-    try:
-        body = req.get_json()
-    except ValueError:
-        return _error(400, "InvalidInput", "body: must be a JSON object", "body")
     cluster = run = None
     try:
-        opts, refs = runner.options_from_request(body)
+        body = read_json(req)
+        opts, refs = runner.options_from_request(body)  # shape and allowlists: no call made yet
+        GitPolicy.from_settings().check_resolution(refs["destination"], field="url")
         dist = runner.prepare(opts)
         vault = services.keyvault()
         if opts.with_bearer_token:
             credentials = runner.Credentials(bearer_token=_entra_token())
         else:
             try:
-                pat = vault.get_secret(refs["passwordSecret"], field="passwordSecret").value
+                secret = vault.get_secret(refs["passwordSecret"], field="passwordSecret")
             except NotFound as exc:
                 raise InvalidInput("passwordSecret", str(exc)) from None
+            pat = git_credential(secret, refs["destination"], field="passwordSecret")  # the vault owner's tag
             if not pat:
                 raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
             credentials = runner.Credentials(password=pat)

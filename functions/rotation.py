@@ -12,7 +12,8 @@
   ``"invalid": [{"name", "error"}, ...]`` when stored rows no longer validate.
 - ``registry_cluster``: ``GET|PUT|DELETE /api/registry/clusters/{name}`` (admin key). PUT takes a
   :class:`shared.rotation.registry.ClusterRecord` JSON object (201 created, 200 replaced, also over an invalid
-  row); 400 ``{"error": {"code", "field", "message"}}`` for a bad field; DELETE 204, 404.
+  row); 400 ``{"error": {"code", "field", "message"}}`` for a bad field (``gitUrl`` outside
+  ``GIT_ALLOWED_HOSTS`` included, checked before storage is touched); DELETE 204, 404.
 Error bodies are ``{"error": {"code", "message"[, "field"]}}`` and never hold credential values.
 Routes avoid the host-reserved ``admin`` prefix.
 """
@@ -24,7 +25,7 @@ import logging
 import azure.functions as func
 
 from functions._auth import operation_auth_level, require_operator
-from functions._http import error_response, json_response
+from functions._http import error_response, json_response, read_json
 
 bp = func.Blueprint()
 log = logging.getLogger("functions.rotation")
@@ -102,15 +103,12 @@ def registry_cluster(req: func.HttpRequest) -> func.HttpResponse:
         if req.method == "DELETE":
             registry.delete(name)
             return func.HttpResponse(status_code=204)
-        try:
-            body = req.get_json()
-        except ValueError:
-            raise InvalidInput("body", "must be a JSON object") from None
+        body = read_json(req)
         if not isinstance(body, dict):
             raise InvalidInput("body", "must be a JSON object")
         if body.get("name", name) != name:
             raise InvalidInput("name", "must match the name in the URL")
-        record, created = registry.upsert(ClusterRecord.from_dict({**body, "name": name}))
+        record, created = registry.upsert(ClusterRecord.from_dict({**body, "name": name}).check_policy())
     except FluxOpsError as exc:
         return _error(exc)
     return json_response(record.to_dict(), 201 if created else 200)

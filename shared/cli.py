@@ -106,6 +106,8 @@ def _add_rotation_commands(sub) -> None:
     add.add_argument("--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "none"])
     add.add_argument("-u", "--username", default="git")
     add.add_argument("--pat-secret", default=None, help="Key Vault secret holding the PAT (gitAuth pat)")
+    add.add_argument("--git-url", default=None, help="the repository URL the Git credential may be sent to "
+                     "(the GitRepository's spec.url; required unless --git-auth none)")
     add.add_argument("--allow-insecure-http", action="store_true")
     add.add_argument("--eventhub-secret", default=None, help="notification Provider Secret (keys token, address)")
     add.add_argument("--eventhub-name", default=None, help="Event Hub name (written as address)")
@@ -155,6 +157,10 @@ def _bootstrap(args) -> int:
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
     if not password:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset")
+    from .trust import GitPolicy, check_registry, check_text
+
+    for flag, value in vars(args).items():  # argv that is not UTF-8 arrives with lone surrogates
+        check_text(value, "--" + flag.replace("_", "-"))
     timeout = parse_timeout(args.timeout, "--timeout")
     opts = runner.BootstrapOptions(
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
@@ -168,6 +174,13 @@ def _bootstrap(args) -> int:
         timeout=timeout, force=args.force,
     )
     try:
+        opts.validate()
+        # The PAT from the environment goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
+        policy = GitPolicy.from_settings()
+        destination = policy.destination(opts.sync_url, allow_insecure_http=opts.allow_insecure_http,
+                                         bearer=args.with_bearer_token, field="url")
+        policy.check_resolution(destination, field="url")
+        check_registry(opts.registry, field="registry")
         dist = runner.prepare(opts, manifests=args.manifests)
     except InvalidInput as exc:
         raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
@@ -224,7 +237,7 @@ _REGISTRY_FLAGS = {"name": "NAME", "kubeconfigSecret": "--kubeconfig-secret", "c
                    "clusterResourceId": "--cluster-resource-id", "localAccounts": "--local-accounts",
                    "namespace": "--namespace", "sourceSecret": "--secret-name", "gitRepository": "--git-repository",
                    "gitAuth": "--git-auth", "username": "--username", "patSecret": "--pat-secret",
-                   "allowInsecureHttp": "--allow-insecure-http", "eventHubSecret": "--eventhub-secret",
+                   "allowInsecureHttp": "--allow-insecure-http", "gitUrl": "--git-url", "eventHubSecret": "--eventhub-secret",
                    "eventHubName": "--eventhub-name", "eventHubNamespace": "--eventhub-namespace"}
 
 
@@ -255,10 +268,10 @@ def _registry(args) -> int:
         local_accounts=args.local_accounts, context=args.context, namespace=args.namespace,
         source_secret=args.source_secret, git_repository=args.git_repository, git_auth=args.git_auth,
         username=args.username, pat_secret=args.pat_secret, allow_insecure_http=args.allow_insecure_http,
-        eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
+        git_url=args.git_url, eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
         eventhub_namespace=args.eventhub_namespace)
     try:
-        record = record.validate().canonical()
+        record = record.validate().canonical().check_policy()
     except InvalidInput as exc:
         raise InvalidInput(_REGISTRY_FLAGS.get(exc.field, exc.field), exc.message) from None
     _, created = registry.upsert(record)

@@ -158,9 +158,12 @@ class ClusterAccess:
 
     def kubeconfig(self, secret_name: str) -> str:
         """The kubeconfig text of Key Vault secret ``secret_name``; ``InvalidInput("kubeconfigSecret")`` when
-        it does not exist or is empty."""
+        it does not exist, is empty, or is not marked as a kubeconfig by its owner (content type
+        ``application/x-kubeconfig``, :func:`shared.trust.kubeconfig_text`)."""
+        from .trust import kubeconfig_text
+
         try:
-            value = self.keyvault.get_secret(secret_name, field="kubeconfigSecret").value
+            value = kubeconfig_text(self.keyvault.get_secret(secret_name, field="kubeconfigSecret"))
         except errors.NotFound as exc:
             raise errors.InvalidInput("kubeconfigSecret", str(exc)) from None
         if not value or not value.strip():

@@ -67,3 +67,18 @@ class UpstreamError(FluxOpsError):
 
     status = 502
     code = "UpstreamError"
+
+
+#: How much of a caller's input a message or log line repeats (:func:`shown`).
+ECHO_LIMIT = 64
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr`` of an input value cut to its first ``limit`` characters (``'aaaa…'``), for messages
+    and logs that echo what a caller sent: a hostile input never floods a log or a response."""
+    if isinstance(value, str):
+        cut = value if len(value) <= limit else value[:limit]
+        text = repr(cut)
+        return text if cut is value else text[:-1] + "…" + text[-1]
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.peers.oci_registry",
     "tests.peers.azurite",
     "tests.peers.http_targets",
+    "tests.peers.raw_listener",
 ]
 
 

@@ -43,8 +43,10 @@ def cluster_registry(azurite):
 def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, cluster_registry, monkeypatch):
     """A repository, a vault holding the PAT and the kubeconfig, and the distribution setting."""
     ado_git_server.create_repo("contoso", "platform", "fleet")
-    keyvault_server.seed("fleet-pat", git_pat)
-    keyvault_server.seed("aks-weu-1-kubeconfig", kubeconfig_text)
+    # as the vault's owner stores them: the PAT tagged with where it may go, the kubeconfig marked
+    org_prefix = ado_git_server.url("contoso", "platform", "fleet").split("/platform/")[0] + "/"
+    keyvault_server.seed_pat("fleet-pat", git_pat, org_prefix)
+    keyvault_server.seed_kubeconfig("aks-weu-1-kubeconfig", kubeconfig_text)
     monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
     services.set_keyvault_factory(lambda: keyvault)
     yield {
@@ -55,6 +57,7 @@ def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, clu
         "pat": git_pat,
         "vault": keyvault_server,
         "registry": cluster_registry,
+        "prefix": org_prefix,
     }
     services.set_keyvault_factory(None)
 
@@ -157,6 +160,7 @@ def test_bootstrap_end_to_end_then_rerun_changes_nothing(functions_by_name, env,
     assert body["registry"] == {"status": "registered", "cluster": "aks-weu-1"}
     record = env["registry"].get("aks-weu-1")
     assert (record.kubeconfig_secret, record.pat_secret, record.git_auth, record.source_secret) == ("aks-weu-1-kubeconfig", "fleet-pat", "pat", "flux-system")
+    assert record.git_url == env["url"]  # rotation sends the PAT only there
 
     # The PAT never shows in responses or logs (in plain text or base64, as in a Basic header).
     pat_b64 = base64.b64encode(f"git:{env['pat']}".encode()).decode()
@@ -215,7 +219,7 @@ def _assert_untouched(env, kube_server):
 
 
 def test_wrong_pat_fails_clearly_and_touches_nothing(functions_by_name, env, kube_server):
-    env["vault"].seed("fleet-pat", "not-the-pat")
+    env["vault"].seed_pat("fleet-pat", "not-the-pat", env["prefix"])
     status, body = call(functions_by_name, request(env))
     assert status == 502
     assert body["error"]["code"] == "AuthenticationFailed"
@@ -319,7 +323,7 @@ def test_unreachable_cluster_fails_before_any_commit(functions_by_name, env, kub
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(server=f"https://127.0.0.1:{port}"))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", kube_server.kubeconfig(server=f"https://127.0.0.1:{port}"))
     status, body = call(functions_by_name, request(env))
     assert status == 502, body
     assert body["error"]["code"] == "UpstreamError"
@@ -327,7 +331,7 @@ def test_unreachable_cluster_fails_before_any_commit(functions_by_name, env, kub
 
 
 def test_rejected_cluster_credentials_fail_before_any_commit(functions_by_name, env, kube_server):
-    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(token="wrong-token-value"))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", kube_server.kubeconfig(token="wrong-token-value"))
     status, body = call(functions_by_name, request(env))
     assert status == 502, body
     assert body["error"]["code"] == "AuthenticationFailed"
@@ -336,7 +340,7 @@ def test_rejected_cluster_credentials_fail_before_any_commit(functions_by_name, 
 
 
 def test_garbage_kubeconfig_is_400(functions_by_name, env):
-    env["vault"].seed("aks-weu-1-kubeconfig", "this is not a kubeconfig")
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", "this is not a kubeconfig")
     status, body = call(functions_by_name, request(env))
     assert status == 400, body
     assert body["error"]["field"] == "kubeconfigSecret"
@@ -363,7 +367,7 @@ def test_registry_outage_is_reported_but_the_bootstrap_stands(functions_by_name,
     assert len(git_log(env["bare"], "main")) == 2
 
 
-def test_bootstrap_with_an_entra_token_instead_of_a_pat(functions_by_name, env):
+def test_bootstrap_with_an_entra_token_instead_of_a_pat(functions_by_name, env, entra_git_hosts):
     """``withBearerToken``: the Function's managed identity gets a token for Azure DevOps; the git
     server takes it as ``Authorization: Bearer``; the source Secret holds only ``bearerToken``."""
     from tests.peers.entra_tokens import JwtTestCredential
@@ -685,7 +689,7 @@ def test_repeated_bootstraps_do_not_leak_file_descriptors(functions_by_name, env
         pytest.skip("the local test server's client-certificate kubeconfig")
     import os as _os
 
-    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(client_cert=True))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", kube_server.kubeconfig(client_cert=True))
     for _ in range(2):  # warm up: pools of the vault and registry clients
         assert call(functions_by_name, request(env))[0] == 200
     before = len(_os.listdir("/proc/self/fd"))
@@ -731,7 +735,7 @@ touch pushed-once
 def test_read_only_cluster_credentials_fail_before_any_commit(functions_by_name, env, kube_server):
     """A kubeconfig whose user may only read (RBAC): the server-side dry run is refused with 403
     before anything is pushed, and nothing is written to the cluster."""
-    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(token=kube_server.readonly_token))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", kube_server.kubeconfig(token=kube_server.readonly_token))
     status, body = call(functions_by_name, request(env))
     assert status == 502, body
     assert body["error"]["code"] == "AuthenticationFailed"

@@ -84,7 +84,7 @@ def test_bootstrap_git_wrong_pat_and_password_on_argv(ado_git_server, kubeconfig
     assert "GIT_PASSWORD is empty or unset" in out.stderr.decode()
 
 
-def test_bootstrap_git_with_bearer_token(ado_git_server, kubeconfig_text, tmp_path):
+def test_bootstrap_git_with_bearer_token(ado_git_server, kubeconfig_text, tmp_path, entra_git_hosts):
     ado_git_server.create_repo("contoso", "platform", "fleet")
     ado_git_server.bearer_tokens.add("entra-token-for-test")
     kubeconfig = tmp_path / "kubeconfig"

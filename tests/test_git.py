@@ -196,7 +196,7 @@ def test_pat_rotation_push_fails_then_ls_remote_with_new_pat(remote, auth, clone
     assert ls_remote(url, GitAuth(password="rotated-pat-value"), allow_insecure_http=True) == {}
 
 
-def test_bearer_token(remote, clone):
+def test_bearer_token(remote, clone, entra_git_hosts):
     server, bare, url = remote
     token = "eyJ0eXAiOiJKV1Qi.entra.token"
     server.bearer_tokens.add(token)
@@ -233,7 +233,7 @@ def test_http_url_needs_allow_insecure_http(remote, auth, tmp_path):
     server, _, url = remote
     with pytest.raises(errors.InvalidInput) as info:
         Repository.clone(url, "main", auth, tmp_path / "w")
-    assert info.value.field == "url" and "allow_insecure_http" in str(info.value)
+    assert info.value.field == "url" and "allowInsecureHttp" in str(info.value)
     with pytest.raises(errors.InvalidInput):
         ls_remote(url, auth)
     with pytest.raises(errors.InvalidInput):
@@ -241,13 +241,20 @@ def test_http_url_needs_allow_insecure_http(remote, auth, tmp_path):
     assert server.requests == []
 
 
-def test_user_info_in_url_is_dropped(remote, auth, clone):
+def test_user_info_in_url_is_dropped(remote, auth, clone, tmp_path):
     server, _, url = remote
-    repo = clone(url.replace("http://", "http://contoso:leaked-secret@"), "main", auth)
+    repo = clone(url.replace("http://", "http://contoso@"), "main", auth)
     assert repo.url == url
     config = (repo.path / ".git" / "config").read_text()
-    assert "leaked-secret" not in config and "contoso@" not in config and auth.password not in config
+    assert "contoso@" not in config and auth.password not in config
     assert {r.user for r in server.requests if r.status == 200} == {"git"}
+    # a password in the URL is refused, never used nor repeated
+    server.requests.clear()
+    with pytest.raises(errors.InvalidInput) as info:
+        Repository.clone(url.replace("http://", "http://contoso:leaked-secret@"), "main", auth, tmp_path / "w2",
+                         allow_insecure_http=True)
+    assert info.value.field == "url" and "leaked-secret" not in str(info.value)
+    assert server.requests == []
 
 
 def test_unknown_repository_is_not_found(ado_git_server, auth, tmp_path):
@@ -285,7 +292,7 @@ def test_ls_remote(remote, auth, clone):
     assert set(refs) <= {"HEAD", "refs/heads/main", "refs/heads/dev"}
 
 
-def test_connection_refused_retries_once_then_git_error(auth, tmp_path, monkeypatch):
+def test_connection_refused_retries_once_then_git_error(auth, tmp_path, monkeypatch, git_allowed_local):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -24,8 +24,11 @@ def registry(azurite):
         reg.close()
 
 
+URL = "https://dev.azure.com/contoso/platform/_git/fleet"
+
+
 def full(**kw) -> dict:
-    body = {"name": "aks-weu-1", "kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat"}
+    body = {"name": "aks-weu-1", "kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat", "gitUrl": URL}
     body.update(kw)
     return body
 
@@ -112,26 +115,30 @@ def _break(registry, name: str) -> None:
 
 
 def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry):
-    r = register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="aks-1-kubeconfig", password_secret="pat-1")
+    r = register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="aks-1-kubeconfig", password_secret="pat-1",
+                                git_url=URL)
+    assert r.git_url == URL
     assert (r.git_auth, r.pat_secret, r.source_secret, r.git_repository) == ("pat", "pat-1", "flux-system", "flux-system")
     registry.upsert(ClusterRecord.from_dict({**r.to_dict(), "eventHubSecret": "eh", "eventHubName": "flux",
                                              "eventHubNamespace": "contoso-flux"}))
     r2 = register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="aks-1-kc2", password_secret="pat-2",
-                                 namespace="gitops", secret_name="gitops-auth", username="flux")
+                                 namespace="gitops", secret_name="gitops-auth", username="flux", git_url=URL)
     stored = registry.get("aks-1")
     assert stored == r2
     assert (stored.kubeconfig_secret, stored.pat_secret, stored.namespace, stored.source_secret,
             stored.git_repository, stored.username) == ("aks-1-kc2", "pat-2", "gitops", "gitops-auth", "gitops", "flux")
     assert (stored.eventhub_secret, stored.eventhub_name, stored.eventhub_namespace) == ("eh", "flux", "contoso-flux")
     with pytest.raises(InvalidInput) as err:
-        register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="kc", password_secret="bad_name")
+        register_from_bootstrap(registry=registry, name="aks-1", kubeconfig_secret="kc", password_secret="bad_name", git_url=URL)
     assert err.value.field == "patSecret"
     # a bootstrap with withBearerToken registers the entra-bearer mode, no PAT
-    r3 = register_from_bootstrap(registry=registry, name="aks-2", kubeconfig_secret="aks-2-kubeconfig", git_auth="entra-bearer")
+    r3 = register_from_bootstrap(registry=registry, name="aks-2", kubeconfig_secret="aks-2-kubeconfig", git_auth="entra-bearer",
+                                 git_url=URL)
     assert (r3.git_auth, r3.pat_secret) == ("entra-bearer", None) and registry.get("aks-2") == r3
     # an invalid stored row is replaced by what the bootstrap knows
     _break(registry, "aks-3")
-    assert register_from_bootstrap(registry=registry, name="aks-3", kubeconfig_secret="kc3", password_secret="pat-3").git_auth == "pat"
+    assert register_from_bootstrap(registry=registry, name="aks-3", kubeconfig_secret="kc3", password_secret="pat-3",
+                                   git_url=URL).git_auth == "pat"
 
 
 def test_storage_settings():
@@ -170,9 +177,9 @@ def test_registry_endpoints(registry_functions, registry):
         assert fn.get_trigger().get_dict_repr()["authLevel"].value == "admin"
 
     assert _call(many, "GET") == (200, {"clusters": []})
-    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat"})
+    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat", "gitUrl": URL})
     assert status == 201 and body["name"] == "aks-1" and body["gitAuth"] == "pat"
-    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat-2"})
+    status, body = _call(one, "PUT", "aks-1", {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "pat-2", "gitUrl": URL})
     assert status == 200 and body["patSecret"] == "pat-2"
     assert _call(one, "GET", "aks-1")[1]["patSecret"] == "pat-2"
     assert [c["name"] for c in _call(many, "GET")[1]["clusters"]] == ["aks-1"]
@@ -185,7 +192,7 @@ def test_registry_endpoints(registry_functions, registry):
     assert status == 400 and body["error"]["field"] == "body"
     status, body = _call(one, "PUT", "aks-2", ["a list"])
     assert status == 400 and body["error"]["field"] == "body"
-    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "patSecret": "p", "namespace": 7})
+    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "patSecret": "p", "gitUrl": URL, "namespace": 7})
     assert status == 400 and body["error"]["field"] == "namespace"
     status, body = _call(one, "GET", "Not_A_Name")
     assert status == 400 and body["error"]["field"] == "name"
@@ -195,7 +202,7 @@ def test_registry_endpoints(registry_functions, registry):
     status, body = _call(many, "GET")
     assert status == 200 and [i["name"] for i in body["invalid"]] == ["aks-9"] and "gitAuth" in body["invalid"][0]["error"]
     assert _call(one, "GET", "aks-9")[0] == 409
-    assert _call(one, "PUT", "aks-9", {"kubeconfigSecret": "k9", "patSecret": "p"})[0] == 200
+    assert _call(one, "PUT", "aks-9", {"kubeconfigSecret": "k9", "patSecret": "p", "gitUrl": URL})[0] == 200
     assert "invalid" not in _call(many, "GET")[1]
 
     assert _call(one, "DELETE", "aks-1") == (204, None)
@@ -208,14 +215,14 @@ def test_registry_endpoints(registry_functions, registry):
 
 def test_cli_registry_add_list_remove(registry, capsys):
     assert cli.main(["registry", "add", "aks-1", "--kubeconfig-secret", "aks-1-kubeconfig", "--pat-secret", "fleet-pat",
-                     "--eventhub-secret", "eh", "--eventhub-name", "flux", "--eventhub-namespace", "contoso-flux"]) == 0
+                     "--git-url", URL, "--eventhub-secret", "eh", "--eventhub-name", "flux", "--eventhub-namespace", "contoso-flux"]) == 0
     assert "added aks-1" in capsys.readouterr().err
     assert cli.main(["registry", "list"]) == 0
     listed = json.loads(capsys.readouterr().out)["clusters"]
     assert [(c["name"], c["eventHubName"]) for c in listed] == [("aks-1", "flux")]
-    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k"]) == 1  # pat mode needs --pat-secret
+    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k", "--git-url", URL]) == 1  # pat mode needs --pat-secret
     assert "✗ --pat-secret: is required" in capsys.readouterr().err  # names the flag the user typed
-    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k", "--pat-secret", "p", "-n", "Bad"]) == 1
+    assert cli.main(["registry", "add", "aks-2", "--kubeconfig-secret", "k", "--pat-secret", "p", "--git-url", URL, "-n", "Bad"]) == 1
     assert "✗ --namespace:" in capsys.readouterr().err
     assert [r.name for r in registry.list()] == ["aks-1"]
     assert cli.main(["registry", "remove", "aks-1"]) == 0

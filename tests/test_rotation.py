@@ -113,13 +113,13 @@ class Fleet:
             self._cleanup.append(member)
         else:
             server.request_log.clear()
-        self.vault.seed(f"{name}-kubeconfig", kubeconfig)
+        self.vault.seed_kubeconfig(f"{name}-kubeconfig", kubeconfig)
         self.members.append(member)
         return member
 
     def record(self, member: Member, **kw) -> ClusterRecord:
         base = dict(name=member.name, kubeconfig_secret=f"{member.name}-kubeconfig", namespace=member.namespace,
-                    pat_secret="fleet-pat", allow_insecure_http=True)
+                    pat_secret="fleet-pat", allow_insecure_http=True, git_url=self.url)
         base.update(kw)
         return ClusterRecord(**base).validate()
 
@@ -157,13 +157,18 @@ def fleet(gitrepo_crd, keyvault_server, ado_git_server, git_pat):
         f.close()
 
 
+def PREFIX(git_server) -> str:
+    """The URL prefix the fleet's PAT is tagged with (flux-git-url-prefixes): the organisation."""
+    return git_server.url("contoso", "platform", "fleet").split("/platform/")[0] + "/"
+
+
 def rotator(keyvault, credential=None, **kw) -> Rotator:
     return Rotator(keyvault=keyvault, credential=credential or JwtTestCredential(), settings=kw.pop("settings", FAST), **kw)
 
 
 def new_pat_version(keyvault_server, ado_git_server, *, accept: bool = True, expires_on=None) -> str:
     pat = secrets.token_urlsafe(32)
-    keyvault_server.seed("fleet-pat", pat, expires_on=expires_on)
+    keyvault_server.seed_pat("fleet-pat", pat, PREFIX(ado_git_server), expires_on=expires_on)
     if accept:
         ado_git_server.pat = pat
     return pat
@@ -202,7 +207,7 @@ def test_pat_changed_in_key_vault_updates_and_annotates_every_cluster(fleet, key
 
 
 def test_pat_unchanged_writes_nothing(fleet, keyvault_server, keyvault, ado_git_server, git_pat):
-    keyvault_server.seed("fleet-pat", git_pat)  # the PAT the clusters already have
+    keyvault_server.seed_pat("fleet-pat", git_pat, PREFIX(ado_git_server))  # the PAT the clusters already have
     before = [m.resource_version() for m in fleet.members]
     for m in fleet.members:
         if m.server:
@@ -240,10 +245,12 @@ def test_unreachable_cluster_does_not_stop_the_others(fleet, keyvault_server, ke
     down = fleet.members[1]
     down.server.unreachable()
     records = [fleet.record(m) for m in fleet.members]
-    records.append(ClusterRecord(name="no-kubeconfig", kubeconfig_secret="missing-kubeconfig", pat_secret="fleet-pat"))
+    records.append(ClusterRecord(name="no-kubeconfig", kubeconfig_secret="missing-kubeconfig", pat_secret="fleet-pat",
+                                 git_url=fleet.url, allow_insecure_http=True))
 
-    records.append(ClusterRecord(name="boom", kubeconfig_secret="boom-kubeconfig", pat_secret="fleet-pat"))
-    keyvault_server.seed("boom-kubeconfig", "apiVersion: v1")
+    records.append(ClusterRecord(name="boom", kubeconfig_secret="boom-kubeconfig", pat_secret="fleet-pat",
+                                 git_url=fleet.url, allow_insecure_http=True))
+    keyvault_server.seed_kubeconfig("boom-kubeconfig", "apiVersion: v1")
 
     def factory(kubeconfig, context):  # an unexpected error for one cluster (e.g. a client bug)
         if kubeconfig == "apiVersion: v1":
@@ -275,7 +282,7 @@ def test_pat_expiry_warns_before_and_fails_after(fleet, keyvault_server, keyvaul
     assert digest(m.secret()["password"]) == digest(new)
 
     # far from expiry: no warning (default threshold 7 days)
-    keyvault_server.seed("fleet-pat", new, expires_on=now + timedelta(days=30))
+    keyvault_server.seed_pat("fleet-pat", new, PREFIX(ado_git_server), expires_on=now + timedelta(days=30))
     assert rotator(keyvault).run([fleet.record(m)]).clusters[0].warnings == []
 
     expired = new_pat_version(keyvault_server, ado_git_server, expires_on=now - timedelta(hours=2))
@@ -286,7 +293,7 @@ def test_pat_expiry_warns_before_and_fails_after(fleet, keyvault_server, keyvaul
 
 
 def test_empty_pat_is_never_written(fleet, keyvault_server, keyvault, ado_git_server):
-    keyvault_server.seed("fleet-pat", "")
+    keyvault_server.seed_pat("fleet-pat", "", PREFIX(ado_git_server))
     ado_git_server.pat = ""
     m = fleet.members[0]
     result = rotator(keyvault).run([fleet.record(m)]).clusters[0]
@@ -338,7 +345,7 @@ def test_bearer_token_key_shadowing_the_password_is_reported(fleet, keyvault_ser
 # -- Entra token mode -------------------------------------------------------------------------------
 
 
-def test_entra_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvault, ado_git_server):
+def test_entra_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvault, ado_git_server, entra_git_hosts):
     now = time.time()
     near = make_jwt(exp=now + 5 * 60, aud=rotation.ADO_SCOPE[:-9])
     far = make_jwt(exp=now + 50 * 60, aud=rotation.ADO_SCOPE[:-9])
@@ -374,7 +381,7 @@ def test_entra_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvault, 
     assert users == {"<bearer>", "git"}  # checked as bearer (c0) and as Basic password (c2)
 
 
-def test_entra_token_refused_or_unavailable_is_not_written(fleet, keyvault, ado_git_server):
+def test_entra_token_refused_or_unavailable_is_not_written(fleet, keyvault, ado_git_server, entra_git_hosts):
     m = fleet.members[0]
     with m.client() as c:
         c.reconcile_secret(m.namespace, "flux-system", {"bearerToken": make_jwt(exp=time.time() + 60)})
@@ -395,8 +402,8 @@ def test_entra_token_refused_or_unavailable_is_not_written(fleet, keyvault, ado_
 # -- Event Hub JWT ----------------------------------------------------------------------------------
 
 
-def test_eventhub_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvault_server, keyvault, git_pat):
-    keyvault_server.seed("fleet-pat", git_pat)  # git part unchanged
+def test_eventhub_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvault_server, keyvault, git_pat, ado_git_server):
+    keyvault_server.seed_pat("fleet-pat", git_pat, PREFIX(ado_git_server))  # git part unchanged
     now = time.time()
     c0, c1, c2 = fleet.members
     far = make_jwt(exp=now + 45 * 60)
@@ -424,8 +431,8 @@ def test_eventhub_token_near_expiry_is_refreshed_far_is_untouched(fleet, keyvaul
     assert all(digest(m.secret()["password"]) == digest(git_pat) for m in fleet.members)  # git untouched
 
 
-def test_eventhub_token_that_is_not_a_valid_jwt_is_not_written(fleet, keyvault_server, keyvault, git_pat):
-    keyvault_server.seed("fleet-pat", git_pat)
+def test_eventhub_token_that_is_not_a_valid_jwt_is_not_written(fleet, keyvault_server, keyvault, git_pat, ado_git_server):
+    keyvault_server.seed_pat("fleet-pat", git_pat, PREFIX(ado_git_server))
     m = fleet.members[0]
 
     class Opaque(JwtTestCredential):
@@ -592,7 +599,7 @@ def test_rotate_now_endpoint_returns_the_summary(rotation_functions, wired, flee
     assert_no_leak(resp.get_body().decode(), new)
 
     ado_git_server.pat = "another"
-    keyvault_server.seed("fleet-pat", secrets.token_urlsafe(32))
+    keyvault_server.seed_pat("fleet-pat", secrets.token_urlsafe(32), PREFIX(ado_git_server))
     resp = fn.get_user_function()(req)
     assert resp.status_code == 502 and json.loads(resp.get_body())["failed"] == 1
 

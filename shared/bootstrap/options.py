@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, shown
 from ..flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
 from ..flux import install, sync
 from ..flux.options import (
@@ -110,16 +110,21 @@ class BootstrapOptions:
     def validate(self) -> "BootstrapOptions":
         """Check every option that can be checked offline; raises InvalidInput naming the field
         (request spelling). Returns ``self``."""
+        from ..trust import check_namespace, check_text, check_username
+
+        for fld, value in (("branch", self.branch), ("authorName", self.author_name), ("authorEmail", self.author_email),
+                           ("commitMessageAppendix", self.commit_message_appendix), ("path", self.path), ("url", self.url)):
+            check_text(value, fld)
+        check_username(self.username, "username")
+        check_namespace(self.namespace, "namespace")
         validate_branch(self.branch)
         if self.version is not None:
             validate_version(self.version)
         self.install_options().validate()
         if not self.token_auth:
             raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
-        if not isinstance(self.username, str) or not self.username or any(c in self.username for c in ":\r\n"):
-            raise InvalidInput("username", "must be a non-empty user name without ':' or line breaks")
-        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.match(self.secret_name):
-            raise InvalidInput("secretName", f"{self.secret_name!r} is not a valid Secret name (DNS-1123 subdomain)")
+        if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(self.secret_name):
+            raise InvalidInput("secretName", f"{shown(self.secret_name)} is not a valid Secret name (DNS-1123 subdomain)")
         _ = self.sync_url  # scheme, host and password checks
         if self.url.strip().lower().startswith("ssh://"):
             raise InvalidInput("url", "ssh:// needs SSH auth, which is not supported; give the https:// URL of the repository")
@@ -162,12 +167,17 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     A JSON ``null`` means the default. ``interval`` and ``timeout`` are Go durations (``1m``,
     ``90s``); ``timeout`` is at most 150 s (the whole request must finish within Azure's 230 s).
     Returns the validated options and ``{"passwordSecret", "kubeconfigSecret", "context",
-    "clusterResourceId", "localAccounts", "cluster", "clusterName"}`` (``cluster``: the
-    :class:`~shared.clusters.ClusterRef`; ``clusterResourceId`` in its canonical spelling).
+    "clusterResourceId", "localAccounts", "cluster", "clusterName", "destination"}`` (``cluster``: the
+    :class:`~shared.clusters.ClusterRef`; ``clusterResourceId`` in its canonical spelling;
+    ``destination``: the :class:`shared.trust.GitDestination` the sync URL passed,
+    ``GIT_ALLOWED_HOSTS``; ``registry`` passed ``FLUX_ALLOWED_REGISTRIES``).
 
-    Raises InvalidInput naming the first bad field; unknown fields, and credential values
+    Raises InvalidInput naming the first bad field (text with a lone surrogate included; a refused
+    destination or registry is a :class:`shared.trust.DestinationRefused`); unknown fields, and credential values
     (``password``, ``token``, ``pat``, ``bearerToken``, ``kubeconfig``, a password in ``url``), are
     errors too."""
+    from ..trust import GitPolicy, check_registry, check_text, safe_field_name
+
     if not isinstance(body, dict):
         raise InvalidInput("body", "must be a JSON object")
     for forbidden in ("password", "token", "pat", "bearerToken", "kubeconfig"):
@@ -186,9 +196,9 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "clusterName": (str, None), "force": (bool, False),
         "clusterResourceId": (str, None), "localAccounts": (bool, False),
     }
-    unknown = sorted(set(body) - set(spec))
+    unknown = sorted(set(body) - set(spec), key=repr)
     if unknown:
-        raise InvalidInput(unknown[0], "unknown field")
+        raise InvalidInput(safe_field_name(unknown[0]), "unknown field")
     values = {}
     for name, (typ, default) in spec.items():
         value = body.get(name)
@@ -196,6 +206,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
             value = default
         elif not isinstance(value, typ):
             raise InvalidInput(name, f"must be a {'string' if typ is str else 'boolean' if typ is bool else 'list of strings'}")
+        check_text(value, name)
         values[name] = value
     bearer = values["withBearerToken"]
     if bearer and values["passwordSecret"]:
@@ -239,6 +250,11 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         timeout=timeout,
         force=values["force"],
     ).validate()
+    # Where the credential will go, and the image registry: app-setting allowlists (shared.trust),
+    # checked before any Key Vault, cluster or git call.
+    destination = GitPolicy.from_settings().destination(
+        opts.sync_url, allow_insecure_http=opts.allow_insecure_http, bearer=bearer, field="url")
+    check_registry(opts.registry, field="registry")
     if values["clusterName"] is not None:
         cluster_name = validate_dns_label(values["clusterName"], "clusterName")
     else:
@@ -246,7 +262,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         try:
             validate_dns_label(cluster_name, "clusterName")
         except InvalidInput:
-            raise InvalidInput("clusterName", f"the default, {cluster_name!r} (the last segment of path, else "
+            raise InvalidInput("clusterName", f"the default, {shown(cluster_name)} (the last segment of path, else "
                                f"{cluster.field}), is not a DNS-1123 label; set clusterName") from None
     refs = {
         "passwordSecret": values["passwordSecret"],
@@ -256,6 +272,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "localAccounts": cluster.local_accounts,
         "cluster": cluster,
         "clusterName": cluster_name,
+        "destination": destination,
     }
     return opts, refs
 

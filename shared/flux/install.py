@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, shown
 from . import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY, GEN_WARNING, Manifest
 from .distribution import Distribution
 from .options import resolve_components, validate_namespace
@@ -71,11 +71,11 @@ class InstallOptions:
         self.selected()
         validate_namespace(self.namespace)
         if self.log_level not in _LOG_LEVELS:
-            raise InvalidInput("logLevel", f"{self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
-        if not _CLUSTER_DOMAIN.match(self.cluster_domain or ""):
-            raise InvalidInput("clusterDomain", f"{self.cluster_domain!r} is not a DNS domain")
-        if not _REGISTRY.match(self.registry or ""):
-            raise InvalidInput("registry", f"{self.registry!r} is not a registry such as ghcr.io/fluxcd")
+            raise InvalidInput("logLevel", f"{shown(self.log_level)} is not one of {', '.join(_LOG_LEVELS)}")
+        if not _CLUSTER_DOMAIN.fullmatch(self.cluster_domain or ""):
+            raise InvalidInput("clusterDomain", f"{shown(self.cluster_domain)} is not a DNS domain")
+        if not _REGISTRY.fullmatch(self.registry or ""):
+            raise InvalidInput("registry", f"{shown(self.registry)} is not a registry such as ghcr.io/fluxcd")
         if self.toleration_keys:
             raise InvalidInput("tolerationKeys", "is not supported yet")
         if self.image_pull_secret:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, shown
 from . import DEFAULT_COMPONENTS, EXTRA_COMPONENTS, REQUIRED_COMPONENTS
 
 #: Go time.ParseDuration units, in nanoseconds (µ is U+00B5, μ is U+03BC; Go takes both).
@@ -45,8 +45,8 @@ def parse_duration(value: str, field: str) -> int:
 
     Raises InvalidInput(field) for anything else, and for zero or negative values (Flux's intervals
     and timeouts must be positive; callers that accept ``0s`` check for it first)."""
-    if not isinstance(value, str) or not _DURATION_RE.match(value):
-        raise InvalidInput(field, f"{value!r} is not a duration such as 1m, 30s or 1h30m")
+    if not isinstance(value, str) or not _DURATION_RE.fullmatch(value):
+        raise InvalidInput(field, f"{shown(value)} is not a duration such as 1m, 30s or 1h30m")
     total = 0
     for whole, frac, unit in _DURATION_PART.findall(value.lstrip("+")):
         size = _UNIT_NS[unit]
@@ -55,7 +55,7 @@ def parse_duration(value: str, field: str) -> int:
             # Go: v += uint64(float64(f) * (float64(unit) / scale))
             total += int(float(int(frac)) * (float(size) / float(10 ** len(frac))))
         if total > _MAX_DURATION_NS:
-            raise InvalidInput(field, f"{value!r} is out of range")
+            raise InvalidInput(field, f"{shown(value)} is out of range")
     if total <= 0:
         raise InvalidInput(field, "must be greater than zero")
     return total
@@ -116,8 +116,8 @@ def normalize_interval(value: str, field: str = "interval") -> str:
     ``^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$`` has no ``µs``/``ns``), so such a value fails with
     InvalidInput(field) before anything is committed rather than at apply time."""
     text = normalize_duration(value, field)
-    if not _CRD_DURATION.match(text):
-        raise InvalidInput(field, f"{value!r} ({text}) is shorter than the 1ms the GitRepository API accepts")
+    if not _CRD_DURATION.fullmatch(text):
+        raise InvalidInput(field, f"{shown(value)} ({text}) is shorter than the 1ms the GitRepository API accepts")
     return text
 
 
@@ -140,13 +140,13 @@ def normalize_path(value: str | None, field: str = "path") -> str:
             continue
         if part == "..":
             if not parts:
-                raise InvalidInput(field, f"{value!r} must stay inside the repository ('..' climbs above its root)")
+                raise InvalidInput(field, f"{shown(value)} must stay inside the repository ('..' climbs above its root)")
             parts.pop()
             continue
         if "\x00" in part:
             raise InvalidInput(field, "must not contain NUL characters")
         if part.lower() == ".git":
-            raise InvalidInput(field, f"{value!r} would write into the repository's .git folder")
+            raise InvalidInput(field, f"{shown(value)} would write into the repository's .git folder")
         parts.append(part)
     if not parts:
         return ""
@@ -156,27 +156,34 @@ def normalize_path(value: str | None, field: str = "path") -> str:
 def validate_branch(value: str, field: str = "branch") -> str:
     """A git branch name (the rules of ``git check-ref-format --branch``)."""
     if not isinstance(value, str) or not value or _BRANCH_BAD.search(value):
-        raise InvalidInput(field, f"{value!r} is not a valid branch name")
+        raise InvalidInput(field, f"{shown(value)} is not a valid branch name")
     return value
 
 
 def validate_namespace(value: str, field: str = "namespace") -> str:
-    """A DNS-1123 label, as cmd/flux/main.go requires of ``--namespace``."""
-    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
-        raise InvalidInput(field, f"{value!r} is not a valid namespace (DNS-1123 label)")
+    """A DNS-1123 label, as cmd/flux/main.go requires of ``--namespace``, that YAML reads as a
+    string: ``true``, ``yes``, ``on``, ``1``, ``010``, ``0x1f`` are labels, but written unquoted
+    into gotk-components.yaml (as the namespace transform writes it) they would load as a boolean
+    or a number, so they are refused (:func:`shared.trust.yaml_ambiguous`)."""
+    from ..trust import yaml_ambiguous
+
+    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.fullmatch(value):
+        raise InvalidInput(field, f"{shown(value)} is not a valid namespace (DNS-1123 label)")
+    if yaml_ambiguous(value):
+        raise InvalidInput(field, f"{shown(value)} would be read as a boolean or a number in YAML; choose another namespace")
     return value
 
 
 def validate_dns_label(value: str, field: str) -> str:
     """A DNS-1123 label (1-63 of ``a-z``, ``0-9``, ``-``; alphanumeric at both ends)."""
-    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.match(value):
-        raise InvalidInput(field, f"{value!r} is not a DNS-1123 label (a-z, 0-9 and '-', at most 63)")
+    if not isinstance(value, str) or len(value) > 63 or not DNS1123_LABEL.fullmatch(value):
+        raise InvalidInput(field, f"{shown(value)} is not a DNS-1123 label (a-z, 0-9 and '-', at most 63)")
     return value
 
 
 def parse_version(value: str) -> tuple[int, int, int]:
     """``v2.9.2`` → ``(2, 9, 2)``. Raises ValueError for anything else."""
-    m = _VERSION_RE.match(value or "")
+    m = _VERSION_RE.fullmatch(value or "")
     if not m:
         raise ValueError(value)
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
@@ -276,7 +283,7 @@ def sync_url(url: str, *, token_auth: bool, allow_insecure_http: bool, field: st
     if password:
         raise InvalidInput(field, "must not carry a password; the PAT is read from Key Vault (passwordSecret) or the environment")
     if parts.scheme not in ("https", "http", "ssh"):
-        raise InvalidInput(field, f"scheme {parts.scheme or '(none)'!r} is not supported; use https:// (or ssh://)")
+        raise InvalidInput(field, f"scheme {shown(parts.scheme or '(none)')} is not supported; use https:// (or ssh://)")
     if not hostname:
         raise InvalidInput(field, "has no host")
     if parts.scheme == "http" and not allow_insecure_http:

@@ -162,7 +162,7 @@ def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
     if not resolved:
         raise InvalidEvent(f"metadata.{cluster_key}",
                            "names no cluster and the routing configuration has no defaultCluster")
-    if not CLUSTER_RE.match(resolved):
+    if not CLUSTER_RE.fullmatch(resolved):
         raise InvalidEvent(f"metadata.{cluster_key}", f"{resolved[:70]!r} is not a cluster name "
                            "(lower-case letters, digits, '.', '_' and '-', at most 63)")
     return FluxEvent(
@@ -187,6 +187,6 @@ def commit_sha(revision: str) -> str:
     else:
         candidate = rev
     candidate = candidate.lower()
-    if not _SHA1_RE.match(candidate):
+    if not _SHA1_RE.fullmatch(candidate):
         raise InvalidEvent("metadata.revision", f"failed to extract a commit hash from {revision[:80]!r}")
     return candidate

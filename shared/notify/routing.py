@@ -155,7 +155,7 @@ def parse_duration(value: Any, where: str) -> float:
         raise RoutingConfigError(where, "must be a duration such as 5m or 300")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and value and (m := _DURATION_RE.match(value.strip())) and any(m.groups()):
+    elif isinstance(value, str) and value and (m := _DURATION_RE.fullmatch(value.strip())) and any(m.groups()):
         h, mi, s = (int(x or 0) for x in m.groups())
         seconds = float(h * 3600 + mi * 60 + s)
     else:
@@ -189,7 +189,7 @@ def _secret_name(spec: dict, key: str, where: str, *, required: bool) -> str | N
         if required:
             raise RoutingConfigError(f"{where}.{key}", "is required (a Key Vault secret name)")
         return None
-    if not isinstance(value, str) or not SECRET_RE.match(value):
+    if not isinstance(value, str) or not SECRET_RE.fullmatch(value):
         raise RoutingConfigError(f"{where}.{key}", "must be a Key Vault secret name (letters, digits, '-'); "
                                  "URLs and keys live in Key Vault, not in this file")
     return value
@@ -199,7 +199,7 @@ def _target(spec: Any, where: str) -> Target:
     if not isinstance(spec, dict):
         raise RoutingConfigError(where, "must be a mapping")
     name = spec.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RoutingConfigError(f"{where}.name", "is required: 1-63 letters, digits, '_' or '-'")
     kind = spec.get("type")
     if kind not in TARGET_TYPES:
@@ -250,7 +250,7 @@ def _target(spec: Any, where: str) -> Target:
         options["patSecret"] = pat
         options["managedIdentity"] = mi
         base = spec.get("baseUrl", "https://dev.azure.com")
-        if not isinstance(base, str) or not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", base):
+        if not isinstance(base, str) or not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", base):
             raise RoutingConfigError(f"{where}.baseUrl", "must be an http(s) URL such as https://dev.azure.com")
         options["baseUrl"] = base.rstrip("/")
     else:
@@ -306,7 +306,7 @@ def parse_routing(text: str | bytes, source: str = "routing") -> RoutingConfig:
         raise RoutingConfigError("http", "must be a mapping with hmacSecret only")
     template = http.get("hmacSecret")
     if template is not None and (not isinstance(template, str)
-                                 or not SECRET_RE.match(template.replace("{cluster}", "x"))):
+                                 or not SECRET_RE.fullmatch(template.replace("{cluster}", "x"))):
         raise RoutingConfigError("http.hmacSecret", "must be a Key Vault secret name, optionally with {cluster}")
     return RoutingConfig(targets=tuple(targets), default_cluster=default or None, cluster_metadata_key=key,
                          dedupe_window=parse_duration(doc.get("dedupeWindow", 300), "dedupeWindow"),

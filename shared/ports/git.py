@@ -14,6 +14,11 @@ What Flux does and this module mirrors (see ``docs/flux-bootstrap-spec.md``):
   token (``Authorization: Bearer``), plus an optional CA bundle; ``http://`` refused unless
   ``allow_insecure_http``. User info in the URL (``https://org@dev.azure.com/...``) is dropped (§2.1
   step 7); credentials only ever come from ``GitAuth``.
+* Destinations (:mod:`shared.trust`): every URL passes :meth:`shared.trust.GitPolicy.destination`
+  (``GIT_ALLOWED_HOSTS``; a bearer token only to ``GIT_BEARER_TOKEN_HOSTS``) before any connection,
+  and every connection (redirects included) is checked by :meth:`shared.trust.GitPolicy.check_peer`
+  on the address actually connected, before a byte is sent on it. HTTP proxies are not used: the
+  peer check needs the real peer.
 
 Secrets never appear in exception messages or reprs: URLs are stripped of user info before dulwich
 sees them, credentials travel separately (Basic via dulwich's ``username``/``password``, bearer via an
@@ -120,33 +125,18 @@ class NonFastForward(GitError):
 # -- URL and credential handling ----------------------------------------------------------------
 
 
-def _clean_url(url: str, allow_insecure_http: bool) -> str:
-    """Validate ``url`` and return it without user info, query or fragment.
+def _clean_url(url: str, allow_insecure_http: bool, auth: "GitAuth | None" = None, policy=None) -> str:
+    """Check ``url`` against the destination policy (:meth:`shared.trust.GitPolicy.destination`,
+    from the app settings unless ``policy`` is given) and return it without user info.
 
-    Raises ``InvalidInput("url", ...)`` for a non-http(s) scheme, a missing host, or ``http://``
-    without ``allow_insecure_http``.
-    """
-    if not isinstance(url, str) or not url:
-        raise errors.InvalidInput("url", "must be a non-empty https URL")
-    try:
-        parts = urlsplit(url.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        raise errors.InvalidInput("url", "is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http"):
-        raise errors.InvalidInput("url", f"scheme {scheme or '(none)'!r} is not supported; use https")
-    if scheme == "http" and not allow_insecure_http:
-        raise errors.InvalidInput("url", "http:// is refused unless allow_insecure_http is set; use https")
-    if not host:
-        raise errors.InvalidInput("url", "has no host")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    path = parts.path.rstrip("/")
-    if not path:
-        raise errors.InvalidInput("url", "has no repository path")
-    return urlunsplit((scheme, netloc, path, "", ""))
+    Raises ``InvalidInput("url", ...)`` (a :class:`shared.trust.DestinationRefused`) for a bad or
+    refused URL, ``http://`` without ``allow_insecure_http``, or a bearer token for a host outside
+    ``GIT_BEARER_TOKEN_HOSTS``."""
+    from shared.trust import GitPolicy
+
+    policy = policy or GitPolicy.from_settings()
+    bearer = bool(auth is not None and auth.bearer_token)
+    return policy.destination(url, allow_insecure_http=allow_insecure_http, bearer=bearer).url.url
 
 
 def _mask(text: str, auth: GitAuth) -> str:
@@ -155,13 +145,60 @@ def _mask(text: str, auth: GitAuth) -> str:
     return text
 
 
+def _checked_pool_manager(config, base_url: str, policy):
+    """dulwich's urllib3 pool manager (CA bundle, user agent, extra headers from ``config``) whose
+    connections check their peer with ``policy.check_peer`` right after connecting, before TLS or
+    any request byte; proxies are never used."""
+    import urllib3
+    from dulwich.client import default_urllib3_manager
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def checked(base):
+        class Checked(base):
+            def _new_conn(self):
+                port = self.port or (443 if isinstance(self, HTTPSConnection) else 80)
+                policy.check_connection_host(self.host, port)  # before connecting: a redirect stays on the list
+                sock = super()._new_conn()
+                try:
+                    policy.check_peer(self.host, port, sock.getpeername()[0])  # the address connected
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+
+        return Checked
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = checked(HTTPConnection)
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = checked(HTTPSConnection)
+
+    class Manager(urllib3.PoolManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+
+    def no_proxy(proxy_url, proxy_headers=None, **kwargs):
+        return Manager(**kwargs)
+
+    return default_urllib3_manager(config, pool_manager_cls=Manager, proxy_manager_cls=no_proxy,
+                                   base_url=base_url, timeout=HTTP_TIMEOUT_S)
+
+
 @contextmanager
-def _client(clean_url: str, auth: GitAuth):
+def _client(clean_url: str, auth: GitAuth, policy=None):
     """A dulwich HTTP client for ``clean_url``: yields ``(client, path)``, then closes its
     connections (dulwich 1.2.21's ``Urllib3HttpGitClient.close()`` is a no-op, so the urllib3
-    pool is cleared here)."""
+    pool is cleared here). Its connections are checked by ``policy`` (:class:`shared.trust.GitPolicy`,
+    from the app settings by default)."""
     from dulwich.client import HttpGitClient
     from dulwich.config import ConfigDict
+
+    from shared.trust import GitPolicy
+
+    policy = policy or GitPolicy.from_settings()
 
     config = ConfigDict()
     if auth.ca_file:
@@ -178,7 +215,8 @@ def _client(clean_url: str, auth: GitAuth):
     parts = urlsplit(clean_url)
     base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
     client = HttpGitClient(
-        base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S
+        base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S,
+        pool_manager=_checked_pool_manager(config, base, policy),
     )
     try:
         yield client, parts.path
@@ -253,9 +291,10 @@ class Repository:
     paths, ``..`` escapes and ``.git`` are refused with ``InvalidInput("path", ...)``.
     """
 
-    def __init__(self, repo, url: str, branch: str, auth: GitAuth):
+    def __init__(self, repo, url: str, branch: str, auth: GitAuth, policy=None):
         self._repo = repo
         self._auth = auth
+        self._policy = policy
         self.url = url
         self.branch = branch
         self.path = pathlib.Path(repo.path)
@@ -284,6 +323,7 @@ class Repository:
         workdir: str | os.PathLike,
         *,
         allow_insecure_http: bool = False,
+        policy=None,
     ) -> "Repository":
         """Clone ``branch`` of ``url`` into ``workdir`` (created; must be absent or empty).
 
@@ -291,17 +331,23 @@ class Repository:
         repository with ``HEAD → refs/heads/<branch>`` and remote ``origin``, as go-git in Flux.
         One retry after ``CLONE_RETRY_DELAY_S`` on a connection-level failure.
 
-        Raises ``InvalidInput`` (url/branch/ca_file), ``GitAuthError`` (401/403), ``RepositoryNotFound``
+        ``policy`` (:class:`shared.trust.GitPolicy`; default: from the app settings) decides where
+        the URL may go; every connection, of the clone and of later pushes, is checked against it.
+
+        Raises ``InvalidInput`` (url/branch/ca_file; a refused destination), ``GitAuthError`` (401/403), ``RepositoryNotFound``
         (404), ``BranchNotFound`` (branch missing in a non-empty repository), ``GitError`` (other).
         """
-        clean = _clean_url(url, allow_insecure_http)
+        from shared.trust import GitPolicy
+
+        policy = policy or GitPolicy.from_settings()
+        clean = _clean_url(url, allow_insecure_http, auth, policy)
         ref = _check_branch(branch)
         workdir = pathlib.Path(workdir)
         if workdir.exists() and any(workdir.iterdir()):
             raise ValueError(f"clone target {workdir} is not empty")
         for attempt in (1, 2):
             try:
-                return cls._clone_once(clean, branch, ref, auth, workdir)
+                return cls._clone_once(clean, branch, ref, auth, workdir, policy)
             except GitError as exc:
                 _wipe(workdir)
                 if attempt == 1 and exc.transient:
@@ -315,7 +361,7 @@ class Repository:
         raise AssertionError("unreachable")
 
     @classmethod
-    def _clone_once(cls, clean: str, branch: str, ref: bytes, auth: GitAuth, workdir: pathlib.Path) -> "Repository":
+    def _clone_once(cls, clean: str, branch: str, ref: bytes, auth: GitAuth, workdir: pathlib.Path, policy) -> "Repository":
         from dulwich.repo import Repo
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +379,7 @@ class Repository:
                 sha = refs.get(ref)
                 return [sha] if sha is not None and sha not in repo.object_store else []
 
-            with _client(clean, auth) as (client, path), _translate(clean, auth, "git clone of"):
+            with _client(clean, auth, policy) as (client, path), _translate(clean, auth, "git clone of"):
                 result = client.fetch(path, repo, determine_wants=determine_wants)
             remote_refs = {k: v for k, v in result.refs.items() if v is not None and k != b"HEAD"}
             sha = remote_refs.get(ref)
@@ -347,7 +393,7 @@ class Repository:
         except BaseException:
             repo.close()
             raise
-        return cls(repo, clean, branch, auth)
+        return cls(repo, clean, branch, auth, policy)
 
     # -- worktree -----------------------------------------------------------------------------
     # The clone is untrusted content: a symlink in it could make a read or a write reach any file
@@ -723,7 +769,7 @@ class Repository:
                     return None
             return {ref: head_b}
 
-        with _client(self.url, self._auth) as (client, path), _translate(self.url, self._auth, "git push to"):
+        with _client(self.url, self._auth, self._policy) as (client, path), _translate(self.url, self._auth, "git push to"):
             result = client.send_pack(path, update_refs, generate_pack_data=repo.generate_pack_data)
         if moved:
             raise NonFastForward(
@@ -739,14 +785,18 @@ class Repository:
         repo.refs[b"refs/remotes/origin/" + ref[len(b"refs/heads/"):]] = head_b
 
 
-def ls_remote(url: str, auth: GitAuth, *, allow_insecure_http: bool = False) -> dict[str, str]:
+def ls_remote(url: str, auth: GitAuth, *, allow_insecure_http: bool = False, policy=None) -> dict[str, str]:
     """The remote's refs, ``{"refs/heads/main": "<40 hex>", ...}`` (``HEAD`` included when the server
     advertises it; peeled tags as ``<tag>^{}``). ``{}`` for an empty repository. Doubles as a
     credential check (PAT rotation): raises ``GitAuthError`` on 401/403, ``RepositoryNotFound`` on
-    404, ``InvalidInput`` for a bad URL, ``GitError`` otherwise.
+    404, ``InvalidInput`` for a bad or refused URL (``policy``: as :meth:`Repository.clone`),
+    ``GitError`` otherwise.
     """
-    clean = _clean_url(url, allow_insecure_http)
-    with _client(clean, auth) as (client, path), _translate(clean, auth, "git ls-remote of"):
+    from shared.trust import GitPolicy
+
+    policy = policy or GitPolicy.from_settings()
+    clean = _clean_url(url, allow_insecure_http, auth, policy)
+    with _client(clean, auth, policy) as (client, path), _translate(clean, auth, "git ls-remote of"):
         result = client.get_refs(path)
     return {k.decode("utf-8"): v.decode("ascii") for k, v in result.refs.items() if v is not None}
 

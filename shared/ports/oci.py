@@ -120,7 +120,7 @@ def parse_reference(ref: str) -> tuple[str, str, str]:
         raise InvalidInput("manifests", "empty OCI reference; expected oci://<registry>/<repository>:<tag>")
     if not ref.startswith("oci://"):
         raise InvalidInput("manifests", f"OCI reference {ref!r} must start with oci://")
-    m = _REFERENCE_RE.match(ref)
+    m = _REFERENCE_RE.fullmatch(ref)
     if not m:
         raise InvalidInput(
             "manifests",
@@ -307,7 +307,7 @@ def _check_descriptor(desc, what: str, ref: str, media_type: str, max_size: int)
     if got_type != media_type:
         raise OCIError(f"{ref}: {what} media type is {got_type!r}, expected {media_type!r} (not a Flux artifact)")
     digest, size = desc.get("digest"), desc.get("size")
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
         raise OCIError(f"{ref}: {what} digest {digest!r} is not a sha256 digest")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise OCIError(f"{ref}: {what} size {size!r} is invalid")

@@ -52,7 +52,7 @@ SettingError = errors.SettingError  # re-exported: callers import it from here t
 
 
 def _subdomain(value: Any, field: str) -> str:
-    if not isinstance(value, str) or len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+    if not isinstance(value, str) or len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
         raise errors.InvalidInput(field, "must be a Kubernetes object name (lower-case DNS-1123 subdomain, at most 253 characters)")
     return value
 
@@ -76,8 +76,13 @@ class ClusterRecord:
     * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``); ``username``
       [``username``]: written with ``password`` in ``pat``/``entra-password`` modes (default ``git``).
     * ``pat_secret`` [``patSecret``]: Key Vault secret holding the PAT (required in ``pat`` mode).
-    * ``allow_insecure_http`` [``allowInsecureHttp``]: allow an ``http://`` GitRepository URL for the
-      credential check (local test servers only; default false).
+    * ``git_url`` [``gitUrl``]: the repository URL recorded when the cluster was registered (bootstrap
+      records its sync URL), required unless ``gitAuth`` is ``none``. Rotation sends a credential only
+      there: a GitRepository whose ``spec.url`` names another repository fails the cluster (possible
+      tampering; re-register to accept the new URL). It must pass ``GIT_ALLOWED_HOSTS``
+      (:mod:`shared.trust`), checked on registration and on every rotation.
+    * ``allow_insecure_http`` [``allowInsecureHttp``]: allow an ``http://`` ``gitUrl`` (only to a host
+      listed exactly in ``GIT_ALLOWED_HOSTS``, e.g. local test servers; default false).
     * ``eventhub_secret`` [``eventHubSecret``], ``eventhub_name`` [``eventHubName``],
       ``eventhub_namespace`` [``eventHubNamespace``]: for a cluster whose notification Provider
       (``azureeventhub``) publishes with a JWT: the Provider's Secret (in ``namespace``; keys ``token`` and
@@ -95,6 +100,7 @@ class ClusterRecord:
     pat_secret: str | None = None
     context: str | None = None
     allow_insecure_http: bool = False
+    git_url: str | None = None
     eventhub_secret: str | None = None
     eventhub_name: str | None = None
     eventhub_namespace: str | None = None
@@ -106,7 +112,7 @@ class ClusterRecord:
              "localAccounts": "local_accounts", "namespace": "namespace",
              "sourceSecret": "source_secret", "gitRepository": "git_repository", "gitAuth": "git_auth",
              "username": "username", "patSecret": "pat_secret", "context": "context",
-             "allowInsecureHttp": "allow_insecure_http", "eventHubSecret": "eventhub_secret",
+             "allowInsecureHttp": "allow_insecure_http", "gitUrl": "git_url", "eventHubSecret": "eventhub_secret",
              "eventHubName": "eventhub_name", "eventHubNamespace": "eventhub_namespace"}
 
     @property
@@ -122,18 +128,25 @@ class ClusterRecord:
                                 context=self.context, local_accounts=self.local_accounts)
 
     def validate(self) -> "ClusterRecord":
-        """Check every field; returns self. Raises ``InvalidInput(<JSON field name>, message)``."""
-        if not isinstance(self.name, str) or not _CLUSTER_NAME.match(self.name):
+        """Check every field's shape (no app setting is read: see :meth:`check_policy`); returns self.
+        Raises ``InvalidInput(<JSON field name>, message)``."""
+        from shared.flux.options import validate_namespace
+        from shared.trust import check_namespace, check_text, check_username, parse_git_url
+
+        for json_name, attr in self._JSON.items():
+            check_text(getattr(self, attr), json_name)
+        if not isinstance(self.name, str) or not _CLUSTER_NAME.fullmatch(self.name):
             raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
         self.cluster_ref  # exactly one of clusterResourceId and kubeconfigSecret; context, localAccounts
-        if not isinstance(self.namespace, str) or not DNS1123_LABEL.match(self.namespace):
+        if not isinstance(self.namespace, str) or not DNS1123_LABEL.fullmatch(self.namespace):
             raise errors.InvalidInput("namespace", "must be a Kubernetes namespace name (DNS-1123 label)")
+        validate_namespace(self.namespace, "namespace")
+        check_namespace(self.namespace, "namespace")
         _subdomain(self.source_secret, "sourceSecret")
         _subdomain(self.git_repository, "gitRepository")
         if self.git_auth not in GIT_AUTH_MODES:
             raise errors.InvalidInput("gitAuth", f"must be one of {', '.join(GIT_AUTH_MODES)}")
-        if not isinstance(self.username, str) or not self.username or ":" in self.username or len(self.username) > 256:
-            raise errors.InvalidInput("username", "must be a non-empty user name without ':'")
+        check_username(self.username, "username")
         if self.git_auth == "pat":
             if self.pat_secret is None:
                 raise errors.InvalidInput("patSecret", "is required in the 'pat' Git auth mode (the Key Vault secret holding the PAT)")
@@ -142,6 +155,11 @@ class ClusterRecord:
             validate_secret_name(self.pat_secret, "patSecret")
         if not isinstance(self.allow_insecure_http, bool):
             raise errors.InvalidInput("allowInsecureHttp", "must be true or false")
+        if self.git_url is not None:
+            parse_git_url(self.git_url, "gitUrl")
+        elif self.git_auth != "none":
+            raise errors.InvalidInput("gitUrl", "is required: the repository URL the Git credential may be sent to "
+                                                "(the GitRepository's spec.url when the cluster was bootstrapped)")
         eh = {"eventHubSecret": self.eventhub_secret, "eventHubName": self.eventhub_name,
               "eventHubNamespace": self.eventhub_namespace}
         given = [k for k, v in eh.items() if v is not None]
@@ -150,14 +168,27 @@ class ClusterRecord:
             raise errors.InvalidInput(missing, "is required: the Event Hub secret, name and namespace go together (all three or none)")
         if given:
             _subdomain(self.eventhub_secret, "eventHubSecret")
-            if not isinstance(self.eventhub_name, str) or not _EVENTHUB_NAME.match(self.eventhub_name):
+            if not isinstance(self.eventhub_name, str) or not _EVENTHUB_NAME.fullmatch(self.eventhub_name):
                 raise errors.InvalidInput("eventHubName", "must be an Event Hub name (1-256 letters, digits, '.', '_', '-')")
-            if not isinstance(self.eventhub_namespace, str) or not _EVENTHUB_NS.match(self.eventhub_namespace):
+            if not isinstance(self.eventhub_namespace, str) or not _EVENTHUB_NS.fullmatch(self.eventhub_namespace):
                 raise errors.InvalidInput(
                     "eventHubNamespace", "must be an Event Hubs namespace name (6-50 characters) or its "
                     "<name>.servicebus.windows.net host name")
         if self.git_auth == "none" and not given:
             raise errors.InvalidInput("gitAuth", "'none' leaves nothing to rotate unless the Event Hub fields are set")
+        return self
+
+    def check_policy(self, environ: Mapping[str, str] = os.environ) -> "ClusterRecord":
+        """Check the record against the app settings' trust policy (:mod:`shared.trust`): ``gitUrl``
+        must pass ``GIT_ALLOWED_HOSTS`` (and ``GIT_BEARER_TOKEN_HOSTS`` in an ``entra-*`` mode).
+        Done when a record is added or replaced, and again by every rotation. Raises
+        ``InvalidInput("gitUrl")`` or ``SettingError``; returns self."""
+        from shared.trust import GitPolicy
+
+        if self.git_url is not None and self.git_auth != "none":
+            GitPolicy.from_settings(environ).destination(
+                self.git_url, allow_insecure_http=self.allow_insecure_http,
+                bearer=self.git_auth.startswith("entra-"), field="gitUrl")
         return self
 
     @classmethod
@@ -173,7 +204,9 @@ class ClusterRecord:
                 continue
             attr = cls._JSON.get(key)
             if attr is None:
-                raise errors.InvalidInput(key, "unknown field")
+                from shared.trust import safe_field_name
+
+                raise errors.InvalidInput(safe_field_name(key), "unknown field")
             if value is None or (isinstance(value, str) and value == "" and attr not in ("name", "kubeconfig_secret",
                                                                                       "cluster_resource_id")):
                 continue  # null/empty = default
@@ -356,13 +389,13 @@ class Registry:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _CLUSTER_NAME.match(name):
+    if not isinstance(name, str) or not _CLUSTER_NAME.fullmatch(name):
         raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
     return name
 
 
 def _table_name(name: str, field: str = "table") -> str:
-    if not _TABLE_NAME.match(name or ""):
+    if not _TABLE_NAME.fullmatch(name or ""):
         raise (SettingError if field == "REGISTRY_TABLE" else errors.InvalidInput)(field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
     return name
 
@@ -371,7 +404,8 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
                             local_accounts: bool = False, password_secret: str | None = None,
                             git_auth: str = "pat", namespace: str = "flux-system",
                             secret_name: str = "flux-system", username: str = "git", context: str | None = None,
-                            allow_insecure_http: bool = False, registry: Registry) -> ClusterRecord:
+                            allow_insecure_http: bool = False, git_url: str | None = None,
+                            registry: Registry) -> ClusterRecord:
     """Register (or update) the cluster a bootstrap just set up.
 
     Arguments are the bootstrap request's: the cluster, ``cluster_resource_id`` (``clusterResourceId``, with
@@ -380,7 +414,8 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``entra-bearer`` for ``withBearerToken``, which
     writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
     ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
-    (``allowInsecureHttp``); ``name`` is the cluster's registry name. The GitRepository is named after
+    (``allowInsecureHttp``), ``git_url`` (the sync URL the GitRepository got: rotation sends credentials
+    only there); ``name`` is the cluster's registry name. The GitRepository is named after
     the namespace, as ``flux bootstrap`` does. Fields a bootstrap does not know (the Event Hub fields)
     are kept from an existing record. ``registry`` is where the record goes (the Function passes
     :func:`shared.services.registry`).
@@ -397,7 +432,7 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     record = replace(record, kubeconfig_secret=kubeconfig_secret, cluster_resource_id=cluster_resource_id,
                      local_accounts=local_accounts, context=context, namespace=namespace,
                      source_secret=secret_name, git_repository=namespace, git_auth=git_auth, username=username,
-                     pat_secret=password_secret, allow_insecure_http=allow_insecure_http)
+                     pat_secret=password_secret, allow_insecure_http=allow_insecure_http, git_url=git_url)
     stored, _ = registry.upsert(record)
     return stored
 

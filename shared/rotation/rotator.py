@@ -22,6 +22,14 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   identity, checked with ``git ls-remote`` (Bearer, or Basic with the token as password), written, and
   the GitRepository annotated (source-controller ``api/v1`` secretRef keys ``bearerToken``,
   ``username``/``password``).
+* **Where credentials go** (:mod:`shared.trust`). A Git credential is sent (``ls-remote``) and written
+  only for the URL recorded when the cluster was registered (``gitUrl``): it must still pass
+  ``GIT_ALLOWED_HOSTS`` (``GIT_BEARER_TOKEN_HOSTS`` for the Entra token), checked before any Key Vault
+  or cluster call; the PAT's Key Vault secret must carry tag ``flux-git-url-prefixes`` covering it;
+  and the cluster's GitRepository must still name that repository. A GitRepository whose
+  ``spec.url`` names another one (anyone who can push to the synced repository can change it) fails
+  that cluster as possible tampering, nothing sent, until it is re-registered with the new URL.
+  Kubeconfig secrets must be marked ``application/x-kubeconfig``.
 * source-controller uses ``bearerToken`` instead of ``username``/``password`` when both are present
   (``fluxcd/pkg/git`` ``NewAuthOptions``), so in ``pat``/``entra-password`` mode a ``bearerToken`` key in
   the Secret is reported as an error (the new password is still written; that key is not ours to remove).
@@ -46,6 +54,7 @@ failure: it raises :class:`shared.rotation.registry.SettingError` before any clu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -290,6 +299,7 @@ class Rotator:
         self.settings = settings or RotationSettings.from_settings()
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.git_ca_file = git_ca_file
+        self.policy = None  # shared.trust.GitPolicy, read from the app settings by preflight()
         self._secrets = _Memo()
         self._checks = _Memo()
         self._tokens = _Memo()
@@ -365,13 +375,29 @@ class Rotator:
         from shared.ports.git import ls_remote
 
         key = (url, auth.username, digest(auth.password), digest(auth.bearer_token), allow_insecure_http)
-        self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http))
+        self._checks.get(key, lambda: ls_remote(url, auth, allow_insecure_http=allow_insecure_http, policy=self.policy))
+
+    def _destination(self, record):
+        """The recorded ``gitUrl`` as the trust policy accepts it (no network call), or raises
+        ``InvalidInput("gitUrl")``."""
+        from shared.trust import GitPolicy
+
+        if not record.git_url:
+            raise errors.InvalidInput("gitUrl", "no gitUrl is recorded for this cluster, so no credential is sent; "
+                                                "re-register it with the repository URL (gitUrl)")
+        if self.policy is None:
+            self.policy = GitPolicy.from_settings()
+        return self.policy.destination(record.git_url, allow_insecure_http=record.allow_insecure_http,
+                                       bearer=record.git_auth.startswith("entra-"), field="gitUrl")
 
     # run ------------------------------------------------------------------------------------------
     def preflight(self, records: Iterable = ()) -> None:
         """Build the Key Vault client (and, when a record names its cluster by resource ID, the ARM client)
         now, so a missing or invalid ``KEY_VAULT_URL`` or ARM setting raises ``SettingError`` once instead
-        of failing every cluster."""
+        of failing every cluster; read the trust policy (``GIT_ALLOWED_HOSTS``...) once."""
+        from shared.trust import GitPolicy
+
+        self.policy = GitPolicy.from_settings()  # SettingError for a malformed GIT_ALLOWED_HOSTS
         try:
             self.keyvault
             access = self._access()
@@ -404,6 +430,17 @@ class Rotator:
         redact = _Redactor()
         cluster = None
         try:
+            parts = []
+            if record.git_auth != "none":
+                try:  # where the credential would go: checked before any Key Vault or cluster call
+                    destination = self._destination(record)
+                    parts.append(("git", functools.partial(self._rotate_git, destination=destination)))
+                except errors.FluxOpsError as exc:
+                    result.errors.append(f"git: {exc}; nothing sent")
+            if record.has_eventhub:
+                parts.append(("eventhub", self._rotate_eventhub))
+            if not parts:
+                return result
             try:
                 cluster = self._access().connect(record.cluster_ref, purpose=ROTATION, namespace=record.namespace,
                                                  on_secret=redact.add)
@@ -413,11 +450,6 @@ class Rotator:
             except Exception as exc:  # noqa: BLE001 - isolation: one cluster never stops the run
                 result.errors.append(f"cluster access: unexpected {type(exc).__name__}: {redact(str(exc))[:300]}")
                 return result
-            parts = []
-            if record.git_auth != "none":
-                parts.append(("git", self._rotate_git))
-            if record.has_eventhub:
-                parts.append(("eventhub", self._rotate_eventhub))
             for label, part in parts:
                 try:
                     part(record, cluster, result, redact)
@@ -442,14 +474,29 @@ class Rotator:
                                   "(bootstrap the cluster first); nothing written")
         return data
 
-    def _repo_url(self, record, cluster) -> str:
+    def _check_repo_url(self, record, cluster, destination) -> None:
+        """The cluster's GitRepository must still name the repository recorded at registration
+        (``gitUrl``); another one fails the cluster as possible tampering (``Conflict``), nothing sent."""
+        from shared.errors import shown
+        from shared.trust import parse_git_url
+
+        ref = f"GitRepository {record.namespace}/{record.git_repository}"
         repo = cluster.get(GITREPOSITORY_API, "GitRepository", record.git_repository, record.namespace)
         if repo is None:
-            raise errors.NotFound(f"GitRepository {record.namespace}/{record.git_repository} not found; nothing written")
+            raise errors.NotFound(f"{ref} not found; nothing written")
         url = (repo.get("spec") or {}).get("url")
         if not url:
-            raise errors.InvalidInput("gitRepository", f"GitRepository {record.namespace}/{record.git_repository} has no spec.url")
-        return url
+            raise errors.InvalidInput("gitRepository", f"{ref} has no spec.url")
+        try:
+            same = parse_git_url(url, "spec.url").same_repository(destination.url)
+        except errors.InvalidInput:
+            same = False
+        if not same:
+            raise errors.Conflict(
+                f"{ref} now names {shown(url, 200)}, not the repository recorded when the cluster was registered "
+                f"({destination}): possible tampering, nothing sent; if the change is intended, re-register the "
+                f"cluster with the new gitUrl (PUT /api/registry/clusters/{record.name} or python -m shared registry add "
+                "--git-url)")
 
     def _write_and_annotate(self, record, cluster, result: ClusterResult, values: dict[str, str], what: str) -> None:
         ref = f"Secret {record.namespace}/{record.source_secret}"
@@ -466,26 +513,28 @@ class Rotator:
                                        f"{record.namespace}/{record.git_repository} failed: {exc}") from None
         result.changes.append(f"GitRepository {record.namespace}/{record.git_repository} annotated {REQUESTED_AT}")
 
-    def _rotate_git(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
+    def _rotate_git(self, record, cluster, result: ClusterResult, redact: _Redactor, destination) -> None:
         """The source Secret's credential, per ``record.git_auth``. ``pat``/``entra-password`` write
         ``password``, which source-controller ignores while the Secret holds ``bearerToken`` (fluxcd/pkg
         git ``NewAuthOptions``); that key is not ours to delete, so it is reported as an error."""
         if record.git_auth == "pat":
-            current = self._rotate_pat(record, cluster, result, redact)
+            current = self._rotate_pat(record, cluster, result, redact, destination)
         else:
-            current = self._rotate_entra(record, cluster, result, redact)
+            current = self._rotate_entra(record, cluster, result, redact, destination)
         if record.git_auth != "entra-bearer" and "bearerToken" in current:
             raise errors.Conflict(
                 f"Secret {record.namespace}/{record.source_secret} also holds key bearerToken, which "
                 "source-controller uses instead of username/password; delete that key, or set gitAuth to "
                 "entra-bearer")
 
-    def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
+    def _rotate_pat(self, record, cluster, result: ClusterResult, redact: _Redactor, destination) -> dict[str, str]:
         """Returns the source Secret's data as read before any write."""
         from shared.ports.git import GitAuth, GitAuthError
+        from shared.trust import git_credential
 
         pat = self._secret(record.pat_secret, "patSecret")
         redact.add(pat.value)
+        git_credential(pat, destination, field="patSecret")  # the vault owner's tag must cover gitUrl
         kv_ref = f"Key Vault secret {record.pat_secret} (version {pat.version})"
         now = self.clock()
         if pat.expires_on is not None:
@@ -503,9 +552,10 @@ class Rotator:
         current = self._source_secret(record, cluster)
         redact.add(current.get("password"))
         redact.add(current.get("bearerToken"))
+        self._check_repo_url(record, cluster, destination)
         if _same(current.get("password"), pat.value) and current.get("username") == record.username:
             return current
-        url = self._repo_url(record, cluster)
+        url = str(destination)
         try:
             self._check_git(url, GitAuth(record.username, password=pat.value, ca_file=self.git_ca_file),
                             record.allow_insecure_http)
@@ -516,7 +566,7 @@ class Rotator:
                                  f"PAT from {kv_ref}, checked with git ls-remote")
         return current
 
-    def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor) -> dict[str, str]:
+    def _rotate_entra(self, record, cluster, result: ClusterResult, redact: _Redactor, destination) -> dict[str, str]:
         """Returns the source Secret's data as read before any write."""
         from shared.ports.git import GitAuth, GitAuthError
 
@@ -525,6 +575,7 @@ class Rotator:
         current = self._source_secret(record, cluster)
         redact.add(current.get("password"))
         redact.add(current.get("bearerToken"))
+        self._check_repo_url(record, cluster, destination)
         now = self.clock()
         threshold = self.settings.token_min_remaining
         exp = jwt_expiry(current.get(key))
@@ -539,7 +590,7 @@ class Rotator:
             result.warnings.append(f"the Entra ID token for Azure DevOps is valid for only {_fmt_delta(token_exp - now)}")
         if _same(current.get(key), token) and username_ok:
             return current  # the credential handed out the token the cluster already has
-        url = self._repo_url(record, cluster)
+        url = str(destination)
         auth = (GitAuth(record.username, bearer_token=token, ca_file=self.git_ca_file) if bearer
                 else GitAuth(record.username, password=token, ca_file=self.git_ca_file))
         try:

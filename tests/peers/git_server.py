@@ -12,7 +12,9 @@ on 127.0.0.1 (random port, daemon thread), as measured in ``docs/test-peers.md``
   for users without the "Force push" permission.
 * HTTPS when a ``trustme.CA`` is given (server certificate for 127.0.0.1; ``ca_file`` is the CA PEM).
 
-Module-level pytest fixtures: ``git_pat``, ``ado_git_server``, ``git_tls_ca``, ``ado_git_server_tls``.
+Module-level pytest fixtures: ``git_pat``, ``ado_git_server``, ``git_tls_ca``, ``ado_git_server_tls``,
+``git_allowed_local`` (``GIT_ALLOWED_HOSTS=127.0.0.1``, used by both servers) and ``entra_git_hosts``
+(``GIT_BEARER_TOKEN_HOSTS=127.0.0.1``, for tests that send an Entra ID token to the local peer).
 Helpers independent of the code under test (they run the ``git`` binary):
 ``read_tree(bare, branch)`` and ``log(bare, branch)`` for assertions, ``seed(bare, files)`` to prepare a remote.
 """
@@ -425,8 +427,23 @@ def git_pat() -> str:
 
 
 @pytest.fixture
-def ado_git_server(tmp_path, git_pat):
-    """A started plain-HTTP ``AzureDevOpsGitServer`` under ``tmp_path`` accepting ``git_pat``."""
+def git_allowed_local(monkeypatch):
+    """App setting ``GIT_ALLOWED_HOSTS`` lists ``127.0.0.1``, where the local git peers listen, as an
+    operator lists an Azure DevOps Server host (an IP address must be listed exactly as written)."""
+    monkeypatch.setenv("GIT_ALLOWED_HOSTS", "127.0.0.1")
+
+
+@pytest.fixture
+def entra_git_hosts(git_allowed_local, monkeypatch):
+    """App setting ``GIT_BEARER_TOKEN_HOSTS`` lists ``127.0.0.1`` too: the local git peer stands in for
+    Azure DevOps Services, which takes the Function's Entra ID token."""
+    monkeypatch.setenv("GIT_BEARER_TOKEN_HOSTS", "127.0.0.1")
+
+
+@pytest.fixture
+def ado_git_server(tmp_path, git_pat, git_allowed_local):
+    """A started plain-HTTP ``AzureDevOpsGitServer`` under ``tmp_path`` accepting ``git_pat``
+    (``127.0.0.1`` listed in ``GIT_ALLOWED_HOSTS``)."""
     with AzureDevOpsGitServer(tmp_path / "ado-git", git_pat) as server:
         yield server
 
@@ -440,7 +457,7 @@ def git_tls_ca():
 
 
 @pytest.fixture
-def ado_git_server_tls(tmp_path, git_pat, git_tls_ca):
+def ado_git_server_tls(tmp_path, git_pat, git_tls_ca, git_allowed_local):
     """Like ``ado_git_server`` but over HTTPS; ``server.ca_file`` is the CA PEM to trust."""
     with AzureDevOpsGitServer(tmp_path / "ado-git-tls", git_pat, tls_ca=git_tls_ca) as server:
         yield server

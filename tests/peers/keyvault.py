@@ -245,6 +245,18 @@ class KeyVaultServer(HttpsPeer):
                                     nbf=_ts(not_before), exp=_ts(expires_on))
             return ver.version
 
+    def seed_pat(self, name: str, value: str, url_prefixes: str | list[str], **kw) -> str:
+        """Seed a PAT as its owner would store it: tagged ``flux-git-url-prefixes`` with the URL
+        prefixes it may be sent to (``az keyvault secret set --tags flux-git-url-prefixes=...``)."""
+        prefixes = url_prefixes if isinstance(url_prefixes, str) else ",".join(url_prefixes)
+        tags = {**(kw.pop("tags", None) or {}), "flux-git-url-prefixes": prefixes}
+        return self.seed(name, value, tags=tags, **kw)
+
+    def seed_kubeconfig(self, name: str, text: str, **kw) -> str:
+        """Seed a kubeconfig as its owner would store it: content type ``application/x-kubeconfig``
+        (``az keyvault secret set --content-type application/x-kubeconfig``)."""
+        return self.seed(name, text, content_type=kw.pop("content_type", "application/x-kubeconfig"), **kw)
+
     def stored(self, name: str, version: str | None = None) -> dict:
         """A copy of a stored version (latest by default): value, contentType, tags, enabled, nbf, exp,
         created, updated, version. KeyError if absent."""

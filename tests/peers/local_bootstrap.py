@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"✗ set FLUX_MANIFESTS to a Flux distribution (no {SHARED_V292})")
             return 1
         os.environ["FLUX_MANIFESTS"] = str(SHARED_V292)
+    # The local git peer listens on 127.0.0.1: listed in GIT_ALLOWED_HOSTS, as an operator lists an
+    # Azure DevOps Server host (an IP address must be listed exactly).
+    os.environ.setdefault("GIT_ALLOWED_HOSTS", "127.0.0.1")
 
     import azure.functions as func
 
@@ -80,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(kube.stop)
             kubeconfig = kube.kubeconfig()
             where = "the local Kubernetes API TEST SERVER (no controllers run; pass --kubeconfig FILE for a real cluster)"
-        vault.seed("fleet-pat", pat)
-        vault.seed("local-1-kubeconfig", kubeconfig)
+        # As the vault's owner stores them: the PAT tagged with the URL prefix it may be sent to
+        # (az keyvault secret set --tags flux-git-url-prefixes=...), the kubeconfig marked as one
+        # (--content-type application/x-kubeconfig).
+        prefix = url.split("/platform/")[0] + "/"
+        vault.seed_pat("fleet-pat", pat, prefix)
+        vault.seed_kubeconfig("local-1-kubeconfig", kubeconfig)
         services.set_keyvault_factory(
             lambda: KeyVault(vault.vault_url, vault.credential(), connection_verify=vault.ca_file, verify_challenge_resource=False)
         )
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(services.set_registry_factory, None)
 
         _say("Local peers on 127.0.0.1:")
-        _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat')")
+        _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat', tagged {prefix})")
         _say(f"  Key Vault test server          {vault.vault_url}")
         _say(f"  cluster                        {where}")
         _say(f"  cluster registry (Table)       Azurite {azurite.table_endpoint}")

@@ -33,8 +33,8 @@ from shared import errors
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-VERSION_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+NAME_RE = re.compile(r"[0-9a-zA-Z-]{1,127}")  # used with fullmatch
+VERSION_RE = re.compile(r"[0-9a-fA-F]{32}")
 MAX_VALUE_BYTES = 25 * 1024  # "value ... 25k bytes" (about-secrets)
 MAX_CONTENT_TYPE = 255
 
@@ -46,6 +46,10 @@ class SecretValue:
     ``value`` is excluded from ``repr`` (and so from logs of the object); it is ``""`` in listings.
     ``expires_on``/``created_on`` are timezone-aware UTC (Key Vault stores Unix seconds), or None.
     ``created_on`` is an addition to the agreed fields, for picking the newest version.
+    ``content_type`` and ``tags`` (``{}`` when none) are the version's, as the vault's owner set them:
+    :mod:`shared.trust` reads them to decide where the secret may be sent (tag
+    ``flux-git-url-prefixes``) and whether it is a kubeconfig (``application/x-kubeconfig``). Tags
+    belong to one version: a new version carries only the tags given when it was set.
     """
 
     name: str
@@ -55,6 +59,7 @@ class SecretValue:
     content_type: str | None
     enabled: bool = True
     created_on: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class SecretNotFound(errors.NotFound):
@@ -77,10 +82,10 @@ def validate_secret_name(name: Any, field: str = "name") -> str:
 
     Raises :class:`shared.errors.InvalidInput` with ``field`` (the caller's request-field spelling).
     """
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        shown = repr(name) if isinstance(name, str) and len(name) <= 140 else type(name).__name__
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        what = errors.shown(name) if isinstance(name, str) else type(name).__name__
         raise errors.InvalidInput(
-            field, f"{shown} is not a Key Vault secret name (1-127 characters: letters, digits and '-')")
+            field, f"{what} is not a Key Vault secret name (1-127 characters: letters, digits and '-')")
     return name
 
 
@@ -191,7 +196,7 @@ class KeyVault:
         :class:`shared.errors.AuthenticationFailed` (token refused, credential unavailable, 403 by RBAC).
         """
         validate_secret_name(name, field)
-        if version is not None and not (isinstance(version, str) and VERSION_RE.match(version)):
+        if version is not None and not (isinstance(version, str) and VERSION_RE.fullmatch(version)):
             raise errors.InvalidInput("version", "a Key Vault secret version is 32 hexadecimal characters")
         client = self._secret_client()
         try:
@@ -202,8 +207,11 @@ class KeyVault:
         return _from_properties(secret.properties, secret.value or "", name)
 
     def set_secret(self, name: str, value: str, *, content_type: str | None = None,
-                   expires_on: datetime | None = None, field: str = "name") -> SecretValue:
+                   expires_on: datetime | None = None, tags: Mapping[str, str] | None = None,
+                   field: str = "name") -> SecretValue:
         """Store ``value`` as a new version (creates the secret if needed) and return that version.
+        ``tags`` (at most 15; names up to 512, values up to 256 characters, as the service allows)
+        belong to that version.
 
         ``expires_on`` must be timezone-aware (stored as Unix seconds, so sub-seconds are dropped).
         Raises :class:`shared.errors.InvalidInput`, :class:`KeyVaultError` (e.g. 409 when the name is
@@ -219,9 +227,14 @@ class KeyVault:
             raise errors.InvalidInput("content_type", f"must be a string of at most {MAX_CONTENT_TYPE} characters")
         if expires_on is not None and (not isinstance(expires_on, datetime) or expires_on.tzinfo is None):
             raise errors.InvalidInput("expires_on", "must be a timezone-aware datetime")
+        if tags is not None and (not isinstance(tags, Mapping) or len(tags) > 15 or any(
+                not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 512 or len(v) > 256
+                for k, v in tags.items())):
+            raise errors.InvalidInput("tags", "at most 15 tags; names of 1-512 and values of at most 256 characters")
         client = self._secret_client()
         try:
-            secret = client.set_secret(name, value, content_type=content_type, expires_on=expires_on)
+            secret = client.set_secret(name, value, content_type=content_type, expires_on=expires_on,
+                                       tags=dict(tags) if tags else None)
         except _sdk_errors() as exc:
             raise self._translate(exc, "set", name, None) from exc
         log.info("Key Vault %s: stored secret %s version %s", self.vault_url, name, secret.properties.version)
@@ -287,7 +300,8 @@ def _from_properties(props, value: str, name: str) -> SecretValue:
     enabled = props.enabled
     return SecretValue(name=props.name or name, value=value, version=props.version,
                        expires_on=_utc(props.expires_on), content_type=props.content_type,
-                       enabled=True if enabled is None else bool(enabled), created_on=_utc(props.created_on))
+                       enabled=True if enabled is None else bool(enabled), created_on=_utc(props.created_on),
+                       tags=dict(props.tags or {}))
 
 
 def _service_error(exc) -> tuple[str, str, str | None]:
