@@ -53,10 +53,13 @@ param authClientId string = ''
 @description('App role that callers of the operation endpoints need when authClientId is set (app setting AUTH_REQUIRED_ROLE).')
 param authRequiredRole string = 'Flux.Admin'
 
-@description('App setting GIT_ALLOWED_HOSTS: the Git hosts a credential may be sent to (comma-separated; *.example.com matches subdomains).')
+@description('App setting GIT_ALLOWED_HOSTS: the Git hosts a credential may be sent to (comma-separated host, host:port, [v6], or *.example.com for one more DNS label; IP addresses and private hosts only as exact entries).')
 param gitAllowedHosts string = 'dev.azure.com,ssh.dev.azure.com,*.visualstudio.com'
 
-@description('App setting FLUX_ALLOWED_REGISTRIES: the OCI registries Flux manifests and images may come from (comma-separated prefixes).')
+@description('App setting GIT_BEARER_TOKEN_HOSTS: the Git hosts the Function\'s Entra ID token may be sent to (Azure DevOps Services).')
+param gitBearerTokenHosts string = 'dev.azure.com,*.visualstudio.com'
+
+@description('App setting FLUX_ALLOWED_REGISTRIES: the image registries the bootstrap registry option may name (comma-separated; an entry covers repositories below it).')
 param fluxAllowedRegistries string = 'ghcr.io/fluxcd'
 
 @description('Name of the Event Hub that the clusters\' Flux Providers publish to.')
@@ -181,6 +184,7 @@ module api 'app/api.bicep' = {
     deadLetterContainer: deadLetterContainer
     routingLocation: 'blob:${configContainer}/routing.yaml'
     gitAllowedHosts: gitAllowedHosts
+    gitBearerTokenHosts: gitBearerTokenHosts
     fluxAllowedRegistries: fluxAllowedRegistries
     authClientId: authClientId
     authRequiredRole: authRequiredRole

@@ -417,8 +417,8 @@ class GitPolicy:
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "GitPolicy":
         """From app settings ``GIT_ALLOWED_HOSTS`` and ``GIT_BEARER_TOKEN_HOSTS`` (defaults when unset
         or blank). Raises :class:`shared.errors.SettingError` for a malformed entry."""
-        allowed = (environ.get(GIT_ALLOWED_HOSTS) or "").strip() or DEFAULT_GIT_ALLOWED_HOSTS
-        bearer = (environ.get(GIT_BEARER_TOKEN_HOSTS) or "").strip() or DEFAULT_GIT_BEARER_TOKEN_HOSTS
+        allowed = (environ.get("GIT_ALLOWED_HOSTS") or "").strip() or DEFAULT_GIT_ALLOWED_HOSTS
+        bearer = (environ.get("GIT_BEARER_TOKEN_HOSTS") or "").strip() or DEFAULT_GIT_BEARER_TOKEN_HOSTS
         return cls(parse_host_entries(allowed, GIT_ALLOWED_HOSTS), parse_host_entries(bearer, GIT_BEARER_TOKEN_HOSTS))
 
     def _listed(self) -> str:
@@ -556,7 +556,7 @@ def git_credential(secret, dest: GitDestination | GitURL, *, field: str) -> str:
 def allowed_registries(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
     """Entries of app setting ``FLUX_ALLOWED_REGISTRIES`` (default ``ghcr.io/fluxcd``), lower-case,
     without a trailing ``/``. Raises :class:`shared.errors.SettingError` for a malformed entry."""
-    text = (environ.get(FLUX_ALLOWED_REGISTRIES) or "").strip() or DEFAULT_FLUX_ALLOWED_REGISTRIES
+    text = (environ.get("FLUX_ALLOWED_REGISTRIES") or "").strip() or DEFAULT_FLUX_ALLOWED_REGISTRIES
     out = []
     for raw in text.split(","):
         item = raw.strip().rstrip("/").lower()

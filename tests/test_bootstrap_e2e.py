@@ -58,6 +58,7 @@ def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, clu
         "vault": keyvault_server,
         "registry": cluster_registry,
         "prefix": org_prefix,
+        "kubeconfig": kubeconfig_text,
     }
     services.set_keyvault_factory(None)
 

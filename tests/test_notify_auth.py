@@ -113,7 +113,8 @@ def test_without_a_principal_every_operation_endpoint_answers_401_and_does_nothi
     (principal(ROLE, auth_typ="github"), 403),  # another identity provider
 ])
 def test_forged_or_insufficient_principals_are_refused_and_nothing_is_written(entra, registry, header, status):
-    record = json.dumps({"kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat"}).encode()
+    record = json.dumps({"kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat",
+                         "gitUrl": "https://dev.azure.com/contoso/platform/_git/fleet"}).encode()
     code, answer = call(entra, "registry_cluster", method="PUT", body=record,
                         headers={"X-MS-CLIENT-PRINCIPAL": header})
     assert code == status
@@ -122,7 +123,8 @@ def test_forged_or_insufficient_principals_are_refused_and_nothing_is_written(en
 
 
 def test_the_app_role_opens_the_endpoint(entra, registry, caplog):
-    record = json.dumps({"kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat"}).encode()
+    record = json.dumps({"kubeconfigSecret": "aks-weu-1-kubeconfig", "patSecret": "fleet-pat",
+                         "gitUrl": "https://dev.azure.com/contoso/platform/_git/fleet"}).encode()
     header = principal("Flux.Reader", ROLE)
     with caplog.at_level(logging.INFO, logger="functions.auth"):
         code, answer = call(entra, "registry_cluster", method="PUT", body=record,

@@ -12,7 +12,6 @@ server through the real ``SecretClient`` (its ``request_log``), the Kubernetes A
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -28,10 +27,11 @@ import pytest
 
 from shared import services, trust
 from shared.errors import InvalidInput
-from shared.ports.git import GitAuth, Repository, ls_remote
+from shared.ports.git import GitAuth, ls_remote
 from shared.trust import GitPolicy, parse_git_url
 from tests.peers.entra_tokens import JwtTestCredential
 from tests.peers.git_server import log as git_log
+from tests.test_bootstrap_e2e import call, cluster_registry, env  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "flux" / "golden"
@@ -154,42 +154,6 @@ def test_registry_allowlist_covers_an_entry_and_repositories_below_it():
 # -- bootstrap endpoint -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def registry_table(azurite):
-    from shared.rotation.registry import Registry
-
-    reg = Registry.from_connection_string(azurite.connection_string, f"reg{uuid.uuid4().hex[:12]}")
-    services.set_registry_factory(lambda: reg)
-    yield reg
-    services.set_registry_factory(None)
-    reg.close()
-
-
-@pytest.fixture
-def env(ado_git_server, git_pat, keyvault_server, keyvault, kubeconfig_text, registry_table, monkeypatch):
-    """The e2e setting: a repository, the PAT tagged for the organisation, the kubeconfig marked."""
-    ado_git_server.create_repo("contoso", "platform", "fleet")
-    url = ado_git_server.url("contoso", "platform", "fleet")
-    prefix = url.split("/platform/")[0] + "/"
-    keyvault_server.seed_pat("fleet-pat", git_pat, prefix)
-    keyvault_server.seed_kubeconfig("aks-weu-1-kubeconfig", kubeconfig_text)
-    monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
-    services.set_keyvault_factory(lambda: keyvault)
-    keyvault_server.request_log.clear()
-    yield {"git": ado_git_server, "url": url, "prefix": prefix, "vault": keyvault_server, "pat": git_pat,
-           "bare": ado_git_server.bare_path("contoso", "platform", "fleet"), "registry": registry_table,
-           "kubeconfig": kubeconfig_text}
-    services.set_keyvault_factory(None)
-
-
-def call(functions_by_name, body) -> tuple[int, dict]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = func.HttpRequest("POST", "http://localhost/api/bootstrap", headers={"Content-Type": "application/json"}, body=raw)
-    resp = functions_by_name["bootstrap"].get_user_function()(req)
-    assert resp.mimetype == "application/json"
-    return resp.status_code, json.loads(resp.get_body())
-
-
 def request(env, **overrides) -> dict:
     body = {"url": env["url"], "path": "clusters/aks-weu-1", "allowInsecureHttp": True,
             "passwordSecret": "fleet-pat", "kubeconfigSecret": "aks-weu-1-kubeconfig"}
@@ -199,7 +163,7 @@ def request(env, **overrides) -> dict:
 
 def nothing_sent(env, kube_server, *, vault_read: bool) -> None:
     """No git request, no cluster write; with ``vault_read`` False, not even a Key Vault request
-    (the check came before any call)."""
+    (the check came before any call; the fixtures seed the vault without a request)."""
     assert env["git"].requests == []
     assert git_log(env["bare"], "main") == []
     if not vault_read:
@@ -435,7 +399,7 @@ def test_a_listed_mirror_registry_is_used(functions_by_name, env, monkeypatch):
 # -- rotation ---------------------------------------------------------------------------------------------
 
 
-def _fleet_cluster(kube_server_factory, kubeconfig_text, url):
+def _fleet_cluster(kubeconfig_text, url):
     """A cluster with Flux's GitRepository CRD, a GitRepository at ``url`` and a source Secret."""
     import yaml
 
@@ -458,7 +422,7 @@ def _fleet_cluster(kube_server_factory, kubeconfig_text, url):
 def rotation_env(env, kube_server, kubeconfig_text):
     if REAL_CLUSTER:
         pytest.skip("rewrites the GitRepository of flux-system")
-    cluster = _fleet_cluster(None, kubeconfig_text, env["url"])
+    cluster = _fleet_cluster(kubeconfig_text, env["url"])
     yield {**env, "cluster": cluster}
     cluster.close()
 
@@ -563,28 +527,28 @@ GOOD = {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "fleet-pat", "gitUr
     ({**GOOD, "context": "ctx\ud800"}, "context"),
     ({**GOOD, "kubeconfigSecret": "k\n"}, "kubeconfigSecret"),
 ])
-def test_registry_put_bad_input_is_a_400_and_storage_is_untouched(functions_by_name, registry_table, body, field, monkeypatch):
+def test_registry_put_bad_input_is_a_400_and_storage_is_untouched(functions_by_name, cluster_registry, body, field, monkeypatch):
     monkeypatch.setenv("GIT_ALLOWED_HOSTS", "dev.azure.com,*.ado.corp.example")
     status, resp = _registry_call(functions_by_name, "PUT", "aks-1", json.dumps(body).encode())
     assert status == 400, resp
     assert resp["error"]["field"] == field, resp
-    assert registry_table.scan() == ([], [])
+    assert cluster_registry.scan() == ([], [])
 
 
-def test_registry_and_rotation_routes_take_no_500(functions_by_name, registry_table):
+def test_registry_and_rotation_routes_take_no_500(functions_by_name, cluster_registry):
     assert _registry_call(functions_by_name, "PUT", "aks-1", b"[" * 100_000)[0] == 400
     for name in ("aks\udc80", "aks-1\n", "x" * 10_000):
         for method in ("GET", "PUT", "DELETE", "POST"):
             status, resp = _registry_call(functions_by_name, method, name, GOOD if method == "PUT" else None)
             assert status == 400 and resp["error"]["field"] == "name", (method, status, resp)
             assert len(json.dumps(resp)) < 1000
-    assert registry_table.scan() == ([], [])
+    assert cluster_registry.scan() == ([], [])
 
 
-def test_registry_put_records_the_git_url(functions_by_name, registry_table):
+def test_registry_put_records_the_git_url(functions_by_name, cluster_registry):
     status, resp = _registry_call(functions_by_name, "PUT", "aks-1", GOOD)
     assert status == 201 and resp["gitUrl"] == GOOD["gitUrl"]
-    assert registry_table.get("aks-1").git_url == GOOD["gitUrl"]
+    assert cluster_registry.get("aks-1").git_url == GOOD["gitUrl"]
 
 
 # -- CLI --------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def _hostile_kubeconfig(kube_server, **user) -> str:
 def test_exec_kubeconfig_runs_nothing_and_is_400(functions_by_name, env, kube_server, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     marker = tmp_path / "MARKER"
-    env["vault"].seed("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, exec={
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, exec={
         "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "/bin/sh",
         "args": ["-c", f"touch {marker}; env >&2"]}))
     status, body = call(functions_by_name, request(env))
@@ -48,7 +48,7 @@ def test_exec_kubeconfig_runs_nothing_and_is_400(functions_by_name, env, kube_se
 
 def test_auth_provider_kubeconfig_runs_nothing_and_is_400(functions_by_name, env, kube_server, tmp_path):
     marker = tmp_path / "MARKER"
-    env["vault"].seed("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, **{"auth-provider": {
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, **{"auth-provider": {
         "name": "gcp", "config": {"cmd-path": "/bin/sh", "cmd-args": f"-c 'touch {marker}'"}}}))
     status, body = call(functions_by_name, request(env))
     assert status == 400, body
@@ -57,7 +57,7 @@ def test_auth_provider_kubeconfig_runs_nothing_and_is_400(functions_by_name, env
 
 
 def test_token_file_is_never_read_nor_sent(functions_by_name, env, kube_server):
-    env["vault"].seed("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, tokenFile="/proc/self/environ"))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", _hostile_kubeconfig(kube_server, tokenFile="/proc/self/environ"))
     status, body = call(functions_by_name, request(env))
     assert status == 400, body
     assert body["error"]["message"].startswith("kubeconfigSecret: users[0].user.tokenFile: names a local file")
@@ -70,7 +70,7 @@ def test_local_certificate_paths_are_400(functions_by_name, env, kube_server, ke
     cfg = yaml.safe_load(kube_server.kubeconfig())
     section = cfg["clusters"][0]["cluster"] if key == "certificate-authority" else cfg["users"][0]["user"]
     section[key] = "/etc/passwd"
-    env["vault"].seed("aks-weu-1-kubeconfig", yaml.safe_dump(cfg))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", yaml.safe_dump(cfg))
     status, body = call(functions_by_name, request(env))
     assert status == 400, body
     where = "clusters[0].cluster" if key == "certificate-authority" else "users[0].user"
@@ -81,7 +81,7 @@ def test_local_certificate_paths_are_400(functions_by_name, env, kube_server, ke
 def test_a_token_with_a_line_break_is_400_and_never_logged(functions_by_name, env, kube_server, caplog):
     caplog.set_level(logging.DEBUG)
     token = f"tok-{uuid.uuid4().hex}"
-    env["vault"].seed("aks-weu-1-kubeconfig", kube_server.kubeconfig(token=f"{token}\nX-Injected: yes"))
+    env["vault"].seed_kubeconfig("aks-weu-1-kubeconfig", kube_server.kubeconfig(token=f"{token}\nX-Injected: yes"))
     status, body = call(functions_by_name, request(env))
     assert status == 400, body
     assert body["error"]["field"] == "kubeconfigSecret"
@@ -95,10 +95,11 @@ def test_rotation_refuses_exec_kubeconfigs_per_cluster(functions_by_name, env, k
     from tests.peers.entra_tokens import JwtTestCredential
 
     marker = tmp_path / "MARKER"
-    env["vault"].seed("evil-kubeconfig", _hostile_kubeconfig(kube_server, exec={
+    env["vault"].seed_kubeconfig("evil-kubeconfig", _hostile_kubeconfig(kube_server, exec={
         "apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", f"touch {marker}"]}))
-    env["vault"].seed("file-kubeconfig", _hostile_kubeconfig(kube_server, tokenFile="/proc/self/environ"))
-    records = [ClusterRecord(name=n, kubeconfig_secret=f"{n}-kubeconfig", pat_secret="fleet-pat") for n in ("evil", "file")]
+    env["vault"].seed_kubeconfig("file-kubeconfig", _hostile_kubeconfig(kube_server, tokenFile="/proc/self/environ"))
+    records = [ClusterRecord(name=n, kubeconfig_secret=f"{n}-kubeconfig", pat_secret="fleet-pat", git_url=env["url"],
+                             allow_insecure_http=True) for n in ("evil", "file")]
     summary = Rotator(keyvault=keyvault, credential=JwtTestCredential(), settings=RotationSettings(concurrency=2)).run(records)
     by_name = {c.cluster: c for c in summary.clusters}
     assert by_name["evil"].status == "failed"

@@ -26,6 +26,7 @@ param deadLetterContainer string
 @description('NOTIFY_ROUTING: blob:<container>/<name> in this storage account (upload the routing file there).')
 param routingLocation string
 param gitAllowedHosts string
+param gitBearerTokenHosts string
 param fluxAllowedRegistries string
 param authClientId string = ''
 param authRequiredRole string = ''
@@ -75,6 +76,7 @@ var identitySettings = {
 // from these registries); FLUX_MANIFESTS / FLUX_CACHE_DIR empty = the default OCI artifact, temp dir.
 var bootstrapSettings = {
   GIT_ALLOWED_HOSTS: gitAllowedHosts
+  GIT_BEARER_TOKEN_HOSTS: gitBearerTokenHosts
   FLUX_ALLOWED_REGISTRIES: fluxAllowedRegistries
   FLUX_MANIFESTS: ''
   FLUX_CACHE_DIR: ''
