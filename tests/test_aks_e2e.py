@@ -62,7 +62,7 @@ class Env:
 @pytest.fixture
 def env(ado_git_server, git_pat, keyvault_server, keyvault, kube_server, arm_server, azurite, monkeypatch):
     ado_git_server.create_repo("contoso", "platform", "fleet")
-    keyvault_server.seed("fleet-pat", git_pat)
+    keyvault_server.seed_pat("fleet-pat", git_pat, _org(ado_git_server.url("contoso", "platform", "fleet")))
     kube_server.enable_entra()
     kube_server.bind(DEFAULT_OID, "cluster-admin")
     mc = arm_server.add_cluster("aks-weu-1", kube=kube_server)
@@ -83,6 +83,11 @@ def env(ado_git_server, git_pat, keyvault_server, keyvault, kube_server, arm_ser
             reset(None)
         aks.close()
         registry.close()
+
+
+def _org(url: str) -> str:
+    """The URL prefix the PAT is tagged with (flux-git-url-prefixes): the organisation."""
+    return url.split("/platform/")[0] + "/"
 
 
 def call(functions_by_name, body) -> tuple[int, dict]:
@@ -189,7 +194,7 @@ def test_kubelogin_form_kubeconfig_secret_is_served_by_the_managed_identity(func
     kubeconfig = client.managed_clusters.list_cluster_user_credentials("rg-fleet", "aks-weu-1").kubeconfigs[0].value.decode()
     client.close()
     assert yaml.safe_load(kubeconfig)["users"][0]["user"]["exec"]["command"] == KUBELOGIN
-    env.vault.seed("aks-weu-1-kubeconfig", kubeconfig)
+    env.vault.seed_kubeconfig("aks-weu-1-kubeconfig", kubeconfig)
     env.arm.request_log.clear()
 
     status, body = call(functions_by_name, request(env, clusterResourceId=None, kubeconfigSecret="aks-weu-1-kubeconfig"))
@@ -201,7 +206,7 @@ def test_kubelogin_form_kubeconfig_secret_is_served_by_the_managed_identity(func
     # the legacy azure auth-provider form too; a kubelogin user for another server application is refused
     other = yaml.safe_load(kubeconfig)
     other["users"][0]["user"]["exec"]["args"][4] = "11111111-0000-0000-0000-000000000000"
-    env.vault.seed("other-kubeconfig", yaml.safe_dump(other))
+    env.vault.seed_kubeconfig("other-kubeconfig", yaml.safe_dump(other))
     env.kube.request_log.clear()
     status, body = call(functions_by_name, request(env, clusterResourceId=None, kubeconfigSecret="other-kubeconfig"))
     assert status == 400 and body["error"]["field"] == "kubeconfigSecret", body
@@ -342,7 +347,7 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
         c.reconcile_secret("tenant-a", "flux-system", {"username": "git", "password": env.pat})
     status, rec = _put(functions_by_name, "aks-weu-1-tenant-a", {
         "clusterResourceId": env.rid.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/"), "namespace": "tenant-a",
-        "patSecret": "fleet-pat", "allowInsecureHttp": True})
+        "patSecret": "fleet-pat", "allowInsecureHttp": True, "gitUrl": env.url})
     assert status == 201, rec
     assert rec["clusterResourceId"] == (f"/subscriptions/{env.mc.subscription}/resourceGroups/RG-FLEET/providers/"
                                         "Microsoft.ContainerService/managedClusters/AKS-WEU-1")  # canonical spelling
@@ -352,7 +357,7 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
     assert status == 400 and bad["error"]["field"] == "clusterResourceId"
 
     new = secrets.token_urlsafe(32)
-    env.vault.seed("fleet-pat", new)
+    env.vault.seed_pat("fleet-pat", new, _org(env.url))
     env.git.pat = new
     env.kube.bind(DEFAULT_OID, "writer", "tenant-a")
     env.aks.cache_ttl = 0  # no process cache: the run's own memo makes the single read
@@ -372,7 +377,7 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
     # a namespace writer is enough for rotation; without it the error names that role on the namespace
     env.kube.entra_bindings.clear()
     env.kube.bind(DEFAULT_OID, "writer", "tenant-a")
-    env.vault.seed("fleet-pat", newer := secrets.token_urlsafe(32))
+    env.vault.seed_pat("fleet-pat", newer := secrets.token_urlsafe(32), _org(env.url))
     env.git.pat = newer
     by_name = {c.cluster: c for c in rotation.rotate_all(settings=settings).clusters}
     assert by_name["aks-weu-1-tenant-a"].status == "updated"
