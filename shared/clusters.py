@@ -13,7 +13,7 @@ of them (:class:`ClusterRef`):
 :class:`ClusterAccess` connects: bootstrap, rotation and the CLI all go through it, so they reach a
 cluster the same way, with the same errors (``field`` names the reference) and the same hints: a 403 of
 the cluster's API names the Azure RBAC role the identity lacks for the job (RBAC Cluster Admin for a
-bootstrap, RBAC Writer on the namespace for rotation); a private cluster that cannot be reached says
+bootstrap, RBAC Admin on the namespace for rotation); a private cluster that cannot be reached says
 the Function needs VNet integration.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import errors
-from .ports.azure.aks import RBAC_CLUSTER_ADMIN_ROLE, RBAC_WRITER_ROLE, ClusterResourceId
+from .ports.azure.aks import RBAC_ADMIN_ROLE, RBAC_CLUSTER_ADMIN_ROLE, RBAC_WRITER_ROLE, ClusterResourceId
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,8 @@ def _forbidden_hint(purpose: str, namespace: str, endpoint) -> str:
                 "or enable Azure RBAC (az aks update --enable-azure-rbac)")
     if purpose == ROTATION:
         where = f"{rid}/namespaces/{namespace}" if rid is not None else f"namespace {namespace} of the cluster"
-        return (f"assign the Function's identity the {RBAC_WRITER_ROLE} role on {where} (enough for rotation), "
-                f"or {RBAC_CLUSTER_ADMIN_ROLE.name} on the cluster")
+        return (f"assign the Function's identity the {RBAC_ADMIN_ROLE} role on {where}: rotation writes Secrets and "
+                f"annotates the GitRepository there ({RBAC_WRITER_ROLE.name} covers the Secrets but no custom resource)")
     return f"assign the Function's identity the {RBAC_CLUSTER_ADMIN_ROLE} role on {scope} (bootstrap installs CRDs and cluster-wide RBAC)"
 
 

@@ -330,18 +330,39 @@ def test_entra_mode_identity_without_binding_gets_403_with_the_hint(aks_kube):
     assert "secret-value" not in msg
 
 
-def test_entra_mode_namespace_writer_and_reader(aks_kube):
+def test_entra_mode_namespace_roles(aks_kube):
+    """As the AKS built-in roles: Admin covers everything in its namespace, custom resources included;
+    Writer the built-in kinds only (Secrets, not a Flux GitRepository); Reader no Secrets."""
     writer = JwtTestCredential(oid="22222222-0000-0000-0000-000000000000")
     reader = JwtTestCredential(oid="33333333-0000-0000-0000-000000000000")
+    ns_admin = JwtTestCredential(oid="55555555-0000-0000-0000-000000000000")
     aks_kube.bind(writer.oid, "writer", "flux-system")
     aks_kube.bind(reader.oid, "reader", "flux-system")
+    aks_kube.bind(ns_admin.oid, "admin", "flux-system")
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gitrepositories.source.toolkit.fluxcd.io"},
+           "spec": {"group": "source.toolkit.fluxcd.io", "scope": "Namespaced",
+                    "names": {"kind": "GitRepository", "plural": "gitrepositories", "singular": "gitrepository",
+                              "listKind": "GitRepositoryList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    repo = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "flux-system", "namespace": "flux-system"}, "spec": {"url": "https://example.com/x"}}
     with _cluster(aks_kube, JwtTestCredential()) as admin:
         admin.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}},
-                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}])
+                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}, crd], poll_interval=0.05)
+        admin.apply([repo])
     with _cluster(aks_kube, writer) as c:
         assert c.reconcile_secret("flux-system", "flux-system", {"password": "p"}).action == "created"
         with pytest.raises(errors.AuthenticationFailed, match='in the namespace "other"'):
             c.reconcile_secret("other", "flux-system", {"password": "p"})
+        with pytest.raises(errors.AuthenticationFailed, match="at the cluster scope"):
+            c.get("v1", "Namespace", "flux-system")
+        with pytest.raises(errors.AuthenticationFailed, match='cannot get resource "gitrepositories"'):
+            c.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    with _cluster(aks_kube, ns_admin) as c:
+        c.annotate("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system", {"a": "b"})
+        assert c.read_secret_data("flux-system", "flux-system") == {"password": "p"}
         with pytest.raises(errors.AuthenticationFailed, match="at the cluster scope"):
             c.get("v1", "Namespace", "flux-system")
     with _cluster(aks_kube, reader) as c:
@@ -438,3 +459,21 @@ def test_kubelogin_forms_are_served_by_the_token_provider_never_run(arm_server, 
             Cluster.from_kubeconfig(yaml.safe_dump(doc), aks_token_provider=provider)
     client.close()
     assert len(aks_kube.entra_callers) == 2
+
+
+def test_an_unreachable_private_api_says_vnet_and_drops_the_cached_endpoint(arm_server, aks, aks_kube):
+    from shared.clusters import ClusterAccess, ClusterRef
+
+    mc = arm_server.add_cluster("aks-private", kube=aks_kube, private=True, private_fqdn="localhost")
+    access = ClusterAccess(aks=aks, token_provider=TokenProvider(JwtTestCredential()))
+    cluster = access.connect(ClusterRef.parse(cluster_resource_id=mc.id))
+    aks.endpoint(rid(mc))
+    assert arm_server.count() == 2  # cached
+    aks_kube.stop()
+    with cluster, pytest.raises(errors.UpstreamError) as e:
+        cluster.server_version()
+    assert e.value.field == "clusterResourceId"
+    assert f"cluster unreachable: https://localhost:{aks_kube.url.rsplit(':', 1)[1]}" in str(e.value)
+    assert "is a private cluster" in str(e.value) and "the Function needs VNet integration" in str(e.value)
+    aks.endpoint(rid(mc))  # read again from ARM
+    assert arm_server.count() == 4

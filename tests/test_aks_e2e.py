@@ -359,7 +359,6 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
     new = secrets.token_urlsafe(32)
     env.vault.seed_pat("fleet-pat", new, _org(env.url))
     env.git.pat = new
-    env.kube.bind(DEFAULT_OID, "writer", "tenant-a")
     env.aks.cache_ttl = 0  # no process cache: the run's own memo makes the single read
     env.aks.invalidate(env.registry.get("aks-weu-1").cluster_ref.resource_id)
     env.arm.request_log.clear()
@@ -374,17 +373,22 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
     assert [r.action for r in env.arm.request_log] == ["read", "listclusterusercredential"]
     assert new not in json.dumps(d)
 
-    # a namespace writer is enough for rotation; without it the error names that role on the namespace
+    # RBAC Admin on the namespace is enough for rotation; RBAC Writer is not (the GitRepository is a custom
+    # resource), and the error names the role to assign on that namespace
     env.kube.entra_bindings.clear()
-    env.kube.bind(DEFAULT_OID, "writer", "tenant-a")
+    env.kube.bind(DEFAULT_OID, "admin", "tenant-a")
+    env.kube.bind(DEFAULT_OID, "writer", "flux-system")
     env.vault.seed_pat("fleet-pat", newer := secrets.token_urlsafe(32), _org(env.url))
     env.git.pat = newer
     by_name = {c.cluster: c for c in rotation.rotate_all(settings=settings).clusters}
     assert by_name["aks-weu-1-tenant-a"].status == "updated"
     failed = by_name["aks-weu-1"]
     assert failed.status == "failed", failed
-    assert ("Azure Kubernetes Service RBAC Writer (a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb) role on "
+    assert 'cannot get resource "gitrepositories"' in failed.errors[0]
+    assert ("Azure Kubernetes Service RBAC Admin (3498e952-d568-435e-9b2c-8d77e338d7f7) role on "
             f"{env.registry.get('aks-weu-1').cluster_resource_id}/namespaces/flux-system") in failed.errors[0]
+    with env.admin() as c:  # nothing written where the run failed
+        assert digest(c.read_secret_data("flux-system", "flux-system")["password"]) == digest(new)
 
     # a stopped cluster fails that cluster only, naming the state
     env.mc.power_state = "Stopped"

@@ -42,7 +42,7 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
 
 * **Reaching the cluster** (:class:`shared.clusters.ClusterAccess`, as bootstrap does): by its AKS
   resource ID (``clusterResourceId``: ARM with the Function's managed identity, endpoint and CA read at
-  most once per cluster per run and kept per process; a 403 names the Azure RBAC Writer role on the
+  most once per cluster per run and kept per process; a 403 names the Azure RBAC Admin role on the
   namespace), or by the kubeconfig in Key Vault secret ``kubeconfigSecret`` (its kubelogin form served by
   the same identity).
 

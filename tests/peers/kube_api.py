@@ -985,9 +985,17 @@ class KubeApiServer:
 
     # -- Entra ID mode -------------------------------------------------------------------------------
 
-    #: AKS built-in roles of Azure RBAC for Kubernetes (learn.microsoft.com/azure/aks/manage-azure-rbac)
-    ROLES = {"cluster-admin": "Azure Kubernetes Service RBAC Cluster Admin",
+    #: AKS built-in roles of Azure RBAC for Kubernetes (learn.microsoft.com/azure/aks/manage-azure-rbac):
+    #: Cluster Admin and Admin grant ``Microsoft.ContainerService/managedClusters/*`` (custom resources
+    #: included); Writer and Reader list built-in resource types only, so no custom resource (a Flux
+    #: GitRepository) and, for Writer, no roles or role bindings; Reader cannot read Secrets.
+    ROLES = {"cluster-admin": "Azure Kubernetes Service RBAC Cluster Admin", "admin": "Azure Kubernetes Service RBAC Admin",
              "writer": "Azure Kubernetes Service RBAC Writer", "reader": "Azure Kubernetes Service RBAC Reader"}
+    #: API groups of built-in kinds (the rest are custom resources)
+    BUILTIN_GROUPS = frozenset({"", "apps", "batch", "autoscaling", "policy", "networking.k8s.io", "extensions",
+                                "discovery.k8s.io", "events.k8s.io", "coordination.k8s.io", "storage.k8s.io",
+                                "rbac.authorization.k8s.io", "apiextensions.k8s.io", "admissionregistration.k8s.io",
+                                "scheduling.k8s.io", "node.k8s.io", "certificates.k8s.io"})
 
     def enable_entra(self, *, audience: str = "6dae42f8-4368-4678-94ff-3960e28e3630",
                      local_accounts: bool = True) -> "KubeApiServer":
@@ -998,9 +1006,9 @@ class KubeApiServer:
         return self
 
     def bind(self, oid: str, role: str, namespace: str | None = None) -> None:
-        """Assign ``role`` (``cluster-admin``, ``writer``, ``reader``: see :attr:`ROLES`) to the identity
-        ``oid``, on the cluster or, with ``namespace``, on that namespace only (writer and reader apply to
-        namespaced objects only, as the AKS roles do; reader cannot read Secrets)."""
+        """Assign ``role`` (``cluster-admin``, ``admin``, ``writer``, ``reader``: see :attr:`ROLES`) to the
+        identity ``oid``, on the cluster or, with ``namespace``, on that namespace only (all but
+        cluster-admin on the cluster apply to namespaced objects only)."""
         if role not in self.ROLES:
             raise ValueError(f"unknown role {role!r}")
         self.entra_bindings.setdefault(oid, []).append((role, namespace))
@@ -1041,14 +1049,18 @@ class KubeApiServer:
                 verb = "delete" if name else "deletecollection"
             else:
                 verb = "watch" if query.get("watch") in ("1", "true") else ("get" if name else "list")
+        builtin = group in self.BUILTIN_GROUPS
         for role, scope in self.entra_bindings.get(oid, []):
             if role == "cluster-admin" and scope is None:
                 return
             if ns is None or (scope is not None and scope != ns):
                 continue
-            if role in ("cluster-admin", "writer"):
+            if role in ("cluster-admin", "admin"):
                 return
-            if role == "reader" and verb in ("get", "list", "watch") and plural != "secrets":
+            if role == "writer" and builtin and group != "rbac.authorization.k8s.io":
+                return
+            if role == "reader" and builtin and verb in ("get", "list", "watch") and plural != "secrets" \
+                    and group != "rbac.authorization.k8s.io":
                 return
         qualified = f"{plural}.{group}" if group else plural
         what = f'{qualified} "{name}"' if name else qualified

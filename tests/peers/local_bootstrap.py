@@ -1,11 +1,13 @@
 """A real bootstrap on this machine, with no Azure account: ``python -m tests.peers.local_bootstrap``.
 
 It starts the local peers on 127.0.0.1 (an Azure DevOps-style git server, a Key Vault HTTPS test
-server and, unless ``--kubeconfig`` names a real cluster, the Kubernetes API test server), puts a
-PAT and the cluster's kubeconfig in the vault, sends ``POST /api/bootstrap`` through the indexed
-HTTP trigger of ``function_app.py`` with a real ``func.HttpRequest``, then shows the commits in
-the repository and the objects on the cluster, and runs the same request again to show that a
-re-run changes nothing. With no internet, the Flux distribution comes from ``FLUX_MANIFESTS`` or
+server and, unless ``--kubeconfig`` names a real cluster, an AKS cluster: the ARM test server and the
+Kubernetes API test server in its Entra ID mode, reached with a managed identity's tokens), puts a
+PAT in the vault (and the kubeconfig of ``--kubeconfig``), sends ``POST /api/bootstrap`` naming the
+cluster by ``clusterResourceId`` (or ``kubeconfigSecret``) through the indexed HTTP trigger of
+``function_app.py`` with a real ``func.HttpRequest``, then shows the ARM calls, the commits in the
+repository and the objects on the cluster, and runs the same request again to show that a re-run
+changes nothing (and makes no ARM call). With no internet, the Flux distribution comes from ``FLUX_MANIFESTS`` or
 the Flux v2.9.2 copy in ``../shared``.
 """
 
@@ -74,21 +76,35 @@ def main(argv: list[str] | None = None) -> int:
         vault = stack.enter_context(KeyVaultServer())
         git.create_repo("contoso", "platform", "fleet")
         url = git.url("contoso", "platform", "fleet")
-        if args.kubeconfig:
-            where = f"the cluster of {args.kubeconfig}"
-        else:
-            from tests.peers.kube_api import KubeApiServer
-
-            kube = KubeApiServer().start()
-            stack.callback(kube.stop)
-            kubeconfig = kube.kubeconfig()
-            where = "the local Kubernetes API TEST SERVER (no controllers run; pass --kubeconfig FILE for a real cluster)"
+        arm = None
         # As the vault's owner stores them: the PAT tagged with the URL prefix it may be sent to
-        # (az keyvault secret set --tags flux-git-url-prefixes=...), the kubeconfig marked as one
+        # (az keyvault secret set --tags flux-git-url-prefixes=...), a kubeconfig marked as one
         # (--content-type application/x-kubeconfig).
         prefix = url.split("/platform/")[0] + "/"
         vault.seed_pat("fleet-pat", pat, prefix)
-        vault.seed_kubeconfig("local-1-kubeconfig", kubeconfig)
+        if args.kubeconfig:
+            where = f"the cluster of {args.kubeconfig}"
+            vault.seed_kubeconfig("local-1-kubeconfig", kubeconfig)
+            cluster_ref = {"kubeconfigSecret": "local-1-kubeconfig"}
+        else:
+            from shared.ports.azure.aks import AksClient
+            from tests.peers.arm import ArmServer
+            from tests.peers.entra_tokens import DEFAULT_OID, JwtTestCredential
+            from tests.peers.kube_api import KubeApiServer
+
+            kube = KubeApiServer().start().enable_entra()
+            stack.callback(kube.stop)
+            kube.bind(DEFAULT_OID, "cluster-admin")  # Azure Kubernetes Service RBAC Cluster Admin
+            arm = stack.enter_context(ArmServer())
+            managed_cluster = arm.add_cluster("aks-local-1", kube=kube)
+            identity = JwtTestCredential()  # the Function's managed identity
+            services.set_credential_factory(lambda: identity)
+            stack.callback(services.set_credential_factory, None)
+            aks = AksClient(identity, base_url=arm.url, connection_verify=arm.ca_file)
+            services.set_aks_factory(lambda: aks)
+            stack.callback(services.set_aks_factory, None)
+            where = "the local Kubernetes API TEST SERVER as an AKS cluster (no controllers run; pass --kubeconfig FILE for a real cluster)"
+            cluster_ref = {"clusterResourceId": managed_cluster.id}
         services.set_keyvault_factory(
             lambda: KeyVault(vault.vault_url, vault.credential(), connection_verify=vault.ca_file, verify_challenge_resource=False)
         )
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  Azure DevOps-style git server  {url}  (PAT in Key Vault secret 'fleet-pat', tagged {prefix})")
         _say(f"  Key Vault test server          {vault.vault_url}")
         _say(f"  cluster                        {where}")
+        if arm is not None:
+            _say(f"  Azure Resource Manager         {arm.url}  (managed cluster {cluster_ref['clusterResourceId']})")
         _say(f"  cluster registry (Table)       Azurite {azurite.table_endpoint}")
         _say(f"  Flux distribution              {os.environ['FLUX_MANIFESTS']}")
         _say()
@@ -116,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             "path": args.path,
             "allowInsecureHttp": True,
             "passwordSecret": "fleet-pat",
-            "kubeconfigSecret": "local-1-kubeconfig",
+            **cluster_ref,
         }
         if args.components_extra:
             body["componentsExtra"] = [c for c in args.components_extra.split(",") if c]
-        if args.context:
+        if args.context and args.kubeconfig:
             body["context"] = args.context
         if args.timeout not in ("0", "0s"):
             body["timeout"] = args.timeout
@@ -130,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             _say("  " + json.dumps(body))
             req = func.HttpRequest("POST", "http://localhost:7071/api/bootstrap", headers={"Content-Type": "application/json"}, body=json.dumps(body).encode())
             started = time.monotonic()
+            arm_before = arm.count() if arm is not None else 0
             resp = functions["bootstrap"].get_user_function()(req)
             result = json.loads(resp.get_body())
             _say(f"→ HTTP {resp.status_code} in {time.monotonic() - started:.1f}s")
+            if arm is not None:
+                calls = [f"{r.method} {r.path.rsplit('/', 1)[-1]} {r.status}" for r in arm.request_log[arm_before:]]
+                _say(f"  ARM: {len(calls)} call(s){': ' + ', '.join(calls) if calls else ' (endpoint and CA cached)'}")
             for line in result.get("log", []):
                 _say("  " + line)
             if "error" in result:

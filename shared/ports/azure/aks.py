@@ -75,7 +75,11 @@ CLUSTER_USER_ROLE = Role("Azure Kubernetes Service Cluster User Role", "4abbcc35
 CLUSTER_ADMIN_ROLE = Role("Azure Kubernetes Service Cluster Admin Role", "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8")
 #: Kubernetes (Azure RBAC): every resource of the cluster; what a bootstrap writes (CRDs, Namespace, ...).
 RBAC_CLUSTER_ADMIN_ROLE = Role("Azure Kubernetes Service RBAC Cluster Admin", "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b")
-#: Kubernetes (Azure RBAC): read and write most objects of a namespace, Secrets included; enough for rotation.
+#: Kubernetes (Azure RBAC): every resource of a namespace, custom resources included (``managedClusters/*``
+#: but namespace and quota writes); on the Flux namespace, what rotation needs (Secrets, the GitRepository).
+RBAC_ADMIN_ROLE = Role("Azure Kubernetes Service RBAC Admin", "3498e952-d568-435e-9b2c-8d77e338d7f7")
+#: Kubernetes (Azure RBAC): the built-in kinds of a namespace, Secrets included, but no custom resource
+#: (learn.microsoft.com/azure/aks/entra-id-authorization): not enough for a Flux GitRepository.
 RBAC_WRITER_ROLE = Role("Azure Kubernetes Service RBAC Writer", "a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb")
 
 _RESOURCE_ID = re.compile(
@@ -462,4 +466,5 @@ def _server_and_ca(kubeconfig: str, rid: ClusterResourceId, action: str) -> tupl
 
 
 __all__ = ["AKS_SCOPE", "AKS_SERVER_APP_ID", "AksClient", "CLUSTER_ADMIN_ROLE", "CLUSTER_USER_ROLE", "ClusterEndpoint",
-           "ClusterResourceId", "ManagedClusterInfo", "RBAC_CLUSTER_ADMIN_ROLE", "RBAC_WRITER_ROLE", "Role", "TokenProvider"]
+           "ClusterResourceId", "ManagedClusterInfo", "RBAC_ADMIN_ROLE", "RBAC_CLUSTER_ADMIN_ROLE", "RBAC_WRITER_ROLE", "Role",
+           "TokenProvider"]
