@@ -1,5 +1,5 @@
 """Process-wide providers of the peers a Function talks to (Key Vault, storage, credentials, the
-cluster registry).
+cluster registry, the Event Hub the app publishes its own events to).
 
 In Azure each is built once per process from app settings with the Function's managed identity
 (cold start: nothing is built until first use). A local run or a test swaps a provider's factory
@@ -52,6 +52,12 @@ def _default_registry():
     return Registry.from_settings()
 
 
+def _default_eventhub_publisher():
+    from .ports.azure.eventhub import EventHubPublisher
+
+    return EventHubPublisher.from_settings()
+
+
 def _default_credential():
     from azure.identity import DefaultAzureCredential
 
@@ -77,6 +83,7 @@ _credential = _Provider(_default_credential)
 _devops_credential = _Provider(_default_credential)
 _aks = _Provider(_default_aks)
 _aks_token = _Provider(_default_aks_token)
+_eventhub_publisher = _Provider(_default_eventhub_publisher)
 
 
 def keyvault():
@@ -150,3 +157,16 @@ def devops_credential():
 def set_devops_credential_factory(factory: Callable[[], object] | None) -> None:
     """Use ``factory()`` for the Azure DevOps token credential (None restores ``DefaultAzureCredential``)."""
     _devops_credential.set_factory(factory)
+
+
+def eventhub_publisher():
+    """The :class:`shared.ports.azure.eventhub.EventHubPublisher` for the app's own events (app settings
+    ``NOTIFY_EVENTHUB__fullyQualifiedNamespace``, ``NOTIFY_EVENTHUB_NAME``), or None when publishing is off.
+    Raises ``SettingError`` for an invalid setting."""
+    return _eventhub_publisher.get()
+
+
+def set_eventhub_publisher_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the app-event publisher (None restores the app-settings default)."""
+    _eventhub_publisher.set_factory(factory)
+

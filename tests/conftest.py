@@ -1,5 +1,5 @@
 """Pytest wiring: each local peer (git server, Kubernetes API test server, Key Vault, OCI
-registry) lives in ``tests/peers`` with its own fixtures, registered here as plugins."""
+registry, Event Hubs over AMQP) lives in ``tests/peers`` with its own fixtures, registered here as plugins."""
 
 import os
 import sys
@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.peers.azurite",
     "tests.peers.http_targets",
     "tests.peers.raw_listener",
+    "tests.peers.eventhub_amqp",
 ]
 
 

@@ -113,6 +113,7 @@ var notifySettings = {
   NOTIFY_CONCURRENCY: '32'
   NOTIFY_SECRET_TTL_SECONDS: '300'
   NOTIFY_DEDUPE_PURGE_INTERVAL_SECONDS: '60'
+  NOTIFY_PUBLISH_TIMEOUT_SECONDS: '10'
 }
 
 // Entra ID in front of the operation endpoints (App Service Authentication, below).

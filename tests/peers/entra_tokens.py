@@ -8,7 +8,7 @@ ID does: ``6dae42f8-4368-4678-94ff-3960e28e3630`` for the AKS server application
 identity's object id, :data:`DEFAULT_OID` unless ``oid=`` says otherwise), ``appid`` and a unique
 ``jti``. Tokens are signed (HS256, PyJWT) with a random key of this process that only this module
 knows; ``verify_jwt(token, audience=...)`` is what a resource server (the ARM test server, the
-Kubernetes API test server in its Entra mode) checks, so they accept exactly the tokens issued here.
+Kubernetes API test server in its Entra mode, the Event Hubs test peer) checks, so they accept exactly the tokens issued here.
 
 ``lifetime`` (seconds, default 3600) sets ``exp - now`` of new tokens; ``lifetimes`` overrides it per
 scope. ``on_issue`` callbacks see ``(scope, token)`` (e.g. to make the Azure DevOps git test server
