@@ -477,3 +477,16 @@ def test_an_unreachable_private_api_says_vnet_and_drops_the_cached_endpoint(arm_
     assert "is a private cluster" in str(e.value) and "the Function needs VNet integration" in str(e.value)
     aks.endpoint(rid(mc))  # read again from ARM
     assert arm_server.count() == 4
+
+
+def test_arm_answers_409_for_credentials_of_a_stopped_cluster(arm_server, arm_credential, aks_kube):
+    """The peer's 409, through the SDK's own error map (the port stops at the GET before this)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    arm_server.add_cluster("aks-weu-1", kube=aks_kube, power_state="Stopped")
+    client = ContainerServiceClient(arm_credential, SUB, base_url=arm_server.url, connection_verify=arm_server.ca_file)
+    with pytest.raises(ResourceExistsError) as e:
+        client.managed_clusters.list_cluster_user_credentials("rg-fleet", "aks-weu-1")
+    assert e.value.status_code == 409 and e.value.error.code == "OperationNotAllowed"
+    client.close()

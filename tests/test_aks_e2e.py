@@ -394,3 +394,24 @@ def test_rotation_of_clusters_registered_by_resource_id(functions_by_name, env, 
     env.mc.power_state = "Stopped"
     by_name = {c.cluster: c for c in rotation.rotate_all(settings=settings).clusters}
     assert all("is stopped (powerState.code: Stopped)" in c.errors[0] for c in by_name.values())
+
+
+def test_cli_registry_add_by_cluster_resource_id(env, capsys):
+    from shared import cli
+
+    shouted = env.rid.replace("rg-fleet", "RG-Fleet")
+    assert cli.main(["registry", "add", "aks-weu-1", "--cluster-resource-id", shouted, "--pat-secret", "fleet-pat",
+                     "--git-url", env.url, "--allow-insecure-http"]) == 0
+    record = env.registry.get("aks-weu-1")
+    assert record.kubeconfig_secret is None and record.local_accounts is False
+    assert record.cluster_resource_id == (f"/subscriptions/{env.mc.subscription}/resourceGroups/RG-Fleet/providers/"
+                                          "Microsoft.ContainerService/managedClusters/aks-weu-1")
+    capsys.readouterr()
+    for argv, line in (
+        (["--cluster-resource-id", "aks-weu-1"], "✗ --cluster-resource-id: 'aks-weu-1' is not the resource ID of an AKS cluster"),
+        (["--kubeconfig-secret", "k", "--local-accounts"], "✗ --local-accounts: is only used with clusterResourceId"),
+    ):
+        assert cli.main(["registry", "add", "x", *argv, "--pat-secret", "fleet-pat", "--git-url", env.url,
+                         "--allow-insecure-http"]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(line)
+    assert env.arm.request_log == []  # registering reads nothing from ARM
