@@ -6,15 +6,14 @@
   Returns once every event is delivered or dead-lettered (Event Hub then checkpoints); raises when
   storage is unavailable or the configuration is invalid (logged at error level, naming the bad entry),
   and the retry policy (exponential, unbounded) redelivers the batch.
-- ``flux_events_http``: ``POST /api/flux/events/{cluster}`` (function key) for a Flux ``generic-hmac``
-  Provider: ``X-Signature: sha256=<hex>`` checked in constant time against the cluster's key, the Key Vault
-  secret named by the routing file's ``http.hmacSecret`` (``{cluster}`` substituted). 200 ``{"result":
-  counts}``; 401 bad/missing signature and 400 malformed event (both dead-lettered, with the reason;
-  unsigned ones are never replayed); 503 when Key Vault or storage fails (Flux retries 5xx); 500 naming
-  the bad entry while the routing file or an app setting is invalid.
+- ``flux_events_http``: ``POST /api/flux/events/{cluster}`` (anonymous: authenticated by the cluster's
+  HMAC key only) for a Flux ``generic-hmac`` Provider; the steps and answers are in
+  :mod:`shared.notify.receiver` (200 ``{"result": counts}``; 400, 401, 409 replay, 413; 503 when Key Vault or
+  storage fails, which Flux retries); 500 naming the bad entry while the routing file or an app setting is
+  invalid.
 - ``flux_deadletters_list``: ``GET /api/flux/deadletters?prefix=&limit=`` (operation endpoint, :mod:`functions._auth`) → ``{"names": [...]}``.
 - ``flux_deadletters_replay``: ``POST /api/flux/deadletters/replay`` (operation endpoint), body ``{"names": [...]}``
-  or ``{"prefix": "undeliverable/2026/", "limit": 100}`` → the replay report.
+  or ``{"prefix": "undeliverable/2026/", "limit": 100}``, optionally ``"force": true`` → the replay report.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import uuid
 import azure.functions as func
 
 from functions._auth import operation_auth_level, require_operator
-from functions._http import error_response, json_response
+from functions._http import BadBody, echo, error_response, json_body, json_response
 
 bp = func.Blueprint()
 log = logging.getLogger("functions.notifications")
@@ -73,69 +72,75 @@ def flux_events_eventhub(events: list[func.EventHubEvent]) -> None:
 
 
 @bp.function_name("flux_events_http")
-@bp.route(route="flux/events/{cluster}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="flux/events/{cluster}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def flux_events_http(req: func.HttpRequest) -> func.HttpResponse:
-    """One ``generic-hmac`` POST of cluster ``{cluster}`` (see the module doc)."""
-    from shared.errors import FluxOpsError, NotFound
+    """One ``generic-hmac`` POST of cluster ``{cluster}`` (see the module doc); anonymous at the host,
+    authenticated by the cluster's HMAC key only (:mod:`shared.notify.receiver`)."""
     from shared import services
+    from shared.errors import FluxOpsError
     from shared.notify import forwarder
     from shared.notify.dedupe import StorageUnavailable
-    from shared.notify.delivery import Message
-    from shared.notify.events import CLUSTER_RE
-    from shared.notify.targets import verify_signature
+    from shared.notify.receiver import receive
 
     cluster = req.route_params.get("cluster") or ""
-    body = req.get_body() or b""
     try:
         fwd = forwarder()
     except StorageUnavailable as exc:
-        log.error("flux events for %s: %s", cluster[:80], exc)
+        log.error("flux events for %s: %s", echo(cluster), exc)
         return error_response(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
     except FluxOpsError as exc:
         log.error("notification forwarder is not configured: %s", exc)
         return error_response(500, exc.code, str(exc), getattr(exc, "field", None))
-    message = Message(body=body, source={"trigger": "http", "cluster": cluster[:80]}, owner=f"http/{uuid.uuid4()}",
-                      cluster=cluster if CLUSTER_RE.match(cluster) else None)
-    try:
-        if not CLUSTER_RE.match(cluster):
-            fwd.reject(message, f"route cluster {cluster[:80]!r} is not a cluster name", replayable=False)
-            return error_response(400, "InvalidInput", "cluster: not a cluster name (lower-case letters, digits, '.', '_', '-')",
-                          "cluster")
-        secret_name = fwd.config.hmac_secret_name(cluster)
-        if secret_name is None:
-            fwd.reject(message, "routing file has no http.hmacSecret: the HTTP endpoint is disabled",
-                       replayable=False)
-            return error_response(401, "Unauthorized", "no HMAC key is configured for this endpoint")
-        try:
-            key = services.keyvault().get_secret(secret_name, field="http.hmacSecret").value
-        except NotFound:
-            key = ""
-        except FluxOpsError as exc:
-            log.error("flux events for %s: Key Vault failed: %s", cluster, exc)
-            return error_response(503, "KeyVaultUnavailable", "the HMAC key could not be read; retry later")
-        if not key or not verify_signature(body, req.headers.get("X-Signature"), key):
-            fwd.reject(message, "missing or invalid X-Signature for cluster " + cluster, replayable=False)
-            log.warning("flux events for %s: rejected, missing or invalid X-Signature", cluster)
-            return error_response(401, "Unauthorized", "missing or invalid X-Signature")
-        result = fwd.forward([message])
-    except StorageUnavailable as exc:
-        log.error("flux events for %s: %s", cluster, exc)
-        return error_response(503, "StorageUnavailable", "dead-letter or dedupe storage is unavailable; retry later")
-    if result.rejected:
-        # parse again only to name the field in the answer (the reason is in the dead letter)
-        from shared.notify.events import InvalidEvent
+    answer = receive(fwd, services.keyvault, cluster, req.get_body() or b"", req.headers.get("X-Signature"))
+    return json_response(answer.body, answer.status)
 
-        try:
-            fwd.parse(message)
-        except InvalidEvent as exc:
-            return error_response(400, exc.code, str(exc), exc.field)
-    return json_response({"result": result.summary()})
+
+_LIMIT_MAX = 5000
+
+
+def _limit(value, default: int = 100) -> int:
+    """``limit`` as a whole number from 1 to 5000; raises ``BadField``."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        if not value.strip().isdigit() or len(value) > 6:
+            raise BadField("limit", f"must be a whole number from 1 to {_LIMIT_MAX}")
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _LIMIT_MAX:
+        raise BadField("limit", f"must be a whole number from 1 to {_LIMIT_MAX}")
+    return value
+
+
+def _prefix(value) -> str | None:
+    from shared.notify.deadletter import PREFIX_RE
+
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not PREFIX_RE.fullmatch(value):
+        raise BadField("prefix", "must be a dead-letter name prefix such as undeliverable/2026/ "
+                       "(letters, digits, '/', '.', '_', '-'; at most 200)")
+    return value
+
+
+class BadField(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _storage_or_setting_error(exc):
+    from shared.notify.dedupe import StorageUnavailable
+
+    if isinstance(exc, StorageUnavailable):
+        return error_response(503, "StorageUnavailable", str(exc))
+    return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
 
 
 @bp.function_name("flux_deadletters_list")
 @bp.route(route="flux/deadletters", methods=["GET"], auth_level=operation_auth_level())
 def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
-    """``{"names": [...]}`` under ``prefix``, at most ``limit`` (1-5000, default 100); 400 naming a bad field."""
+    """``{"names": [...]}`` under ``prefix``, at most ``limit`` (1-5000, default 100); 400 naming a bad
+    field, 503 when storage fails."""
     if (denied := require_operator(req)) is not None:
         return denied
     from shared.errors import FluxOpsError
@@ -143,45 +148,55 @@ def flux_deadletters_list(req: func.HttpRequest) -> func.HttpResponse:
     from shared.notify.dedupe import StorageUnavailable
 
     try:
-        limit = int(req.params.get("limit") or 100)
-    except ValueError:
-        return error_response(400, "InvalidInput", "limit: must be a whole number", "limit")
+        limit, prefix = _limit(req.params.get("limit")), _prefix(req.params.get("prefix"))
+    except BadField as exc:
+        return error_response(400, "InvalidInput", str(exc), exc.field)
     try:
-        names = list(forwarder().deadletters.names(req.params.get("prefix"), max(1, min(limit, 5000))))
-    except StorageUnavailable as exc:
-        return error_response(503, "StorageUnavailable", str(exc))
-    except FluxOpsError as exc:
-        return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+        names = list(forwarder().deadletters.names(prefix, limit))
+    except (StorageUnavailable, FluxOpsError) as exc:
+        return _storage_or_setting_error(exc)
     return json_response({"names": names})
 
 
 @bp.function_name("flux_deadletters_replay")
 @bp.route(route="flux/deadletters/replay", methods=["POST"], auth_level=operation_auth_level())
 def flux_deadletters_replay(req: func.HttpRequest) -> func.HttpResponse:
-    """The :meth:`Forwarder.replay` report; 400 naming a bad field, 503 when storage fails."""
+    """Body ``{"names": [...]}`` or ``{"prefix", "limit"}``, and ``"force": true`` to resend pairs already
+    delivered: the :meth:`Forwarder.replay` report (counts ``delivered``, ``skipped``, ``failed``,
+    ``invalid`` and ``results``); 400 naming a bad field, 503 when storage fails."""
     if (denied := require_operator(req)) is not None:
         return denied
     from shared.errors import FluxOpsError
     from shared.notify import forwarder
+    from shared.notify.deadletter import NAME_RE
     from shared.notify.dedupe import StorageUnavailable
 
     try:
-        body = req.get_json() if req.get_body() else {}
-    except ValueError:
-        return error_response(400, "InvalidInput", "body: must be a JSON object", "body")
-    if not isinstance(body, dict):
-        return error_response(400, "InvalidInput", "body: must be a JSON object", "body")
-    names, prefix, limit = body.get("names"), body.get("prefix"), body.get("limit", 100)
-    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-        return error_response(400, "InvalidInput", "names: must be a list of blob names", "names")
-    if prefix is not None and not isinstance(prefix, str):
-        return error_response(400, "InvalidInput", "prefix: must be a string", "prefix")
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
-        return error_response(400, "InvalidInput", "limit: must be a whole number from 1 to 5000", "limit")
+        body = json_body(req, empty={}, max_bytes=1024 * 1024)
+    except BadBody as exc:
+        return error_response(400, "InvalidInput", f"body: {exc}", "body")
     try:
-        report = forwarder().replay(names=names, prefix=prefix, limit=limit)
-    except StorageUnavailable as exc:
-        return error_response(503, "StorageUnavailable", str(exc))
-    except FluxOpsError as exc:
-        return error_response(exc.status, exc.code, str(exc), getattr(exc, "field", None))
+        if not isinstance(body, dict):
+            raise BadField("body", "must be a JSON object")
+        unknown = sorted(set(body) - {"names", "prefix", "limit", "force"})
+        if unknown:
+            raise BadField(echo(unknown[0], 40), "is not a field of a replay request (names, prefix, limit, force)")
+        names = body.get("names")
+        if names is not None:
+            if not isinstance(names, list) or len(names) > _LIMIT_MAX:
+                raise BadField("names", f"must be a list of at most {_LIMIT_MAX} dead-letter names")
+            for i, name in enumerate(names):
+                if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+                    raise BadField(f"names[{i}]", f"{echo(name) if isinstance(name, str) else type(name).__name__} "
+                                   "is not a dead-letter name (as GET /api/flux/deadletters lists them)")
+        prefix, limit = _prefix(body.get("prefix")), _limit(body.get("limit"))
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise BadField("force", "must be true or false")
+    except BadField as exc:
+        return error_response(400, "InvalidInput", str(exc), exc.field)
+    try:
+        report = forwarder().replay(names=names, prefix=prefix, limit=limit, force=force)
+    except (StorageUnavailable, FluxOpsError) as exc:
+        return _storage_or_setting_error(exc)
     return json_response(report)

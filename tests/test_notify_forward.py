@@ -16,8 +16,8 @@ from shared import notify
 from shared.notify.delivery import Message
 from shared.notify.routing import RoutingConfigError
 from shared.notify.targets import hmac_signature
-from tests.peers.local_notify import (AUDIT_HMAC, HTTP_HMAC, PAT, SHA, eventhub_batch, flux_event, routing_yaml,
-                                      seed_secrets, unwire, wire)
+from tests.peers.local_notify import (AUDIT_HMAC, HTTP_HMAC, PAT, SHA, eventhub_batch, flux_event, now_rfc3339,
+                                      routing_yaml, seed_secrets, unwire, wire)
 
 FAST = {"NOTIFY_BACKOFF_BASE_SECONDS": "0.01", "NOTIFY_BACKOFF_MAX_SECONDS": "0.05", "NOTIFY_MAX_ATTEMPTS": "4",
         "NOTIFY_BATCH_BUDGET_SECONDS": "20"}
@@ -87,7 +87,7 @@ def test_event_hub_binding_is_many_with_settings_and_unbounded_retry(notify_func
     retry = fn.get_settings_dict("retry_policy")
     assert retry["strategy"] == "exponential_backoff" and retry["max_retry_count"] == "-1"
     http = notify_functions["flux_events_http"].get_trigger()
-    assert http.route == "flux/events/{cluster}" and http.auth_level == func.AuthLevel.FUNCTION
+    assert http.route == "flux/events/{cluster}" and http.auth_level == func.AuthLevel.ANONYMOUS  # HMAC only
     assert notify_functions["flux_deadletters_replay"].get_trigger().auth_level == func.AuthLevel.ADMIN
     assert notify_functions["flux_deadletters_list"].get_trigger().auth_level == func.AuthLevel.ADMIN
 
@@ -170,7 +170,8 @@ def test_malformed_message_is_dead_lettered_and_the_rest_of_the_batch_goes_on(no
 def test_http_success_event_reaches_ado_as_succeeded_and_only_generic_targets(notify_env):
     t = notify_env.targets
     body = json.dumps(flux_event("Reconciliation finished in 2s, next run in 10m", severity="info",
-                                 reason="ReconciliationSucceeded", commit_status="update", cluster=None)).encode()
+                                 reason="ReconciliationSucceeded", commit_status="update", cluster=None,
+                                 timestamp=now_rfc3339())).encode()
     code, answer = notify_env.http("prod-weu-1", body, hmac_signature(body, HTTP_HMAC))
     assert code == 200 and answer["result"]["delivered"] == 2
     [status] = statuses(t)
@@ -180,16 +181,18 @@ def test_http_success_event_reaches_ado_as_succeeded_and_only_generic_targets(no
 
 
 def test_http_unsigned_or_badly_signed_event_is_refused_and_dead_lettered(notify_env):
-    body = json.dumps(flux_event()).encode()
+    body = json.dumps(flux_event(timestamp=now_rfc3339())).encode()
     assert notify_env.http("prod-weu-1", body, None)[0] == 401
     assert notify_env.http("prod-weu-1", body, hmac_signature(body, "wrong-key"))[0] == 401
     assert notify_env.http("unknown-cluster", body, hmac_signature(body, HTTP_HMAC))[0] == 401  # no key in vault
     assert notify_env.targets.requests == []
     rejected = notify_env.dead_letters("rejected/")
-    assert len(rejected) == 3 and all("X-Signature" in r["error"] for r in rejected)
+    # one letter per refused body and cluster: the two refusals of the same body for prod-weu-1 share it
+    assert sorted(r["cluster"] for r in rejected) == ["prod-weu-1", "unknown-cluster"]
+    assert all("X-Signature" in r["error"] and r["replayable"] is False for r in rejected)
     code, answer = notify_env.http("prod-weu-1", b"{}", hmac_signature(b"{}", HTTP_HMAC))
     assert code == 400 and answer["error"]["field"] == "involvedObject"
-    assert len(notify_env.dead_letters("rejected/")) == 4
+    assert len(notify_env.dead_letters("rejected/")) == 3
 
 
 # --- dedupe ----------------------------------------------------------------------------------------
@@ -343,7 +346,8 @@ def test_replay_delivers_dead_letters_once_the_target_is_back(notify_env):
                            body=json.dumps({"prefix": "undeliverable/"}).encode())
     resp = notify_env.fns["flux_deadletters_replay"].get_user_function()(req)
     report = json.loads(resp.get_body())
-    assert resp.status_code == 200 and report["replayed"] == [letter["_name"]]
+    assert resp.status_code == 200 and report["results"] == [{"name": letter["_name"], "outcome": "delivered"}]
+    assert (report["delivered"], report["skipped"], report["failed"]) == (1, 0, 0)
     assert len(t.delivered("/teams/")) == 1 and notify_env.dead_letters() == []
     # delivered by replay → the dedupe record is set: a late copy of the event is a duplicate
     notify_env.eventhub([flux_event()], first_sequence=50)
@@ -355,10 +359,11 @@ def test_replay_delivers_dead_letters_once_the_target_is_back(notify_env):
 
 
 def test_replay_never_forwards_a_post_refused_for_its_signature(notify_env):
-    body = json.dumps(flux_event()).encode()
+    body = json.dumps(flux_event(timestamp=now_rfc3339())).encode()
     assert notify_env.http("prod-weu-1", body, hmac_signature(body, "forged-key"))[0] == 401
     report = notify.forwarder().replay(prefix="rejected/")
-    assert report["replayed"] == [] and "signature" in report["invalid"][0]["error"]
+    assert report["delivered"] == 0 and report["invalid"] == 1
+    assert "authenticated" in report["results"][0]["reason"]
     assert notify_env.targets.requests == [] and len(notify_env.dead_letters("rejected/")) == 1
 
 
@@ -397,7 +402,7 @@ def test_storage_outage_fails_the_invocation_so_the_batch_is_retried(notify_env)
         own.stop()
         with pytest.raises(StorageUnavailable):
             notify_env.eventhub([flux_event(), b"not json"])
-        body = json.dumps(flux_event()).encode()
+        body = json.dumps(flux_event(timestamp=now_rfc3339())).encode()
         code, answer = notify_env.http("prod-weu-1", body, hmac_signature(body, HTTP_HMAC))
         assert code == 503 and answer["error"]["code"] == "StorageUnavailable"  # Flux retries 5xx
         notify.reset_forwarder()  # a new instance starting during the outage
@@ -437,5 +442,5 @@ def test_cli_lists_and_replays_dead_letters(notify_env, capsys):
     [name] = capsys.readouterr().out.split()
     assert "/slack-prod/" in name
     assert main(["replay", "--name", name]) == 0
-    assert json.loads(capsys.readouterr().out)["replayed"] == [name]
+    assert json.loads(capsys.readouterr().out)["results"] == [{"name": name, "outcome": "delivered"}]
     assert len(notify_env.targets.delivered("/slack/")) == 1 and notify_env.dead_letters() == []

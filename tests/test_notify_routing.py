@@ -9,7 +9,7 @@ import pytest
 from shared.ports.azure.devops import retry_after_seconds
 from shared.notify.events import InvalidEvent, commit_sha, parse_event
 from shared.notify.routing import RoutingConfigError, parse_routing
-from shared.notify.targets import (commit_status_for, hmac_signature, slack_payload, split_camel_case,
+from shared.notify.targets import (Skip, commit_status_for, hmac_signature, slack_payload, split_camel_case,
                                    teams_payload, verify_signature)
 from tests.peers.local_notify import SHA, flux_event, routing_yaml
 
@@ -148,7 +148,7 @@ def test_ado_status_as_flux_with_cluster_in_name_and_summary_in_genre():
     assert sha == SHA
     assert status.to_json() == {"state": "error", "description": "health check failed",
                                 "context": {"name": "kustomization/apps/7d0cdc51/prod-weu-1", "genre": "fluxcd:prod-weu"}}
-    assert commit_status_for(ev(reason="Progressing", severity="info")) is None
+    assert isinstance(commit_status_for(ev(reason="Progressing", severity="info")), Skip)
     _, ok = commit_status_for(ev(severity="info", reason="ReconciliationSucceeded", commit="main@sha1:" + SHA))
     assert (ok.state, ok.description, ok.genre) == ("succeeded", "reconciliation succeeded", "fluxcd")
 
@@ -166,12 +166,21 @@ def test_ado_description_splits_the_reason_as_flux_split_camelcase(reason, words
     assert status.description == " ".join(words).lower()
 
 
-def test_ado_status_name_without_uid_and_revision_errors():
+def test_ado_status_name_without_uid():
     _, status = commit_status_for(ev(uid=""))
     assert status.name == "kustomization/apps/prod-weu-1"
-    with pytest.raises(InvalidEvent) as err:
-        commit_status_for(ev(revision="sha256:" + "a" * 64))  # an OCI digest has no commit
-    assert err.value.field == "metadata.revision"
+
+
+@pytest.mark.parametrize("revision, why", [
+    ("sha256:" + "a" * 64, "is not a Git commit"),  # an OCI digest
+    ("6.7.1", "is not a Git commit"),  # a chart version
+    ("latest@sha256:" + "b" * 64, "is not a Git commit"),
+])
+def test_ado_skips_events_without_a_commit_as_flux_does(revision, why):
+    skip = commit_status_for(ev(revision=revision))
+    assert isinstance(skip, Skip) and why in skip.reason
+    no_revision = {**flux_event(), "metadata": {"cluster": "prod-weu-1"}}
+    assert "no commit" in commit_status_for(parse_event(json.dumps(no_revision))).reason
 
 
 def test_teams_adaptive_card_and_legacy_message_card():

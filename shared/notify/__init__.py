@@ -48,7 +48,7 @@ def build_forwarder(environ: Mapping[str, str] = os.environ):
     dedupe.ensure_table()
     deadletters.ensure_container()
     sender = Sender(_session(settings.concurrency), SecretCache(services.keyvault, ttl=settings.secret_ttl),
-                    devops_credential=services.devops_credential)
+                    devops_credential=services.devops_credential, pool_size=settings.concurrency)
     return Forwarder(config, sender, dedupe, deadletters, settings)
 
 

@@ -2,7 +2,8 @@
 
     python -m shared.notify check routing.yaml      # or blob:<container>/<name>
     python -m shared.notify list [--prefix undeliverable/] [--limit 100]
-    python -m shared.notify replay [--prefix undeliverable/ | --name BLOB ...] [--limit 100]
+    python -m shared.notify replay [--prefix undeliverable/ | --name BLOB ...] [--limit 100] [--force]
+    python -m shared.notify secret-name prod.weu-1 [--template flux-hmac-{cluster}]
 
 ``list``/``replay`` use the same app settings as the Functions (``NOTIFY_ROUTING``, storage,
 ``KEY_VAULT_URL``). Exit codes: 0 done, 1 invalid input or something still failing, 2 storage unavailable.
@@ -26,7 +27,24 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--limit", type=int, default=100)
         if name == "replay":
             p.add_argument("--name", action="append", default=None, help="a dead-letter blob name (repeatable)")
+            p.add_argument("--force", action="store_true", help="resend pairs already delivered")
+    secret = sub.add_parser("secret-name", help="the Key Vault secret holding a cluster's generic-hmac key")
+    secret.add_argument("cluster")
+    secret.add_argument("--template", default="flux-hmac-{cluster}", help="the routing file's http.hmacSecret")
     args = ap.parse_args(argv)
+    if args.cmd == "secret-name":
+        from .events import is_cluster_name
+        from .routing import RoutingConfig
+
+        if not is_cluster_name(args.cluster):
+            print("✗ cluster: not a cluster name (1-63 lower-case letters, digits, '.', '_' or '-')", file=sys.stderr)
+            return 1
+        try:
+            print(RoutingConfig(targets=(), hmac_secret_template=args.template).hmac_secret_name(args.cluster))
+        except ValueError as exc:
+            print(f"✗ --template: {exc}", file=sys.stderr)
+            return 1
+        return 0
 
     from shared.errors import FluxOpsError
 
@@ -51,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in forwarder().deadletters.names(args.prefix, args.limit):
                 print(name)
             return 0
-        report = forwarder().replay(names=args.name, prefix=args.prefix, limit=args.limit)
+        report = forwarder().replay(names=args.name, prefix=args.prefix, limit=args.limit, force=args.force)
         print(json.dumps(report, indent=2))
         return 1 if report["failed"] or report["invalid"] else 0
     except StorageUnavailable as exc:

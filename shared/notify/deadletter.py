@@ -1,14 +1,20 @@
 """Dead letters: events that could not be delivered or were rejected, as JSON blobs.
 
 One blob per (event, target) failure or per rejected message, in container ``NOTIFY_DEADLETTER_CONTAINER``
-(default ``flux-notify-deadletter``), named ``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<uuid>.json``
-with ``kind`` = ``undeliverable`` or ``rejected``. Record (JSON)::
+(default ``flux-notify-deadletter``), named ``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json`` with
+``kind`` = ``undeliverable`` or ``rejected``. The name is derived from what failed, so a redelivered
+message writes no second letter: ``id`` is the first 32 hex digits of the sha256 of the target and the
+event's dedupe key (undeliverable) or of the body (rejected; with the cluster for HTTP posts), and the
+day is the message's Event Hub enqueued day (the arrival day for HTTP posts). Letters are created only
+if absent (``If-None-Match: *``). Record (JSON)::
 
     {"id", "kind", "time" (RFC 3339 UTC), "target" (name or null), "cluster" (or null),
      "error" (one line, no secret), "attempts" (int), "dedupeKey" (or null),
      "source": {"trigger": "eventhub"|"http"|"replay", "partition", "sequenceNumber", "offset", "enqueuedTime"},
-     "event" (the event JSON object, when it parsed) | "body" (text, at most 256 KiB) + "bodyTruncated",
-     "replayable": false (only on HTTP posts refused for their signature: replay skips them)}
+     "event" (the event JSON object, when it parsed) | "body" (text) + "bodyTruncated" (+ "bodyBytes",
+     "bodySha256" when cut to the first bytes of a refused post),
+     "replayable": false (only on HTTP posts refused for their signature: replay skips them),
+     "resolved": {"time", "reason"} (the pair was delivered after all: replay skips it)}
 
 No secret is written: targets are named, never their URLs; errors come from :class:`DeliveryError`.
 Any storage failure raises :class:`StorageUnavailable` so the invocation fails and the batch is retried.
@@ -16,7 +22,9 @@ Any storage failure raises :class:`StorageUnavailable` so the invocation fails a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -26,30 +34,59 @@ from shared import errors
 from .dedupe import StorageUnavailable
 
 MAX_BODY_CHARS = 256 * 1024
+REFUSED_BODY_BYTES = 4096  # what is kept of a post refused before it was authenticated
 UNDELIVERABLE, REJECTED = "undeliverable", "rejected"
+NAME_RE = re.compile(r"(undeliverable|rejected)/\d{4}/\d{2}/\d{2}/[A-Za-z0-9_.-]{1,63}/[0-9a-f-]{32,36}\.json")
+PREFIX_RE = re.compile(r"[A-Za-z0-9_./-]{0,200}")
+
+
+def letter_id(*parts: str | bytes) -> str:
+    """32 hex digits naming a letter after what failed (stable across redeliveries)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:32]
 
 
 def make_record(kind: str, *, error: str, attempts: int = 0, target: str | None = None,
                 cluster: str | None = None, event: dict | None = None, body: bytes | str | None = None,
-                dedupe_key: str | None = None, source: dict | None = None) -> dict:
-    """A dead-letter record (shape above); ``error`` is folded to one line of at most 1,000 characters."""
+                dedupe_key: str | None = None, source: dict | None = None, record_id: str | None = None,
+                body_limit: int | None = None) -> dict:
+    """A dead-letter record (shape above); ``error`` is folded to one line of at most 1,000 characters.
+    ``body_limit`` keeps only the first bytes of ``body`` (a post that was never authenticated)."""
     now = datetime.now(timezone.utc)
-    record: dict[str, Any] = {"id": str(uuid.uuid4()), "kind": kind, "time": now.isoformat().replace("+00:00", "Z"),
+    record: dict[str, Any] = {"id": record_id or uuid.uuid4().hex, "kind": kind,
+                              "time": now.isoformat().replace("+00:00", "Z"),
                               "target": target, "cluster": cluster, "error": " ".join(str(error).split())[:1000],
                               "attempts": attempts, "dedupeKey": dedupe_key, "source": source or {}}
     if event is not None:
         record["event"] = event
     elif body is not None:
-        text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body)
-        record["body"] = text[:MAX_BODY_CHARS]
-        record["bodyTruncated"] = len(text) > MAX_BODY_CHARS
+        raw = body if isinstance(body, (bytes, bytearray)) else str(body).encode("utf-8", "surrogatepass")
+        if body_limit is not None and len(raw) > body_limit:
+            record["bodyBytes"] = len(raw)
+            record["bodySha256"] = hashlib.sha256(raw).hexdigest()
+            record["body"] = raw[:body_limit].decode("utf-8", "replace")
+            record["bodyTruncated"] = True
+        else:
+            text = raw.decode("utf-8", "replace")
+            record["body"] = text[:MAX_BODY_CHARS]
+            record["bodyTruncated"] = len(text) > MAX_BODY_CHARS
     return record
 
 
 def blob_name(record: dict) -> str:
-    """``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json``."""
-    day = record["time"][:10].replace("-", "/")
-    return f"{record['kind']}/{day}/{record.get('target') or '-'}/{record['id']}.json"
+    """``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json``; the day is the Event Hub enqueued day when the
+    record has one, else the record's time."""
+    day = str((record.get("source") or {}).get("enqueuedTime") or "")[:10]
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        day = record["time"][:10]
+    return f"{record['kind']}/{day.replace('-', '/')}/{record.get('target') or '-'}/{record['id']}.json"
+
+
+def _encode(record: dict) -> bytes:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8", "backslashreplace")
 
 
 class DeadLetterStore:
@@ -72,19 +109,26 @@ class DeadLetterStore:
             raise self._fail(exc) from None
 
     def put(self, record: dict, name: str | None = None) -> str:
-        """Write ``record`` (to ``name``, else :func:`blob_name`); returns the blob name."""
-        from azure.core.exceptions import AzureError
+        """Write ``record`` (to ``name``, else :func:`blob_name`), replacing it; returns the blob name."""
+        return self._upload(record, name or blob_name(record), overwrite=True)[0]
 
-        name = name or blob_name(record)
-        data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    def put_once(self, record: dict) -> tuple[str, bool]:
+        """Create ``record`` at :func:`blob_name` unless a letter is there already (a redelivery):
+        (name, created)."""
+        return self._upload(record, blob_name(record), overwrite=False)
+
+    def _upload(self, record: dict, name: str, *, overwrite: bool) -> tuple[str, bool]:
+        from azure.core.exceptions import AzureError, ResourceExistsError
+        from azure.storage.blob import ContentSettings
+
         try:
-            from azure.storage.blob import ContentSettings
-
-            self.container.upload_blob(name, data, overwrite=True,
+            self.container.upload_blob(name, _encode(record), overwrite=overwrite,
                                        content_settings=ContentSettings(content_type="application/json"))
+        except ResourceExistsError:
+            return name, False
         except AzureError as exc:
             raise self._fail(exc) from None
-        return name
+        return name, True
 
     def names(self, prefix: str | None = None, limit: int | None = None) -> Iterator[str]:
         """Blob names under ``prefix`` in name order (oldest day first), at most ``limit``."""
@@ -119,6 +163,15 @@ class DeadLetterStore:
         except AzureError as exc:
             raise self._fail(exc) from None
 
+    def resolve(self, name: str, reason: str) -> None:
+        """Mark the letter resolved (kept, skipped by replay); a letter gone meanwhile is left gone."""
+        try:
+            record = self.get(name)
+        except errors.NotFound:
+            return
+        record["resolved"] = {"time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), "reason": reason}
+        self.put(record, name)
+
 
 class MemoryDeadLetterStore:
     """Same interface, in memory (CLI dry runs, bench, unit tests)."""
@@ -131,8 +184,14 @@ class MemoryDeadLetterStore:
 
     def put(self, record: dict, name: str | None = None) -> str:
         name = name or blob_name(record)
-        self.blobs[name] = json.loads(json.dumps(record))
+        self.blobs[name] = json.loads(_encode(record))
         return name
+
+    def put_once(self, record: dict) -> tuple[str, bool]:
+        name = blob_name(record)
+        if name in self.blobs:
+            return name, False
+        return self.put(record, name), True
 
     def names(self, prefix: str | None = None, limit: int | None = None) -> Iterator[str]:
         out = sorted(n for n in self.blobs if n.startswith(prefix or ""))
@@ -145,3 +204,7 @@ class MemoryDeadLetterStore:
 
     def delete(self, name: str) -> None:
         self.blobs.pop(name, None)
+
+    def resolve(self, name: str, reason: str) -> None:
+        if name in self.blobs:
+            self.blobs[name]["resolved"] = {"time": datetime.now(timezone.utc).isoformat(), "reason": reason}

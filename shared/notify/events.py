@@ -21,17 +21,41 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from shared import errors
 
+from .gojson import go_map, marshal
+
 MAX_BODY_BYTES = 3 * 1024 * 1024  # notification-controller's event body limit (internal/server/limits.go)
 MAX_MESSAGE_CHARS = 39_000  # fluxcd/pkg event.go: messages are truncated to this by the emitter
 SEVERITIES = ("info", "error", "trace")
-CLUSTER_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+CLUSTER_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")  # use fullmatch: '$' lets a "\n" through
+# RFC 3339 as Go's time.Parse(time.RFC3339) takes it (metav1.Time): fractional seconds allowed
+_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 _OBJECT_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+
+
+def is_cluster_name(name: object) -> bool:
+    """Whether ``name`` is a cluster name: 1-63 lower-case letters, digits, ``.``, ``_``, ``-``, starting and
+    ending with a letter or digit (the whole string: no trailing newline)."""
+    return isinstance(name, str) and CLUSTER_RE.fullmatch(name) is not None
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 time (``2026-08-07T10:00:00Z``, fractions and offsets allowed) as an aware UTC datetime.
+    Raises ``ValueError``."""
+    if not _RFC3339_RE.fullmatch(value):
+        raise ValueError(value)
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python takes at most 6 fractional digits; Go keeps 9 and marshals none
+        head, _, rest = text.partition(".")
+        digits = re.match(r"\d+", rest).group(0)
+        text = head + "." + digits[:6].ljust(6, "0") + rest[len(digits):]
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
 class InvalidEvent(errors.InvalidInput):
@@ -53,6 +77,8 @@ class FluxEvent:
     reporting_instance: str
     cluster: str
     data: dict[str, Any] = field(repr=False, compare=False)
+    time: datetime | None = field(default=None, repr=False, compare=False)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # payloads rendered for this event
 
     @property
     def kind(self) -> str:
@@ -90,9 +116,30 @@ class FluxEvent:
                 comps.append(f"{key}={self.metadata[key]}")
         return hashlib.sha256("/".join(comps).encode("utf-8")).hexdigest()
 
+    def struct(self) -> dict:
+        """The event as notification-controller holds it (``eventv1.Event``, fluxcd/pkg
+        ``apis/event/v1beta1/event.go``), in its field order with its ``omitempty`` rules: what
+        ``json.Marshal`` writes. Unknown fields are dropped, metadata keys sorted, the timestamp is
+        ``metav1.Time``'s UTC second (``2006-01-02T15:04:05Z``)."""
+        obj = {k: self.involved_object[k] for k in _OBJECT_FIELDS if self.involved_object.get(k)}
+        out: dict[str, Any] = {"involvedObject": obj, "severity": self.severity,
+                               "timestamp": self.time.strftime("%Y-%m-%dT%H:%M:%SZ") if self.time else self.timestamp,
+                               "message": self.message, "reason": self.reason}
+        if self.metadata:
+            out["metadata"] = go_map(self.metadata)
+        out["reportingController"] = self.reporting_controller
+        if self.reporting_instance:
+            out["reportingInstance"] = self.reporting_instance
+        return out
+
+    @cached_property
+    def _body(self) -> bytes:
+        return marshal(self.struct())
+
     def body(self) -> bytes:
-        """The event JSON as Flux's generic provider posts it (compact ``json.Marshal``)."""
-        return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """The bytes Flux's ``generic``/``generic-hmac`` provider posts (``forwarder.go``: ``json.Marshal``
+        of the event; the ``X-Signature`` HMAC is over them). Rendered once per event."""
+        return self._body
 
 
 def _str(data: dict, key: str, *, required: bool, where: str = "") -> str:
@@ -125,6 +172,8 @@ def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise InvalidEvent("body", "is not UTF-8") from None
+        except RecursionError:
+            raise InvalidEvent("body", "is nested too deeply") from None
         except ValueError as exc:
             raise InvalidEvent("body", f"is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(data, dict):
@@ -141,12 +190,12 @@ def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
         raise InvalidEvent("involvedObject", "kind and name must be non-empty")
     severity = _str(data, "severity", required=True)
     if severity not in SEVERITIES:
-        raise InvalidEvent("severity", f"{severity[:40]!r} is not one of {', '.join(SEVERITIES)}")
+        raise InvalidEvent("severity", f"{_echo(severity)} is not one of {', '.join(SEVERITIES)}")
     timestamp = _str(data, "timestamp", required=True)
     try:
-        datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        when = parse_time(timestamp)
     except ValueError:
-        raise InvalidEvent("timestamp", f"{timestamp[:40]!r} is not an RFC 3339 time") from None
+        raise InvalidEvent("timestamp", f"{_echo(timestamp)} is not an RFC 3339 time") from None
     message = _str(data, "message", required=True)
     if len(message) > MAX_MESSAGE_CHARS:
         raise InvalidEvent("message", f"is {len(message)} characters; Flux sends at most {MAX_MESSAGE_CHARS}")
@@ -156,21 +205,21 @@ def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
     metadata: dict[str, str] = {}
     for key, val in meta_in.items():
         if not isinstance(val, str):
-            raise InvalidEvent(f"metadata.{key}", f"must be a string, not {type(val).__name__}")
+            raise InvalidEvent(f"metadata.{_safe(key)}", f"must be a string, not {type(val).__name__}")
         metadata[key] = val
     resolved = cluster or metadata.get(cluster_key) or default_cluster
     if not resolved:
         raise InvalidEvent(f"metadata.{cluster_key}",
                            "names no cluster and the routing configuration has no defaultCluster")
-    if not CLUSTER_RE.fullmatch(resolved):
-        raise InvalidEvent(f"metadata.{cluster_key}", f"{resolved[:70]!r} is not a cluster name "
+    if not is_cluster_name(resolved):
+        raise InvalidEvent(f"metadata.{cluster_key}", f"{_echo(resolved)} is not a cluster name "
                            "(lower-case letters, digits, '.', '_' and '-', at most 63)")
     return FluxEvent(
         involved_object=involved, severity=severity, timestamp=timestamp, message=message,
         reason=_str(data, "reason", required=True), metadata=metadata,
         reporting_controller=_str(data, "reportingController", required=False),
         reporting_instance=_str(data, "reportingInstance", required=False),
-        cluster=resolved, data=data)
+        cluster=resolved, data=data, time=when)
 
 
 def commit_sha(revision: str) -> str:
@@ -188,5 +237,16 @@ def commit_sha(revision: str) -> str:
         candidate = rev
     candidate = candidate.lower()
     if not _SHA1_RE.fullmatch(candidate):
-        raise InvalidEvent("metadata.revision", f"failed to extract a commit hash from {revision[:80]!r}")
+        raise InvalidEvent("metadata.revision", f"failed to extract a commit hash from {_echo(revision)}")
     return candidate
+
+
+def _safe(key: str, limit: int = 40) -> str:
+    """A field name built from untrusted text: cut, lone surrogates and controls escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in key[:limit]) \
+        .encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _echo(value: str, limit: int = 64) -> str:
+    """``repr`` of the first ``limit`` characters, for messages that repeat untrusted input."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")

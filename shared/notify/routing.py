@@ -142,11 +142,34 @@ class RoutingConfig:
         return next((t for t in self.targets if t.name == name), None)
 
     def hmac_secret_name(self, cluster: str) -> str | None:
-        """The Key Vault secret name holding ``cluster``'s generic-hmac key (``{cluster}`` in the template
-        replaced, with ``.`` and ``_`` turned into ``-`` as Key Vault names allow), or None if not configured."""
+        """The Key Vault secret name holding ``cluster``'s generic-hmac key: ``{cluster}`` in the template
+        replaced by :func:`key_vault_part` (one secret per cluster: ``prod.weu-1``, ``prod_weu_1`` and
+        ``prod-weu-1`` never share one), or None if not configured. Raises ``ValueError`` when the name
+        would exceed Key Vault's 127 characters."""
         if not self.hmac_secret_template:
             return None
-        return self.hmac_secret_template.replace("{cluster}", cluster.replace(".", "-").replace("_", "-"))
+        name = self.hmac_secret_template.replace("{cluster}", key_vault_part(cluster))
+        if not SECRET_RE.fullmatch(name):
+            raise ValueError(f"the Key Vault secret name for cluster {cluster[:63]!r} would be {len(name)} characters; "
+                             "Key Vault allows 127")
+        return name
+
+
+_PLAIN_CLUSTER_RE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+_ESCAPES = {"-": "-h", ".": "-d", "_": "-u"}
+
+
+def key_vault_part(cluster: str) -> str:
+    """``cluster`` spelled in Key Vault's alphabet (``0-9a-zA-Z-``; names are case-insensitive), one to one.
+
+    A name of letters, digits and single inner ``-`` (``prod-weu-1``) is kept as it is. Any other cluster
+    name (with ``.``, ``_`` or ``--``) becomes ``x--`` followed by the name with ``-``, ``.``, ``_``
+    written ``-h``, ``-d``, ``-u``: ``prod.weu-1`` → ``x--prod-dweu-h1``, ``prod_weu_1`` →
+    ``x--prod-uweu-u1``. Kept names never contain ``--``, escaped ones always start with ``x--`` and
+    decode uniquely, so no two cluster names share a secret."""
+    if _PLAIN_CLUSTER_RE.fullmatch(cluster):
+        return cluster
+    return "x--" + "".join(_ESCAPES.get(ch, ch) for ch in cluster)
 
 
 def parse_duration(value: Any, where: str) -> float:

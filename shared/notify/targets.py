@@ -1,13 +1,16 @@
 """Deliver one event to one target: Azure DevOps commit status, Teams, Slack, generic(-hmac) webhook.
 
-Payloads are those of Flux's own providers (fluxcd/notification-controller ``internal/notifier``):
+Payloads are those of Flux's own providers (fluxcd/notification-controller ``internal/notifier``), byte
+for byte: built in the Go structs' field order and written as ``json.Marshal`` writes them
+(:mod:`.gojson`: compact, raw UTF-8, ``<>&`` escaped), within each provider's size limit:
 
 - ``msteams`` (``teams.go``): Adaptive Card 1.4 in a ``message`` attachment for Workflows URLs; the
   legacy ``MessageCard`` when the host ends with ``.webhook.office.com``. Title ``kind/name.namespace``,
   message (``color: attention`` for errors), facts = metadata, ``summary`` first then sorted.
 - ``slack`` (``slack.go``): ``{"channel", "username", "attachments": [{"fallback", "color": good|danger,
   "author_name", "text", "mrkdwn_in", "fields"}]}``; a bot token (``tokenSecret``) goes as Bearer.
-- ``generic`` / ``generic-hmac`` (``forwarder.go``): the event JSON, ``gotk-component`` header;
+- ``generic`` / ``generic-hmac`` (``forwarder.go``): the event as Go marshals Flux's event struct
+  (:meth:`.events.FluxEvent.body`), ``gotk-component`` header (always, as Flux sets it);
   ``X-Signature: sha256=<hex HMAC-SHA256(body, key)>`` for generic-hmac.
 - ``azuredevops`` (``azure_devops.go``): see :func:`commit_status_for`.
 
@@ -24,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -32,6 +36,7 @@ from shared.ports.azure.devops import (CommitStatus, DevOpsHTTPError, DevOpsStat
                            retry_after_seconds)
 
 from .events import FluxEvent, InvalidEvent, commit_sha
+from .gojson import marshal
 from .routing import Target
 
 log = logging.getLogger(__name__)
@@ -92,46 +97,118 @@ def object_name(event: FluxEvent) -> str:
     return f"{event.kind.lower()}/{event.name}.{event.namespace}"
 
 
+# Provider limits. Teams refuses a message over 28 KB (learn.microsoft.com/microsoftteams/platform/
+# webhooks-and-connectors/how-to/connectors-using: "The message size limit is 28 KB"); the card is kept
+# under 28,000 bytes. Slack truncates ``text`` past 40,000 characters (api.slack.com/methods/
+# chat.postMessage, "Truncating content"); counted here in UTF-16 code units, the stricter reading. The
+# Azure DevOps statuses API documents no lengths; its fields are kept within what Flux can produce
+# (a Kubernetes condition reason is at most 1,024 characters, an Alert summary at most 255).
+TEAMS_MAX_BYTES = 28_000
+SLACK_MAX_TEXT = 40_000
+ADO_MAX_DESCRIPTION = 1024
+ADO_MAX_SUMMARY = 255
+FACT_CHARS = 1_000  # a metadata value shown in a Teams card, when the card would not fit otherwise
+
+
+def _utf16_len(text: str) -> int:
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def shorten(text: str, fits: Callable[[str], bool], provider: str) -> str:
+    """``text`` unchanged if ``fits(text)``; else its longest beginning that fits with a marker
+    (``… [cut to fit <provider>: N of M characters]``), cut at a line end when one lies in the second
+    half of what fits, since Flux puts what matters in the first lines. Cuts fall between characters, so
+    the UTF-8 stays valid."""
+    if fits(text):
+        return text
+    total = len(text)
+
+    def candidate(n: int) -> str:
+        return text[:n] + f"\n… [cut to fit {provider}: {n:,} of {total:,} characters]"
+
+    lo, hi = 0, total  # the largest n with fits(candidate(n)), by bisection (fits is monotonic in n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(candidate(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    line_end = text.rfind("\n", 0, lo)
+    if line_end >= lo // 2 and fits(candidate(line_end)):
+        lo = line_end
+    return candidate(lo)
+
+
 def teams_payload(event: FluxEvent, url: str) -> dict:
-    """The JSON body for a Teams webhook ``url`` (``teams.go``): an Adaptive Card 1.4 for Workflows URLs,
-    the legacy MessageCard for hosts ending in ``.webhook.office.com``."""
-    obj = object_name(event)
+    """The JSON body for a Teams webhook ``url`` (``teams.go``), as the Go structs order it: an Adaptive
+    Card 1.4 for Workflows URLs, the legacy MessageCard for hosts ending in ``.webhook.office.com``. The
+    message is shortened (:func:`shorten`) so the card stays under :data:`TEAMS_MAX_BYTES`."""
+    legacy = (urlsplit(url).hostname or "").lower().endswith(".webhook.office.com")
     meta = dict(event.metadata)
-    host = (urlsplit(url).hostname or "").lower()
-    if host.endswith(".webhook.office.com"):  # retired O365 connectors: MessageCard
-        return {"@type": "MessageCard", "@context": "http://schema.org/extensions",
-                "themeColor": "FF0000" if event.severity == "error" else "0076D7", "summary": obj,
-                "sections": [{"activityTitle": event.message, "activitySubtitle": obj,
-                              "facts": [{"name": k, "value": v} for k, v in sorted(meta.items())]}]}
+
+    def build(message: str, facts_meta: dict) -> dict:
+        return _message_card(event, message, facts_meta) if legacy else _adaptive_card(event, message, facts_meta)
+
+    def fits(message: str, facts_meta: dict = meta) -> bool:
+        return len(marshal(build(message, facts_meta))) <= TEAMS_MAX_BYTES
+
+    if not fits("", meta):  # huge metadata values: shorten those first
+        meta = {k: shorten(v, lambda t: len(t) <= FACT_CHARS, "Teams") for k, v in meta.items()}
+    message = shorten(event.message, lambda m: fits(m, meta), "Teams")
+    return build(message, meta)
+
+
+def _message_card(event: FluxEvent, message: str, meta: dict) -> dict:
+    obj = object_name(event)
+    # Go ranges over the metadata map in random order; sorted is one of Flux's orders
+    return {"@type": "MessageCard", "@context": "http://schema.org/extensions",
+            "themeColor": "FF0000" if event.severity == "error" else "0076D7", "summary": obj,
+            "sections": [{"activityTitle": message, "activitySubtitle": obj,
+                          "facts": [{"name": k, "value": v} for k, v in sorted(meta.items())]}]}
+
+
+def _adaptive_card(event: FluxEvent, message: str, meta: dict) -> dict:
+    meta = dict(meta)
     facts = []
     if "summary" in meta:
         facts.append({"title": "summary", "value": meta.pop("summary")})
     facts += [{"title": k, "value": v} for k, v in sorted(meta.items())]
-    # Go's omitempty: no "text" for an empty message, no "facts" for empty metadata
-    text = {"type": "TextBlock", **({"text": event.message} if event.message else {}), "wrap": True}
+    # msAdaptiveCardTextBlock: text, size, weight, color, wrap (all omitempty)
+    text: dict = {"type": "TextBlock"}
+    if message:
+        text["text"] = message
     if event.severity == "error":
         text["color"] = "attention"
+    text["wrap"] = True
     return {"type": "message", "attachments": [{
         "contentType": "application/vnd.microsoft.card.adaptive",
         "content": {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-                    "version": "1.4", "msteams": {"width": "Full"},
+                    "version": "1.4",
                     "body": [{"type": "Container", "items": [
-                        {"type": "TextBlock", "text": obj, "size": "large", "weight": "bolder", "wrap": True},
+                        {"type": "TextBlock", "text": object_name(event), "size": "large", "weight": "bolder",
+                         "wrap": True},
                         text,
-                        {"type": "FactSet", **({"facts": facts} if facts else {})}]}]}}]}
+                        {"type": "FactSet", **({"facts": facts} if facts else {})}]}],
+                    "msteams": {"width": "Full"}}}]}
 
 
 def slack_payload(event: FluxEvent, target: Target) -> dict:
-    """The JSON body for Slack (``slack.go``); ``channel``/``username`` from the target, else ``""`` and
-    the reporting controller; ``fields`` = metadata sorted by key."""
+    """The JSON body for Slack (``slack.go`` ``SlackPayload``/``SlackAttachment``, in their field order);
+    ``channel``/``username`` from the target, else ``""`` and the reporting controller; ``fields`` =
+    metadata sorted by key; ``text`` (and ``fallback``) within :data:`SLACK_MAX_TEXT`."""
     obj = object_name(event)
+
+    def fits(text: str) -> bool:
+        return _utf16_len(text) <= SLACK_MAX_TEXT
+
     first_line = event.message.split("\n", 1)[0]
     return {"channel": target.options.get("channel", ""),
             "username": target.options.get("username") or event.reporting_controller,
             "icon_url": "", "icon_emoji": "",
-            "attachments": [{"fallback": f"{obj}: {first_line}",
+            "attachments": [{"fallback": shorten(f"{obj}: {first_line}", fits, "Slack"),
                              "color": "danger" if event.severity == "error" else "good",
-                             "author_name": obj, "text": event.message, "mrkdwn_in": ["text"],
+                             "author_name": obj, "text": shorten(event.message, fits, "Slack"),
+                             "mrkdwn_in": ["text"],
                              "fields": [{"title": k, "value": v, "short": False}
                                         for k, v in sorted(event.metadata.items())]}]}
 
@@ -185,34 +262,48 @@ def _split_camel(reason: str) -> str:
     return " ".join(split_camel_case(reason)).lower()
 
 
-def commit_status_for(event: FluxEvent) -> tuple[str, CommitStatus] | None:
-    """(sha, status) for the Azure DevOps target, or None for ``Progressing`` events (skipped as Flux does).
+@dataclass(frozen=True)
+class Skip:
+    """An event a target cannot represent, skipped as Flux's provider skips it; ``reason`` is logged."""
 
-    Revision: metadata ``commit``, else ``originRevision``, else ``revision`` (:func:`.events.commit_sha`).
-    State: info → ``succeeded``, error → ``error``. Genre ``fluxcd`` or ``fluxcd:<summary>``
-    (``commitStatusGenre``). Name ``<kind>/<name>/<uid prefix>/<cluster>``, lower-case: Flux's default
-    ``kind/name/<first '-' segment of the Provider's UID>`` (``generateCommitStatusID``); with no Provider
-    here, the involved object's UID is used (omitted when the event has none), and the cluster suffix
-    keeps clusters that share a repository from overwriting each other. Description: the reason split
-    on camel case, lower-case (``formatNameAndDescription``), e.g. ``health check failed``.
-    Raises :class:`InvalidEvent` for a missing or non-SHA-1 revision.
+    reason: str
+
+
+def commit_status_for(event: FluxEvent) -> tuple[str, CommitStatus] | Skip:
+    """(sha, status) for the Azure DevOps target, or a :class:`Skip`: as Flux's ``azuredevops`` provider
+    (``internal/notifier/azure_devops.go``), which returns without posting for ``Progressing`` events and
+    logs and drops events without a commit revision.
+
+    Revision: metadata ``commit``, else ``originRevision``, else ``revision`` (:func:`.events.commit_sha`);
+    none, or one that is no Git commit (an OCI digest, a chart version like ``6.7.1``) is skipped. State:
+    info → ``succeeded``, error → ``error`` (any other severity is skipped). Genre ``fluxcd`` or
+    ``fluxcd:<summary>`` (``commitStatusGenre``). Name ``<kind>/<name>/<uid prefix>/<cluster>``, lower-case:
+    Flux's default ``kind/name/<first '-' segment of the Provider's UID>`` (``generateCommitStatusID``);
+    with no Provider here, the involved object's UID is used (omitted when the event has none), and the
+    cluster suffix keeps clusters that share a repository from overwriting each other. Description: the
+    reason split on camel case, lower-case (``formatNameAndDescription``), e.g. ``health check failed``;
+    description and summary are kept within :data:`ADO_MAX_DESCRIPTION` and :data:`ADO_MAX_SUMMARY`.
     """
     if event.reason == "Progressing":
-        return None
+        return Skip("Progressing events are not posted as commit statuses (as Flux)")
     revision = event.revision()
     if not revision:
-        raise InvalidEvent("metadata.revision", "missing revision metadata")
-    sha = commit_sha(revision)
+        return Skip("the event has no commit, originRevision or revision metadata")
+    try:
+        sha = commit_sha(revision)
+    except InvalidEvent:
+        return Skip(f"revision {revision[:80]!r} is not a Git commit")
     if event.severity == "info":
         state = "succeeded"
     elif event.severity == "error":
         state = "error"
     else:
-        raise InvalidEvent("severity", f"can't convert {event.severity!r} to an Azure DevOps state")
+        return Skip(f"severity {event.severity!r} has no Azure DevOps state")
     uid = event.involved_object.get("uid", "").split("-", 1)[0]
     parts = [event.kind, event.name] + ([uid] if uid else []) + [event.cluster]
-    summary = event.metadata.get("summary")
-    return sha, CommitStatus(state=state, description=_split_camel(event.reason), name="/".join(parts).lower(),
+    summary = event.metadata.get("summary", "")[:ADO_MAX_SUMMARY]
+    description = shorten(_split_camel(event.reason), lambda d: len(d) <= ADO_MAX_DESCRIPTION, "Azure DevOps")
+    return sha, CommitStatus(state=state, description=description, name="/".join(parts).lower(),
                              genre="fluxcd:" + summary if summary else "fluxcd")
 
 
@@ -236,62 +327,108 @@ class _HidePaths(logging.Filter):
 _hide_paths = _HidePaths()
 
 
-class Sender:
-    """Sends events to targets over one pooled ``requests.Session``. Thread-safe."""
+def _env_proxies() -> bool:
+    from urllib.request import getproxies
 
-    def __init__(self, session, secrets: SecretCache, *, devops_credential: Callable[[], object] | None = None):
+    proxies = getproxies()
+    return bool(proxies.get("http") or proxies.get("https"))
+
+
+class Sender:
+    """Sends events to targets. Thread-safe.
+
+    Webhooks go over one ``urllib3.PoolManager`` (pooled keep-alive connections, certificates verified
+    against certifi's bundle, no redirects, no retries here): requests' per-call work (settings merge,
+    ``.netrc`` look-up, hooks) was a third of the forwarder's CPU per delivery. With an HTTP(S) proxy in
+    the environment they go through ``session`` (``requests``, which honours it). Azure DevOps uses
+    ``session`` through :class:`shared.ports.azure.devops.DevOpsStatuses`. Payloads are rendered once per
+    event and target kind (:attr:`FluxEvent.cache`)."""
+
+    def __init__(self, session, secrets: SecretCache, *, devops_credential: Callable[[], object] | None = None,
+                 pool_size: int = 32):
+        import certifi
+        import urllib3
+
         pool_log = logging.getLogger("urllib3.connectionpool")
         if _hide_paths not in pool_log.filters:
             pool_log.addFilter(_hide_paths)
         self.session = session
         self.secrets = secrets
         self._devops_credential = devops_credential
+        self._pool = None if _env_proxies() else urllib3.PoolManager(
+            num_pools=64, maxsize=pool_size, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
 
-    def send(self, target: Target, event: FluxEvent) -> str:
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.clear()
+
+    def body(self, target: Target, event: FluxEvent, url: str) -> bytes:
+        """The bytes ``target`` gets for ``event`` (Go's ``json.Marshal`` of Flux's payload struct)."""
+        if target.type == "msteams":
+            key = ("msteams", (urlsplit(url).hostname or "").lower().endswith(".webhook.office.com"))
+            build = lambda: teams_payload(event, url)  # noqa: E731
+        elif target.type == "slack":
+            key = ("slack", target.options.get("channel", ""), target.options.get("username", ""))
+            build = lambda: slack_payload(event, target)  # noqa: E731
+        else:
+            return event.body()
+        cached = event.cache.get(key)
+        if cached is None:
+            cached = event.cache[key] = marshal(build())
+        return cached
+
+    def send(self, target: Target, event: FluxEvent, plan=None) -> str:
         """Deliver once (no retries). Returns ``delivered``, ``unchanged`` (ADO status already set) or
-        ``skipped`` (Progressing for ADO). Raises :class:`DeliveryError` / :class:`InvalidEvent`."""
+        ``skipped`` (what Azure DevOps cannot take; ``plan`` is :func:`commit_status_for`'s answer when the
+        caller has it). Raises :class:`DeliveryError`."""
         if target.type == "azuredevops":
-            return self._devops(target, event)
-        url = self.secrets.get(target.options["urlSecret"])
-        split = urlsplit(url.strip())
+            return self._devops(target, event, plan)
+        url = self.secrets.get(target.options["urlSecret"]).strip()
+        split = urlsplit(url)
         if split.scheme not in ("http", "https") or not split.netloc:
             raise DeliveryError(f"{target.type} target {target.name!r}: Key Vault secret "
                                 f"{target.options['urlSecret']!r} is not an http(s) URL", retryable=False)
-        url = url.strip()
         headers = {"Content-Type": "application/json"}
-        if target.type == "msteams":
-            body = json.dumps(teams_payload(event, url)).encode("utf-8")
-        elif target.type == "slack":
-            body = json.dumps(slack_payload(event, target)).encode("utf-8")
-            if target.options.get("tokenSecret"):
-                headers["Authorization"] = "Bearer " + self.secrets.get(target.options["tokenSecret"])
-        else:
-            body = event.body()
-            if event.reporting_controller:
-                headers["gotk-component"] = event.reporting_controller
+        body = self.body(target, event, url)
+        if target.type == "slack" and target.options.get("tokenSecret"):
+            headers["Authorization"] = "Bearer " + self.secrets.get(target.options["tokenSecret"])
+        elif target.type in ("generic", "generic-hmac"):
+            headers["gotk-component"] = event.reporting_controller  # Flux sets it even when empty
             if target.type == "generic-hmac":
                 headers["X-Signature"] = hmac_signature(body, self.secrets.get(target.options["hmacSecret"]))
-        try:
-            resp = self.session.post(url, data=body, headers=headers, timeout=target.timeout)
-        except Exception as exc:  # connection refused/reset, timeouts, TLS
-            raise _request_failure(target, exc) from None
-        if resp.status_code >= 300:
-            raise DeliveryError(f"{target.type} target {target.name!r}: HTTP {resp.status_code}",
-                                retryable=resp.status_code in RETRYABLE_STATUS, status=resp.status_code,
-                                retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+        status, retry_after, data = self._post(target, url, body, headers)
+        if status >= 300:
+            raise DeliveryError(f"{target.type} target {target.name!r}: HTTP {status}",
+                                retryable=status in RETRYABLE_STATUS, status=status,
+                                retry_after=retry_after_seconds(retry_after))
         if target.type == "slack" and url.rstrip("/").endswith("slack.com/api/chat.postMessage"):
             try:
-                answer = resp.json()
+                answer = json.loads(data or b"{}")
             except ValueError:
                 answer = {}
-            if not answer.get("ok", False):
-                raise DeliveryError(f"slack target {target.name!r}: Slack API error "
-                                    f"{str(answer.get('error', 'unknown'))[:80]}", retryable=False)
+            if not isinstance(answer, dict) or not answer.get("ok", False):
+                error = answer.get("error", "unknown") if isinstance(answer, dict) else "unknown"
+                raise DeliveryError(f"slack target {target.name!r}: Slack API error {str(error)[:80]}",
+                                    retryable=False)
         return DELIVERED
 
-    def _devops(self, target: Target, event: FluxEvent) -> str:
-        planned = commit_status_for(event)
-        if planned is None:
+    def _post(self, target: Target, url: str, body: bytes, headers: dict) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After, body) of one POST; connection failures and timeouts raise
+        :class:`DeliveryError` naming the exception class only (urllib3's and requests' texts hold the URL)."""
+        try:
+            if self._pool is None:
+                resp = self.session.post(url, data=body, headers=headers, timeout=target.timeout,
+                                         allow_redirects=False)
+                return resp.status_code, resp.headers.get("Retry-After"), resp.content
+            resp = self._pool.urlopen("POST", url, body=body, headers=headers, timeout=target.timeout,
+                                      retries=False, redirect=False, preload_content=True)
+            return resp.status, resp.headers.get("Retry-After"), resp.data
+        except Exception as exc:  # connection refused/reset, timeouts, TLS
+            raise _request_failure(target, exc) from None
+
+    def _devops(self, target: Target, event: FluxEvent, plan=None) -> str:
+        planned = commit_status_for(event) if plan is None else plan
+        if isinstance(planned, Skip):
             return SKIPPED
         sha, status = planned
         opts = target.options

@@ -31,7 +31,7 @@ AUDIT_HMAC = "audit-hmac-key-for-tests"
 def flux_event(message: str = "Health check failed after 30s", *, severity: str = "error",
                reason: str = "HealthCheckFailed", kind: str = "Kustomization", name: str = "apps",
                namespace: str = "flux-system", cluster: str | None = "prod-weu-1", revision: str | None = None,
-               uid: str = UID, **metadata: str) -> dict:
+               uid: str = UID, timestamp: str = "2026-08-07T10:00:00Z", **metadata: str) -> dict:
     """A Flux event as notification-controller posts it to Event Hub (unprefixed metadata)."""
     meta = dict(metadata)
     meta["revision"] = revision or f"main@sha1:{SHA}"
@@ -39,9 +39,14 @@ def flux_event(message: str = "Health check failed after 30s", *, severity: str 
         meta["cluster"] = cluster
     return {"involvedObject": {"kind": kind, "namespace": namespace, "name": name, "uid": uid,
                                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "resourceVersion": "123"},
-            "severity": severity, "timestamp": "2026-08-07T10:00:00Z", "message": message, "reason": reason,
+            "severity": severity, "timestamp": timestamp, "message": message, "reason": reason,
             "metadata": meta, "reportingController": "kustomize-controller",
             "reportingInstance": "kustomize-controller-7c7b47f5f-8bhrp"}
+
+
+def now_rfc3339(offset: float = 0.0) -> str:
+    """Now (plus ``offset`` seconds) as notification-controller writes event timestamps (UTC, seconds)."""
+    return (datetime.now(timezone.utc) + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def eventhub_batch(bodies: list, *, partition: str = "0", first_sequence: int = 1, hub: str = "flux-events"):
@@ -207,7 +212,8 @@ def main() -> int:
             print(f"► Event Hub batch of {len(batch)} messages → flux_events_eventhub")
             fns["flux_events_eventhub"].get_user_function()(eventhub_batch(batch))
             success = json.dumps(flux_event("Reconciliation finished in 2s, next run in 10m", severity="info",
-                                            reason="ReconciliationSucceeded", commit_status="update")).encode()
+                                            reason="ReconciliationSucceeded", commit_status="update",
+                                            timestamp=now_rfc3339())).encode()
             req = func.HttpRequest("POST", "http://localhost/api/flux/events/prod-weu-1", body=success,
                                    headers={"X-Signature": hmac_signature(success, HTTP_HMAC)},
                                    route_params={"cluster": "prod-weu-1"})
