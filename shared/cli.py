@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     git.add_argument("--timeout", default="5m", help="how long to wait for the sync objects and components to become ready, as a Go duration; 0s checks once (default %(default)s, as Flux)")
     git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
     git.add_argument("--force", action="store_true", help="take over a Flux installation managed by another tool (e.g. the AKS extension)")
+    git.add_argument("--ssh-hostkey-algos", type=_csv, default=None, metavar="ALGOS",
+                     help="SSH host key algorithms, e.g. rsa-sha2-512,rsa-sha2-256; also patched into source-controller and "
+                          "image-automation-controller through flux-system/kustomization.yaml")
     _add_rotation_commands(sub)
     return parser
 
@@ -172,6 +175,7 @@ def _bootstrap(args) -> int:
         commit_message_appendix=args.commit_message_appendix, registry=args.registry, network_policy=args.network_policy,
         watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
         timeout=timeout, force=args.force,
+        ssh_hostkey_algos=tuple(args.ssh_hostkey_algos) if args.ssh_hostkey_algos is not None else None,
     )
     try:
         opts.validate()
@@ -229,7 +233,8 @@ _BOOTSTRAP_FLAGS = {"url": "--url", "branch": "--branch", "path": "--path", "int
                     "networkPolicy": "--network-policy", "watchAllNamespaces": "--watch-all-namespaces",
                     "logLevel": "--log-level", "clusterDomain": "--cluster-domain", "timeout": "--timeout",
                     "manifests": "--manifests", "clusterResourceId": "--cluster-resource-id",
-                    "localAccounts": "--local-accounts", "context": "--context"}
+                    "localAccounts": "--local-accounts", "context": "--context",
+                    "sshHostkeyAlgos": "--ssh-hostkey-algos"}
 
 
 #: record field (JSON spelling) -> ``registry add`` flag, so errors name what the user typed

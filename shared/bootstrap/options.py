@@ -66,6 +66,8 @@ class BootstrapOptions:
     cluster_domain: str = "cluster.local"
     timeout: float = 0.0
     force: bool = False
+    #: ``--ssh-hostkey-algos``; None: the default for the URL (see :meth:`kustomization_patches`).
+    ssh_hostkey_algos: tuple[str, ...] | None = None
 
     @property
     def sync_url(self) -> str:
@@ -103,6 +105,29 @@ class BootstrapOptions:
             secret=self.secret_name,
         )
 
+    def kustomization_patches(self) -> list[dict]:
+        """The patch entries this bootstrap writes into ``<path>/<namespace>/kustomization.yaml``,
+        in order: the one seam through which an option patches the controllers. Each entry is one of
+        :mod:`shared.flux.patches` (a ``{"patch", "target"}`` dict in Flux's documented form);
+        :class:`~shared.bootstrap.runner.Bootstrapper` merges them into the file
+        (:func:`shared.flux.patches.update` / :func:`~shared.flux.patches.render`: idempotent, a
+        user's own entries kept) and installs the components and sync objects with the file's
+        patches applied (:func:`shared.flux.kustomize.apply_kustomization`), so the first pods start
+        patched. Empty by default: then the file and the install are Flux's own, byte for byte.
+
+        An option that needs a patch adds its entries here (one block per option, in the order
+        below); every entry must be recognised by :func:`shared.flux.patches.role_of`. Raises
+        InvalidInput naming the option's field for a value the patch cannot hold.
+
+        * ``sshHostkeyAlgos``: ``--ssh-hostkey-algos=<algos>`` on source-controller and
+          image-automation-controller (Flux's Azure DevOps SSH page)."""
+        from ..flux import patches
+
+        entries: list[dict] = []
+        if self.ssh_hostkey_algos is not None:
+            entries.append(patches.ssh_hostkey_algos(self.ssh_hostkey_algos, field="sshHostkeyAlgos"))
+        return entries
+
     def commit_message(self, title: str) -> str:
         """``title``, plus ``"\\n\\n" + appendix`` with ``--commit-message-appendix``."""
         return title + ("\n\n" + self.commit_message_appendix if self.commit_message_appendix else "")
@@ -136,6 +161,9 @@ class BootstrapOptions:
                 raise InvalidInput(fld, "must not contain '<', '>' or line breaks")
         if not isinstance(self.commit_message_appendix, str) or "\x00" in self.commit_message_appendix:
             raise InvalidInput("commitMessageAppendix", "must be text")
+        if self.ssh_hostkey_algos is not None:
+            check_text(list(self.ssh_hostkey_algos), "sshHostkeyAlgos")
+        self.kustomization_patches()  # each option's patch can be written
         return self
 
 
@@ -154,7 +182,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``path``, ``interval``, ``version``, ``components``, ``componentsExtra``, ``namespace``,
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
-    ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``. Credentials are named,
+    ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``, ``sshHostkeyAlgos``
+    (a list of SSH host key algorithm names). Credentials are named,
     never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
     ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
     DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token). The cluster is
@@ -195,6 +224,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "passwordSecret": (str, None), "kubeconfigSecret": (str, None), "context": (str, None),
         "clusterName": (str, None), "force": (bool, False),
         "clusterResourceId": (str, None), "localAccounts": (bool, False),
+        "sshHostkeyAlgos": (list, None),
     }
     unknown = sorted(set(body) - set(spec), key=repr)
     if unknown:
@@ -249,6 +279,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         cluster_domain=values["clusterDomain"],
         timeout=timeout,
         force=values["force"],
+        ssh_hostkey_algos=tuple(values["sshHostkeyAlgos"]) if values["sshHostkeyAlgos"] is not None else None,
     ).validate()
     # Where the credential will go, and the image registry: app-setting allowlists (shared.trust),
     # checked before any Key Vault, cluster or git call.

@@ -10,10 +10,10 @@ Flux's progress messages:
    ``lastAppliedRevision`` (Flux then upgrades itself from Git).
 2. ``reconcile_source_secret``: create or update the source Secret (``username``/``password``, or
    ``bearerToken``).
-3. ``reconcile_sync``: write ``gotk-sync.yaml`` (always) and ``kustomization.yaml`` (only when
-   absent), commit ``Add Flux sync manifests`` and push when changed (on a non-fast-forward push:
-   ``git conflict detected, retrying with a fresh clone``), apply the GitRepository and
-   Kustomization.
+3. ``reconcile_sync``: write ``gotk-sync.yaml`` (always) and ``kustomization.yaml`` (when absent,
+   or to add the options' patches, :meth:`BootstrapOptions.kustomization_patches`), commit ``Add
+   Flux sync manifests`` and push when changed (on a non-fast-forward push: ``git conflict
+   detected, retrying with a fresh clone``), apply the GitRepository and Kustomization.
 4. ``report_health``: the GitRepository and Kustomization must be Ready at the pushed revision and
    the component Deployments available, waiting up to ``timeout``.
 
@@ -26,7 +26,11 @@ request:
   itself: no symlink on ``<path>/<namespace>``, a valid user kustomization file, a folder the
   kustomization walk can list; see :meth:`Bootstrapper._check_repository`);
 * the sync step applies the two sync objects, not ``kustomize build`` of the folder (no kustomize
-  here): extra resources a user lists in ``kustomization.yaml`` are left to kustomize-controller;
+  here): extra resources a user lists in ``kustomization.yaml`` are left to kustomize-controller.
+  The components and sync objects are applied with the patches of the kustomization file the run
+  leaves in the folder (ours and the user's, as far as :mod:`shared.flux.kustomize` applies them;
+  the rest is reported, for kustomize-controller to apply once it syncs), as Flux installs
+  ``kustomize build`` of an existing kustomization;
 * an overall ``deadline`` bounds the waits (Azure answers an HTTP trigger within 230 s).
 """
 
@@ -43,7 +47,7 @@ from typing import Callable
 from ..errors import Conflict, UpstreamError
 from ..flux import Manifest
 from ..flux import distribution as flux_distribution
-from ..flux import install, kustomization, sourcesecret, sync
+from ..flux import install, kustomization, kustomize, patches, sourcesecret, sync
 from ..flux.options import check_supported_version
 from .options import BootstrapOptions, Credentials
 
@@ -173,7 +177,11 @@ class _FolderTree:
         return posixpath.join(self.folder, rel) if rel else self.folder
 
     def entries(self, rel: str):
-        return self.repo.entries(self._path(rel))
+        found = self.repo.entries(self._path(rel))
+        if rel or not self.replaced:
+            return found
+        names = {name for name, _ in found}  # the files the run writes, as if written already
+        return sorted(found + [(name, "file") for name in self.replaced if name not in names])
 
     def read(self, rel: str) -> bytes:
         from .. import safe_yaml
@@ -198,6 +206,20 @@ class _FolderTree:
         except SymlinkRefused:
             return False
         return True
+
+
+@dataclass(frozen=True)
+class KustomizationPlan:
+    """The flux-system kustomization file as this run leaves it (see
+    :meth:`Bootstrapper._plan_kustomization`): ``path`` (repository path), ``text``, ``write``
+    (whether the run writes it: a new file, or our patches added to the user's), ``user`` (the
+    folder had its own kustomization file) and ``kept`` (:attr:`shared.flux.patches.Merge.kept`)."""
+
+    path: str
+    text: str
+    write: bool
+    user: bool = False
+    kept: tuple[str, ...] = ()
 
 
 def _normalize_sync_path(value: str) -> str:
@@ -243,7 +265,10 @@ class Bootstrapper:
         self._repo = None
         self._tmp = None
         self._existing: dict | None = None
-        self._user_kustomization: tuple[str, list] | None = None  # (path, documents), see _check_repository
+        self._user_kustomization: tuple[str, str] | None = None  # (path, text), see _check_repository
+        #: The options' kustomization patches (the seam: BootstrapOptions.kustomization_patches).
+        self.patches: list[dict] = opts.kustomization_patches()
+        self.kustomization: KustomizationPlan | None = None  # per clone, see _plan_kustomization
 
     # -- helpers -------------------------------------------------------------------------------
     @functools.cached_property
@@ -350,6 +375,8 @@ class Bootstrapper:
         planned.append(sourcesecret.generate(name=self.opts.secret_name, namespace=self.opts.namespace, username=self.opts.username,
                                              password=self.credentials.password, bearer_token=self.credentials.bearer_token))
         planned.extend(sync.objects(self.opts.sync_options()))
+        if self.patches:  # ours; a user's kustomization is known once cloned
+            planned = kustomize.apply(planned, self.patches).objects
         self.cluster.dry_run_apply(planned)
         self.progress.success("cluster is reachable")
 
@@ -370,6 +397,15 @@ class Bootstrapper:
             self.progress.warning(f"taking over Flux managed by {manager!r} (force)")
 
     def _check_repository(self) -> None:
+        """Check the clone (:meth:`_check_clone`), then plan the kustomization file the run leaves
+        in the folder (:meth:`_plan_kustomization`, into :attr:`kustomization`); both before
+        anything is written, so a file the patches cannot be merged into fails before the first
+        push. Raises Conflict (409) naming the path."""
+        self._user_kustomization = None
+        self._check_clone()
+        self.kustomization = self._plan_kustomization()
+
+    def _check_clone(self) -> None:
         """What the clone must be before anything is written to it (409 ``Conflict`` naming the
         path otherwise; the clone is untrusted content):
 
@@ -378,10 +414,9 @@ class Bootstrapper:
           not follow symlinks either, see :meth:`shared.ports.git.Repository.write_file`);
         * an existing kustomization file (any of :data:`~shared.flux.kustomization.KUSTOMIZATION_FILE_NAMES`)
           is a regular file of valid YAML within :data:`shared.safe_yaml.REPOSITORY`: it is read here,
-          so a broken one is found before the first push, not after;
-        * otherwise the folder can be walked as the sync step will walk it (symlinks Flux fails
-          on, files over the limits, too many entries, the run's deadline), with the two files the
-          run writes taken as already written."""
+          so a broken one is found before the first push, not after (otherwise the walk of
+          :meth:`_plan_kustomization` checks the folder: symlinks Flux fails on, files over the
+          limits, too many entries, the run's deadline)."""
         from .. import safe_yaml
         from ..ports.git import SymlinkRefused
 
@@ -413,34 +448,81 @@ class Bootstrapper:
             if text is None:
                 raise Conflict(f"{kfile} is not a regular file; nothing was written")
             try:
-                self._user_kustomization = (kfile, load_objects(text, safe_yaml.REPOSITORY))
+                load_objects(text, safe_yaml.REPOSITORY)
             except safe_yaml.YAMLRefused as exc:
                 raise Conflict(f"{kfile} is not valid YAML ({exc}); fix it before bootstrapping, nothing was written") from None
+            try:
+                self._user_kustomization = (kfile, text.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise Conflict(f"{kfile} is not UTF-8 text; fix it before bootstrapping, nothing was written") from None
             return
-        tree = _FolderTree(repo, folder, {name: b"" for name in written})
-        kustomization.scan(tree, where=folder, check=self._walk_check(folder))
+        # The walk of a folder without a kustomization file (symlinks Flux fails on, files over the
+        # limits, too many entries, the deadline) is _plan_kustomization's.
+
+    def _plan_kustomization(self) -> KustomizationPlan:
+        """The kustomization file of ``<path>/<namespace>`` as the sync step will leave it, from
+        the clone as :meth:`_check_clone` found it:
+
+        * the folder has a kustomization file of its own: kept, with :attr:`patches` added or
+          updated in it (:func:`shared.flux.patches.update`: every other byte kept; ``write`` only
+          when that changed the text);
+        * otherwise ``kustomization.yaml`` as Flux generates it (the folder's resources, the two
+          files the run writes included), followed by :attr:`patches`
+          (:func:`shared.flux.patches.render`; with no patches, Flux's bytes).
+
+        Raises Conflict naming the file when the patches cannot be merged into it."""
+        from ..errors import InvalidInput
+
+        folder = self._flux_dir()
+        if self._user_kustomization is not None:
+            kfile, text = self._user_kustomization
+            if not self.patches:
+                return KustomizationPlan(kfile, text, write=False, user=True)
+            try:
+                merge = patches.update(text, self.patches, field=kfile)
+            except InvalidInput as exc:
+                raise Conflict(f"{kfile}: {exc.message}; nothing was written") from None
+            return KustomizationPlan(kfile, merge.text, write=merge.changed, user=True, kept=merge.kept)
+        written = {posixpath.basename(self.components_manifest.path): b"",
+                   posixpath.basename(sync.generate(self.opts.sync_options()).path): b""}
+        resources = kustomization.scan(_FolderTree(self._repo, folder, written), where=folder, check=self._walk_check(folder))
+        return KustomizationPlan(posixpath.join(folder, kustomization.KUSTOMIZATION_FILE), patches.render(resources, self.patches), write=True)
+
+    def _patched(self, objects: list, *, report: bool = False) -> list:
+        """``objects`` with the patches of the planned kustomization file applied, as kustomize
+        would (:func:`shared.flux.kustomize.apply_kustomization`); unchanged when there are none.
+        With ``report``, what is left to kustomize-controller (other patch forms, fields such as
+        ``images``) is reported as warnings. Raises Conflict naming the file where kustomize would
+        fail (an ``add`` whose parent path is missing)."""
+        from ..errors import InvalidInput
+
+        plan = self.kustomization
+        if plan is None or not (plan.user or self.patches):
+            return objects
+        try:
+            result = kustomize.apply_kustomization(objects, plan.text, field=plan.path)
+        except InvalidInput as exc:
+            raise Conflict(f"{plan.path}: {exc.field}: {exc.message}; kustomize would fail on it, nothing was written") from None
+        if report:
+            for line in result.not_applied:
+                self.progress.warning(f"{plan.path}: {line}; installed without it, kustomize-controller applies it once it syncs")
+        return result.objects
 
     def reconcile_components(self) -> None:
         """Flux's ``ReconcileComponents``: clone, write and commit gotk-components.yaml, push, and
         install the components unless Flux already applies them from Git."""
         repo = self._clone()
         self._check_repository()
+        install_objects = self._patched(self.component_objects, report=True) if self._must_install() else None
         self.progress.action("generating component manifests")
         manifest = self.components_manifest
         repo.write_file(manifest.path, manifest.content.encode())
         self.progress.success("generated component manifests")
         self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
 
-        if self._must_install():
-            if self._user_kustomization is not None:
-                kfile, custom = self._user_kustomization
-                if custom and isinstance(custom[0], dict) and set(custom[0]) - {"apiVersion", "kind", "resources"}:
-                    self.progress.warning(
-                        f"{kfile} has patches or transformers; the components are installed unpatched and "
-                        "kustomize-controller applies the patches once it syncs"
-                    )
+        if install_objects is not None:
             self.progress.action(f"installing components in \"{self.opts.namespace}\" namespace")
-            changes = self.cluster.apply(self.component_objects, wait_timeout=self._remaining(CRD_WAIT_SECONDS))
+            changes = self.cluster.apply(install_objects, wait_timeout=self._remaining(CRD_WAIT_SECONDS))
             self.result.changes.extend(changes)
             self.result.components_installed = True
             self.progress.success("installed components")
@@ -484,8 +566,8 @@ class Bootstrapper:
                 self._check_repository()
                 self._check_sync_path(self._existing_kustomization())
         self.progress.action("applying sync manifests")
-        gitrepository, kustomization_obj = sync.objects(self.opts.sync_options())
-        self.result.changes.extend(self.cluster.apply([gitrepository, kustomization_obj], wait_timeout=self._remaining(CRD_WAIT_SECONDS)))
+        objects = self._patched(list(sync.objects(self.opts.sync_options())))
+        self.result.changes.extend(self.cluster.apply(objects, wait_timeout=self._remaining(CRD_WAIT_SECONDS)))
         self.progress.success("reconciled sync configuration")
 
     def _write_sync(self) -> None:
@@ -493,13 +575,14 @@ class Bootstrapper:
         self.progress.action("generating sync manifests")
         manifest = sync.generate(self.opts.sync_options())
         repo.write_file(manifest.path, manifest.content.encode())
-        folder = self._flux_dir()
-        # Flux looks for kustomization.yaml only and would add one next to a kustomization.yml,
-        # which kustomize then refuses ("Found multiple kustomization files"): any recognised
-        # name counts here.
-        if not set(repo.list_dir(folder)) & set(kustomization.KUSTOMIZATION_FILE_NAMES):
-            kfile = kustomization.generate(folder, _FolderTree(repo, folder), check=self._walk_check(folder))
-            repo.write_file(kfile.path, kfile.content.encode())
+        # Planned from this clone before its first write (_check_repository). Flux looks for
+        # kustomization.yaml only and would add one next to a kustomization.yml, which kustomize
+        # then refuses ("Found multiple kustomization files"): any recognised name counts here.
+        plan = self.kustomization
+        if plan.write:
+            repo.write_file(plan.path, plan.text.encode())
+        for line in plan.kept:
+            self.progress.warning(f"{plan.path}: kept {line}, which also patches what ours does; kustomize applies both, in file order")
         self.progress.success("generated sync manifests")
         self._commit_and_push("Add Flux sync manifests", "sync manifests")
 
