@@ -7,7 +7,8 @@ applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (not
 and the status of the typed error otherwise (404 missing repository or branch, 409 conflicting
 sync path or Flux managed by another tool, 500 a missing app setting, 502 a peer refused our
 credentials or failed, or a health check failed after the push). The whole run is bounded by
-:data:`shared.bootstrap.HTTP_BUDGET_SECONDS` so the answer comes within Azure's 230 s.
+:data:`shared.bootstrap.HTTP_BUDGET_SECONDS` so the answer comes within Azure's 230 s. The run itself
+is :mod:`shared.bootstrap.service`, which the fleet's queue worker drives too.
 """
 
 from __future__ import annotations
@@ -35,50 +36,6 @@ def _error(status: int, code: str, message: str, field: str | None = None, run=N
     return error_response(status, code, message, field, **extra)
 
 
-def _entra_token() -> str:
-    """An Entra ID access token of the Function's managed identity for Azure DevOps."""
-    from shared import services
-    from shared.bootstrap import AZURE_DEVOPS_SCOPE
-    from shared.errors import AuthenticationFailed
-
-    try:
-        token = services.credential().get_token(AZURE_DEVOPS_SCOPE).token
-    except Exception as exc:  # azure-identity raises several types; none carries a token
-        raise AuthenticationFailed(f"cannot get an Entra ID token for Azure DevOps: {type(exc).__name__}") from None
-    if not token:
-        raise AuthenticationFailed("the Entra ID token for Azure DevOps is empty")
-    return token
-
-
-def _register(opts, refs) -> dict:
-    """Register the cluster for credential rotation. The bootstrap has succeeded by now, so a
-    registry failure is reported in the response and logged, not turned into a failed request."""
-    from shared import services
-    from shared.errors import FluxOpsError
-    from shared.rotation.registry import register_from_bootstrap
-
-    try:
-        record = register_from_bootstrap(
-            name=refs["clusterName"],
-            kubeconfig_secret=refs["kubeconfigSecret"],
-            cluster_resource_id=refs["clusterResourceId"],
-            local_accounts=refs["localAccounts"],
-            password_secret=refs["passwordSecret"],
-            git_auth="entra-bearer" if opts.with_bearer_token else "pat",
-            namespace=opts.namespace,
-            secret_name=opts.secret_name,
-            username=opts.username,
-            context=refs["context"],
-            allow_insecure_http=opts.allow_insecure_http,
-            git_url=opts.sync_url,
-            registry=services.registry(),
-        )
-    except FluxOpsError as exc:
-        log.error("cluster %s not registered for rotation: %s", refs["clusterName"], exc)
-        return {"status": "failed", "cluster": refs["clusterName"], "message": str(exc)}
-    return {"status": "registered", "cluster": record.name}
-
-
 @bp.function_name("bootstrap")
 @bp.route(route="bootstrap", methods=["POST"], auth_level=operation_auth_level())
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
@@ -89,37 +46,13 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         return denied
     import time
 
-    from shared.errors import FluxOpsError, InvalidInput, NotFound, SettingError
-    from shared import bootstrap as runner
-    from shared import services
-    from shared.clusters import BOOTSTRAP, ClusterAccess
+    from shared.bootstrap import HTTP_BUDGET_SECONDS, service
+    from shared.errors import FluxOpsError, InvalidInput, SettingError
 
-    from shared.trust import GitPolicy, git_credential
-
-    started = time.monotonic()
-    cluster = run = None
+    deadline = time.monotonic() + HTTP_BUDGET_SECONDS
     try:
-        body = read_json(req)
-        opts, refs = runner.options_from_request(body)  # shape and allowlists: no call made yet
-        GitPolicy.from_settings().check_resolution(refs["destination"], field="url")
-        dist = runner.prepare(opts)
-        vault = services.keyvault()
-        if opts.with_bearer_token:
-            credentials = runner.Credentials(bearer_token=_entra_token())
-        else:
-            try:
-                secret = vault.get_secret(refs["passwordSecret"], field="passwordSecret")
-            except NotFound as exc:
-                raise InvalidInput("passwordSecret", str(exc)) from None
-            pat = git_credential(secret, refs["destination"], field="passwordSecret")  # the vault owner's tag
-            if not pat:
-                raise InvalidInput("passwordSecret", f"Key Vault secret {refs['passwordSecret']!r} is empty")
-            credentials = runner.Credentials(password=pat)
-        # by resource ID (ARM, the managed identity) or by kubeconfig secret: nothing is written yet
-        cluster = ClusterAccess(keyvault=vault).connect(refs["cluster"], purpose=BOOTSTRAP, namespace=opts.namespace)
-        deadline = started + runner.HTTP_BUDGET_SECONDS
-        run = runner.Bootstrapper(opts, credentials, cluster, dist, deadline=deadline)
-        result = run.run()
+        request = service.check_request(read_json(req))  # shape, allowlists, distribution: no call made yet
+        outcome = service.run(request, deadline=deadline)
     except SettingError as exc:
         log.error("bootstrap cannot run: app setting %s", exc)
         return _error(exc.status, exc.code, f"app setting {exc}")
@@ -128,21 +61,20 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         return _error(400, exc.code, str(exc), exc.field)
     except FluxOpsError as exc:
         log.error("bootstrap failed: %s", exc)
-        return _error(exc.status, exc.code, str(exc), exc.field, run=run)
+        return _error(exc.status, exc.code, str(exc), exc.field)
+    except service.RunFailed as failed:
+        exc = failed.error
+        if isinstance(exc, FluxOpsError):
+            log.error("bootstrap failed: %s", exc)
+            return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run)
+        log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=failed.run)
     except Exception as exc:  # a bug: answer in the same JSON shape; the traceback goes to the log
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=True)
-        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=run)
-    finally:
-        if cluster is not None:
-            cluster.close()
-    summary = result.summary()
-    summary["registry"] = _register(opts, refs)
-    failure = result.health_error()
-    summary["status"] = "failed" if failure else "succeeded"
-    if failure:
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log")
+    summary = outcome.summary()
+    if outcome.failure:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
-        summary["error"] = {"code": "HealthCheckFailed", "message": failure}
-        log.error("bootstrap health check failed: %s", failure)
+        log.error("bootstrap health check failed: %s", outcome.failure)
         return json_response(summary, 502)
-    log.info("bootstrap of %s succeeded in %.1f s: %d commit(s)", opts.sync_url, time.monotonic() - started, len(result.commits))
     return json_response(summary)

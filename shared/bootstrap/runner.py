@@ -243,6 +243,10 @@ class Bootstrapper:
     done: waits (CRDs established, health) are cut short to meet it. ``clock``/``sleep`` are
     injectable for the health polling."""
 
+    #: pushes tried per step when the branch moved meanwhile (a fleet worker pushing many clusters of
+    #: one branch at once sets more)
+    push_attempts = 3
+
     def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, clock=time.monotonic, sleep=time.sleep):
         self.opts = opts
         self.credentials = credentials
@@ -510,15 +514,23 @@ class Bootstrapper:
 
     def reconcile_components(self) -> None:
         """Flux's ``ReconcileComponents``: clone, write and commit gotk-components.yaml, push, and
-        install the components unless Flux already applies them from Git."""
-        repo = self._clone()
+        install the components unless Flux already applies them from Git. A non-fast-forward push
+        (another cluster of the same branch pushed first) is retried with a fresh clone, as the sync
+        step does, at most :attr:`push_attempts` times."""
+        from ..ports.git import NonFastForward
+
+        self._clone()
         self._check_repository()
-        install_objects = self._patched(self.component_objects, report=True) if self._must_install() else None
-        self.progress.action("generating component manifests")
-        manifest = self.components_manifest
-        repo.write_file(manifest.path, manifest.content.encode())
-        self.progress.success("generated component manifests")
-        self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
+        for attempt in range(1, self.push_attempts + 1):
+            # planned from this clone, before its push (kustomize errors are found before any write)
+            install_objects = self._patched(self.component_objects, report=attempt == 1) if self._must_install() else None
+            try:
+                self._write_components()
+                break
+            except NonFastForward:
+                if attempt == self.push_attempts:
+                    raise
+                self._conflict_retry(attempt)
 
         if install_objects is not None:
             self.progress.action(f"installing components in \"{self.opts.namespace}\" namespace")
@@ -527,6 +539,23 @@ class Bootstrapper:
             self.result.components_installed = True
             self.progress.success("installed components")
         self.progress.success("reconciled components")
+
+    def _write_components(self) -> None:
+        self.progress.action("generating component manifests")
+        manifest = self.components_manifest
+        self._repo.write_file(manifest.path, manifest.content.encode())
+        self.progress.success("generated component manifests")
+        self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
+
+    def _conflict_retry(self, attempt: int) -> None:
+        """After a non-fast-forward push: a pause (random, growing with ``attempt``, so clusters of one
+        branch pushing together do not collide again in step), a fresh clone and its checks."""
+        import random
+
+        self.progress.waiting("git conflict detected, retrying with a fresh clone")
+        self._sleep(random.uniform(0, 0.2 * attempt))
+        self._clone(quiet=True)
+        self._check_repository()
 
     def reconcile_source_secret(self) -> None:
         """Flux's ``ReconcileSourceSecret`` for token auth: the Secret always carries the
@@ -548,12 +577,14 @@ class Bootstrapper:
         self.result.changes.append(change)
         self.progress.success("reconciled source secret")
 
-    def reconcile_sync(self, attempts: int = 3) -> None:
+    def reconcile_sync(self, attempts: int | None = None) -> None:
         """Flux's ``ReconcileSyncConfig``: write gotk-sync.yaml and (when absent)
         kustomization.yaml, commit and push; on a non-fast-forward push re-clone and redo the step
-        (sync path check included), at most ``attempts`` times; then apply the sync objects."""
+        (sync path check included), at most ``attempts`` (default :attr:`push_attempts`) times; then
+        apply the sync objects."""
         from ..ports.git import NonFastForward
 
+        attempts = attempts or self.push_attempts
         for attempt in range(1, attempts + 1):
             try:
                 self._write_sync()
@@ -561,9 +592,7 @@ class Bootstrapper:
             except NonFastForward:
                 if attempt == attempts:
                     raise
-                self.progress.waiting("git conflict detected, retrying with a fresh clone")
-                self._clone(quiet=True)
-                self._check_repository()
+                self._conflict_retry(attempt)
                 self._check_sync_path(self._existing_kustomization())
         self.progress.action("applying sync manifests")
         objects = self._patched(list(sync.objects(self.opts.sync_options())))

@@ -11,6 +11,10 @@ What it reproduces from Flux (fluxcd/flux2 v2.9.x):
   ``ssa.IsClusterDefinition`` (CustomResourceDefinitions and Namespaces) go first, then
   ``waitForSet`` waits for them (``Interval: 2 * time.Second, Timeout: time.Minute``), then the rest;
   the result is a change set printed as ``<Kind>/<namespace>/<name> created|configured|unchanged``.
+  Within a stage the objects are applied concurrently, at most :attr:`Cluster.apply_concurrency` at a
+  time, as fluxcd/pkg ``ssa`` ``ResourceManager.ApplyAll`` does (an ``errgroup`` with
+  ``SetLimit(m.concurrency)``): at a 20 ms round trip a serial stage of 32 objects, each read before
+  it is written, costs 1.3 s; the change set keeps the objects' order.
 * ``pkg/bootstrap/bootstrap.go`` ``reconcileSecret``: Get the Secret; absent → Create; present →
   ``existing.StringData = secret.StringData`` then Update, so keys already in ``data`` that are not in
   the new ``stringData`` survive.
@@ -46,6 +50,10 @@ log = logging.getLogger(__name__)
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 _CRD_API_VERSION = "apiextensions.k8s.io/v1"
+#: objects of one apply stage written at once (fluxcd/pkg ssa ``ResourceManager`` concurrency)
+APPLY_CONCURRENCY = 8
+#: connections kept per cluster (the client's default is 5 per CPU): room for a concurrent stage
+POOL_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -388,6 +396,8 @@ class Cluster:
 
     #: (connect, read) timeouts of every request, in seconds
     request_timeout: tuple[float, float] = (10.0, 60.0)
+    #: objects of one stage applied (or dry-run applied) at once; 1 = one after the other
+    apply_concurrency: int = APPLY_CONCURRENCY
 
     def __init__(self, api_client, *, field_manager: str = "flux"):
         self.api = api_client
@@ -480,6 +490,7 @@ class Cluster:
         cfg.host = server
         # connection errors are retried twice (quickly); nothing is retried once a request was sent
         cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
+        cfg.connection_pool_maxsize = POOL_SIZE
         fds: list[int] = []
         files: list[str] = []
         try:
@@ -539,6 +550,7 @@ class Cluster:
         cfg = client.Configuration()
         cfg.host = server.rstrip("/")
         cfg.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, backoff_factor=0.1)
+        cfg.connection_pool_maxsize = POOL_SIZE
         cfg.ca_cert_data = ca_data.decode() if isinstance(ca_data, bytes) else ca_data
         _bearer_from(cfg, token_provider)
         cluster = cls(client.ApiClient(cfg), field_manager=field_manager)
@@ -733,36 +745,78 @@ class Cluster:
         ``flux install``/``bootstrap`` (``internal/utils/apply.go``): with ``force=true`` and
         ``self.field_manager``; CustomResourceDefinitions and Namespaces first, then a wait until every CRD is
         ``Established`` and its kinds are served in discovery (and every Namespace is ``Active``), then the
-        other objects in the given order.
+        other objects. Within each stage up to :attr:`apply_concurrency` objects are in flight at once
+        (each is read, then applied); the first stage is complete before the second starts.
 
         ``wait_timeout`` (s) bounds that wait (Flux: 1 m). ``poll_interval`` (s) is the longest pause between
         polls (Flux: 2 s); polls start 50 ms apart and back off to it, since CRDs are usually Established
         within 100 ms.
 
-        Returns one :class:`Change` per object, stage one first. An object is ``"unchanged"`` when it existed
-        and only bookkeeping moved (resourceVersion, generation, managedFields, status): the first unchanged
-        re-apply of a custom object bumps its resourceVersion once (contract 06b) and still counts as unchanged.
+        Returns one :class:`Change` per object, stage one first, each stage in the given order. An object is
+        ``"unchanged"`` when it existed and only bookkeeping moved (resourceVersion, generation,
+        managedFields, status): the first unchanged re-apply of a custom object bumps its resourceVersion
+        once (contract 06b) and still counts as unchanged.
 
         Raises ApplyError (object rejected or kind not served), NotFound (e.g. its namespace is missing),
-        AuthenticationFailed, Conflict, UpstreamError (unreachable, or the wait timed out).
+        AuthenticationFailed, Conflict, UpstreamError (unreachable, or the wait timed out): the error of the
+        first failing object in the given order. Objects of that stage already in flight finish; none is
+        started after a failure, and the next stage is not applied.
         """
         objs = [o for o in objects if o]
         stage_one = [o for o in objs if self._is_cluster_definition(o)]
         stage_two = [o for o in objs if not self._is_cluster_definition(o)]
         changes: list[Change] = []
         applied_defs: list[dict] = []
-        for obj in stage_one:
-            change, live = self._apply_one(obj)
+        for change, live in self._apply_stage(stage_one):
             changes.append(change)
             applied_defs.append(live)
-            log.info("%s", change)
         if applied_defs:
             self._wait_ready(applied_defs, wait_timeout, poll_interval)
-        for obj in stage_two:
-            change, _ = self._apply_one(obj)
-            changes.append(change)
-            log.info("%s", change)
+        changes.extend(change for change, _ in self._apply_stage(stage_two))
         return changes
+
+    def _apply_stage(self, objs: list[dict], *, dry_run: bool = False) -> list[tuple[Change, dict]]:
+        """``_apply_one`` for each object, at most :attr:`apply_concurrency` at a time; results in the
+        objects' order. The kinds' group/versions are discovered first (once each), so concurrent
+        objects do not each ask for the same discovery document."""
+        if not objs:
+            return []
+        workers = max(1, min(int(self.apply_concurrency or 1), len(objs)))
+        if workers == 1:
+            out = [self._apply_one(o, dry_run=dry_run) for o in objs]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            versions = sorted({o.get("apiVersion") for o in objs if isinstance(o, dict)
+                               and isinstance(o.get("apiVersion"), str) and o.get("apiVersion") not in self._gvs})
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube-apply") as pool:
+                list(pool.map(self._discover_quietly, versions))  # errors surface again per object
+                futures = [pool.submit(self._apply_one, o, dry_run=dry_run) for o in objs]
+                out = []
+                failure: BaseException | None = None
+                for future in futures:
+                    if failure is not None:
+                        future.cancel()
+                        continue
+                    try:
+                        out.append(future.result())
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below, first in order
+                        failure = exc
+                        for later in futures:
+                            later.cancel()
+                if failure is not None:
+                    raise failure
+        if not dry_run:
+            for change, _ in out:
+                log.info("%s", change)
+        return out
+
+    def _discover_quietly(self, api_version: str) -> None:
+        """Prefetch one discovery document; an error is left for the object that needs the kind."""
+        try:
+            self._discover(api_version)
+        except Exception:  # noqa: BLE001 - raised again, with the object named, by _locate
+            pass
 
     @staticmethod
     def _is_cluster_definition(obj: dict) -> bool:
@@ -819,8 +873,9 @@ class Cluster:
         """Validate ``objects`` with server-side apply and ``dryRun=All``; nothing is persisted.
 
         Objects that cannot be checked yet are skipped: custom objects whose CRD is in ``objects`` but not
-        installed, and namespaced objects whose Namespace is in ``objects`` but does not exist yet.
-        Raises ApplyError (or NotFound, AuthenticationFailed...) for the first invalid object.
+        installed, and namespaced objects whose Namespace is in ``objects`` but does not exist yet. The
+        others are checked concurrently (:attr:`apply_concurrency`).
+        Raises ApplyError (or NotFound, AuthenticationFailed...) for the first invalid object in order.
         """
         objs = [o for o in objects if o]
         new_namespaces = {o["metadata"]["name"] for o in objs
@@ -832,6 +887,7 @@ class Cluster:
                 for v in spec.get("versions") or []:
                     defined_kinds.add((f"{spec.get('group')}/{v.get('name')}", (spec.get("names") or {}).get("kind")))
         missing_ns: dict[str, bool] = {}
+        checked: list[dict] = []
         for obj in objs:
             if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind"):
                 raise InvalidInput("objects", "every object needs apiVersion, kind and metadata.name")
@@ -844,7 +900,8 @@ class Cluster:
                     missing_ns[ns] = self.get("v1", "Namespace", ns) is None
                 if missing_ns[ns]:
                     continue
-            self._apply_one(obj, dry_run=True)
+            checked.append(obj)
+        self._apply_stage(checked, dry_run=True)
 
     # -- secrets and annotations ------------------------------------------------------------------
 

@@ -88,6 +88,13 @@ class ClusterRecord:
       (``azureeventhub``) publishes with a JWT: the Provider's Secret (in ``namespace``; keys ``token`` and
       ``address``), the hub name (written as ``address``) and the Event Hubs namespace (the Provider's
       ``spec.channel``; recorded for operators). All three or none.
+    * ``install`` [``install``]: the options the cluster was bootstrapped with, recorded by the
+      bootstrap so a fleet upgrade can render its gotk-components.yaml again (:data:`INSTALL_FIELDS`,
+      request spelling: ``version``, ``branch``, ``path``, ``interval``, ``components``,
+      ``componentsExtra``, ``registry``, ``networkPolicy``, ``watchAllNamespaces``, ``logLevel``,
+      ``clusterDomain``, ``authorName``, ``authorEmail``, ``commitMessageAppendix``; the namespace, URL,
+      source Secret and username are the record's own fields). None for a cluster registered by hand.
+      Stored in the table as JSON text.
     """
 
     name: str
@@ -106,6 +113,7 @@ class ClusterRecord:
     eventhub_namespace: str | None = None
     cluster_resource_id: str | None = None
     local_accounts: bool = False
+    install: Mapping[str, Any] | None = None
 
     # JSON field name <-> attribute
     _JSON = {"name": "name", "kubeconfigSecret": "kubeconfig_secret", "clusterResourceId": "cluster_resource_id",
@@ -113,7 +121,7 @@ class ClusterRecord:
              "sourceSecret": "source_secret", "gitRepository": "git_repository", "gitAuth": "git_auth",
              "username": "username", "patSecret": "pat_secret", "context": "context",
              "allowInsecureHttp": "allow_insecure_http", "gitUrl": "git_url", "eventHubSecret": "eventhub_secret",
-             "eventHubName": "eventhub_name", "eventHubNamespace": "eventhub_namespace"}
+             "eventHubName": "eventhub_name", "eventHubNamespace": "eventhub_namespace", "install": "install"}
 
     @property
     def has_eventhub(self) -> bool:
@@ -134,7 +142,10 @@ class ClusterRecord:
         from shared.trust import check_namespace, check_text, check_username, parse_git_url
 
         for json_name, attr in self._JSON.items():
-            check_text(getattr(self, attr), json_name)
+            if attr != "install":
+                check_text(getattr(self, attr), json_name)
+        if self.install is not None:
+            _check_install(self.install)
         if not isinstance(self.name, str) or not _CLUSTER_NAME.fullmatch(self.name):
             raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
         self.cluster_ref  # exactly one of clusterResourceId and kubeconfigSecret; context, localAccounts
@@ -210,6 +221,8 @@ class ClusterRecord:
             if value is None or (isinstance(value, str) and value == "" and attr not in ("name", "kubeconfig_secret",
                                                                                       "cluster_resource_id")):
                 continue  # null/empty = default
+            if attr == "install" and isinstance(value, str):  # the table holds it as JSON text
+                value = _install_from_text(value)
             kwargs[attr] = value
         if "name" not in kwargs:
             raise errors.InvalidInput("name", "is required")
@@ -366,6 +379,10 @@ class Registry:
 
         created = not self.exists(record.name)
         entity = {"PartitionKey": PARTITION, "RowKey": record.name, **record.to_dict()}
+        if "install" in entity:  # a table property holds no object: JSON text
+            import json
+
+            entity["install"] = json.dumps(entity["install"], sort_keys=True, separators=(",", ":"))
         try:
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         except Exception as exc:  # noqa: BLE001
@@ -400,12 +417,73 @@ def _table_name(name: str, field: str = "table") -> str:
     return name
 
 
+#: ``install`` fields (request spelling) and their JSON types
+INSTALL_FIELDS: dict[str, type] = {
+    "version": str, "branch": str, "path": str, "interval": str, "components": list, "componentsExtra": list,
+    "registry": str, "networkPolicy": bool, "watchAllNamespaces": bool, "logLevel": str, "clusterDomain": str,
+    "authorName": str, "authorEmail": str, "commitMessageAppendix": str,
+}
+_INSTALL_MAX_CHARS = 16 * 1024
+
+
+def _install_from_text(text: str) -> Any:
+    import json
+
+    if len(text) > _INSTALL_MAX_CHARS:
+        raise errors.InvalidInput("install", f"is longer than {_INSTALL_MAX_CHARS} characters")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise errors.InvalidInput("install", "is not a JSON object") from None
+
+
+def _check_install(value: Any) -> None:
+    """The shape of ``install`` (no app setting read): known fields of the right JSON type, a
+    component selection and options :class:`shared.flux.install.InstallOptions` accepts, a release
+    version and a branch. Raises ``InvalidInput("install.<field>")``."""
+    from shared.flux import install as flux_install
+    from shared.flux.options import normalize_interval, normalize_path, validate_branch, validate_version
+    from shared.trust import check_text
+
+    if not isinstance(value, Mapping):
+        raise errors.InvalidInput("install", "must be a JSON object")
+    for key, item in value.items():
+        typ = INSTALL_FIELDS.get(key) if isinstance(key, str) else None
+        if typ is None:
+            from shared.trust import safe_field_name
+
+            raise errors.InvalidInput(f"install.{safe_field_name(key)}", "unknown field")
+        if not isinstance(item, typ) or (typ is list and not all(isinstance(i, str) for i in item)):
+            raise errors.InvalidInput(f"install.{key}", f"must be a {'list of strings' if typ is list else typ.__name__}")
+        check_text(item, f"install.{key}")
+    for key in ("version", "branch"):
+        if key not in value:
+            raise errors.InvalidInput(f"install.{key}", "is required")
+    try:
+        validate_version(value["version"])
+        if value["version"] == "latest":
+            raise errors.InvalidInput("version", "must be the release installed, not 'latest'")
+        validate_branch(value["branch"])
+        if normalize_path(value.get("path", "")) != value.get("path", ""):
+            raise errors.InvalidInput("path", "must be in Flux's normalised form (./clusters/x)")
+        if "interval" in value:
+            normalize_interval(value["interval"])
+        flux_install.InstallOptions(
+            components=tuple(value.get("components", flux_install.DEFAULT_COMPONENTS)),
+            components_extra=tuple(value.get("componentsExtra", ())),
+            registry=value.get("registry", flux_install.DEFAULT_REGISTRY),
+            log_level=value.get("logLevel", "info"), cluster_domain=value.get("clusterDomain", "cluster.local"),
+        ).validate()
+    except errors.InvalidInput as exc:
+        raise errors.InvalidInput(f"install.{exc.field}", exc.message) from None
+
+
 def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, cluster_resource_id: str | None = None,
                             local_accounts: bool = False, password_secret: str | None = None,
                             git_auth: str = "pat", namespace: str = "flux-system",
                             secret_name: str = "flux-system", username: str = "git", context: str | None = None,
                             allow_insecure_http: bool = False, git_url: str | None = None,
-                            registry: Registry) -> ClusterRecord:
+                            install: Mapping[str, Any] | None = None, registry: Registry) -> ClusterRecord:
     """Register (or update) the cluster a bootstrap just set up.
 
     Arguments are the bootstrap request's: the cluster, ``cluster_resource_id`` (``clusterResourceId``, with
@@ -415,7 +493,8 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
     ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
     (``allowInsecureHttp``), ``git_url`` (the sync URL the GitRepository got: rotation sends credentials
-    only there); ``name`` is the cluster's registry name. The GitRepository is named after
+    only there), ``install`` (the install options, :data:`INSTALL_FIELDS`; None keeps what the record
+    had); ``name`` is the cluster's registry name. The GitRepository is named after
     the namespace, as ``flux bootstrap`` does. Fields a bootstrap does not know (the Event Hub fields)
     are kept from an existing record. ``registry`` is where the record goes (the Function passes
     :func:`shared.services.registry`).
@@ -432,9 +511,11 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     record = replace(record, kubeconfig_secret=kubeconfig_secret, cluster_resource_id=cluster_resource_id,
                      local_accounts=local_accounts, context=context, namespace=namespace,
                      source_secret=secret_name, git_repository=namespace, git_auth=git_auth, username=username,
-                     pat_secret=password_secret, allow_insecure_http=allow_insecure_http, git_url=git_url)
+                     pat_secret=password_secret, allow_insecure_http=allow_insecure_http, git_url=git_url,
+                     install=install if install is not None else record.install)
     stored, _ = registry.upsert(record)
     return stored
 
 
-__all__ = ["ClusterRecord", "InvalidRecord", "Registry", "SettingError", "GIT_AUTH_MODES", "register_from_bootstrap"]
+__all__ = ["ClusterRecord", "InvalidRecord", "Registry", "SettingError", "GIT_AUTH_MODES", "INSTALL_FIELDS",
+           "register_from_bootstrap"]

@@ -850,6 +850,11 @@ class KubeApiServer:
         self.entra_bindings: dict[str, list[tuple[str, str | None]]] = {}
         #: object ids of the callers whose tokens were accepted, in order
         self.entra_callers: list[str] = []
+        #: seconds each answer is held back, outside the store's lock (an API server a WAN away)
+        self.latency = 0.0
+        #: requests being answered now, and the most there ever were at once
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -1089,6 +1094,18 @@ class KubeApiServer:
     # -- HTTP entry point ---------------------------------------------------------------------------
 
     def handle(self, method: str, raw_path: str, headers, body: bytes, *, client_cert: bool = False):
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            return self._handle(method, raw_path, headers, body, client_cert=client_cert)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, method: str, raw_path: str, headers, body: bytes, *, client_cert: bool = False):
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
