@@ -1,90 +1,348 @@
 """The command line, running the same core as the Functions.
 
-``python -m shared install --export`` prints gotk-components.yaml, as ``flux install --export``;
-``python -m shared bootstrap git --url ... --token-auth`` bootstraps, as ``flux bootstrap git``.
-Flag names and defaults follow the Flux CLI (cmd/flux/bootstrap.go, bootstrap_git.go,
-install.go). The PAT is read from the environment variable named by ``--password-env`` or, as in
-Flux, ``GIT_PASSWORD``; never from argv, where it would land in shell history and process lists.
-Progress goes to stderr (``► …``/``✔ …``); failures end with one ``✗`` line and exit code 1.
+``.venv/bin/python -m shared install --export`` prints gotk-components.yaml, as ``flux install --export``;
+``.venv/bin/python -m shared bootstrap git --url ... --token-auth`` bootstraps, as ``flux bootstrap git``.
+Flag names, defaults and help texts follow the Flux CLI v2.9.4 (cmd/flux/main.go, bootstrap.go,
+bootstrap_git.go, install.go); ``--help`` prints each default as cobra does (``(default "main")``,
+``(default [a,b])``, ``(default 5m0s)``). The PAT is read from the environment variable named by
+``--password-env`` or, as in Flux, ``GIT_PASSWORD``; never from argv, where it would land in shell
+history and process lists.
+
+Progress goes to stderr (``► …``/``✔ …``). Every failure, a bad flag that the argument parser finds
+included, ends with one ``✗ <flag>: <what is wrong and what to do>`` line and exit code 1.
+
+Adding a flag: declare it with :func:`flag` (or :func:`bool_flag`) in the group it belongs to; its help
+text and default then show in ``--help``, and parser errors about it name it. Errors raised with a
+request field (``InvalidInput("sshHostname", ...)``) name the flag through :func:`flag_for`
+(camelCase → ``--kebab-case``, plus the few names that differ in :data:`FIELD_FLAGS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from pathlib import Path
 
 from .flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
+
+#: How the README and every message spell the command (the interpreter that has the dependencies).
+PROG = ".venv/bin/python -m shared"
+#: Go strconv.ParseBool, which cobra uses for ``--flag=value`` of a bool flag.
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A command line the parser refused: ``flag`` (``--url``, or the command word) and what to do."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"{flag}: {message}")
+        self.flag, self.message = flag, message
+
+
+#: Request/record field (JSON spelling) → flag, where :func:`flag_for`'s camelCase rule does not give it.
+FIELD_FLAGS = {"sourceSecret": "--secret-name", "eventHubSecret": "--eventhub-secret", "eventHubName": "--eventhub-name",
+               "eventHubNamespace": "--eventhub-namespace", "name": "NAME", "caFileSecret": "--ca-file",
+               "registryCredsSecret": "--registry-creds"}
+
+
+def flag_for(field: str) -> str:
+    """The flag a field error is about: ``componentsExtra`` → ``--components-extra``; names that are
+    already flags (``--url``), environment variables (``FLUX_MANIFESTS``) or positionals pass through."""
+    if not field or field.startswith("-") or field.isupper() or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", field):
+        return field
+    if field in FIELD_FLAGS:
+        return FIELD_FLAGS[field]
+    return "--" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", field).lower()
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def _go_bool(value: str) -> bool:
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; use true or false (e.g. --flag=false)")
 
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help as cobra prints it: the value type as metavar, each default after the text."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=40, width=120)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = getattr(action, "default_shown", None)
+        if shown:
+            text += f" (default {shown})"
+        return text.replace("%", "%%")
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        # bool flags take an optional value (--flag=false); show them as cobra does, without one
+        return re.sub(r" \]", "]", super()._format_usage(usage, actions, groups, prefix))
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.nargs == 0 or getattr(action, "is_bool", False):
+            return ", ".join(action.option_strings)
+        return ", ".join(action.option_strings) + " " + self._metavar_formatter(action, action.dest)(1)[0]
 
 
-def _add_install_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-v", "--version", default=None, help="Flux version, e.g. v2.9.2 (default: the distribution's, or the newest known)")
-    p.add_argument("--manifests", default=None, help="distribution source: file, folder, https:// URL or oci:// reference (default: $FLUX_MANIFESTS, else oci://ghcr.io/fluxcd/flux-manifests:<version>)")
-    p.add_argument("--components", type=_csv, default=list(DEFAULT_COMPONENTS), help="comma-separated components (default: %(default)s)")
-    p.add_argument("--components-extra", type=_csv, default=[], help="image-reflector-controller,image-automation-controller,source-watcher")
-    p.add_argument("-n", "--namespace", default=os.environ.get("FLUX_SYSTEM_NAMESPACE", DEFAULT_NAMESPACE))
-    p.add_argument("--registry", default=DEFAULT_REGISTRY)
-    p.add_argument("--network-policy", type=_bool, default=True, metavar="BOOL")
-    p.add_argument("--watch-all-namespaces", type=_bool, default=True, metavar="BOOL")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "error"])
-    p.add_argument("--cluster-domain", default="cluster.local")
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` naming the flag (one ``✗`` line,
+    exit 1) instead of printing the usage and exiting 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # argparse's hook for every parse error
+        raise _usage_error(self, message)
+
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown flags from the top-level parser; name the subcommand's.
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            raise _usage_error(_deepest(self, ns), "unrecognized arguments: " + " ".join(extras))
+        return ns
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared", description="Flux bootstrap for AKS and Azure DevOps, as the Function runs it.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _deepest(parser: argparse.ArgumentParser, ns) -> argparse.ArgumentParser:
+    """The (sub)command parser ``ns`` was parsed by: ``bootstrap git``'s for ``bootstrap git --x``."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = getattr(ns, sub.dest, None) if sub else None
+        if chosen not in (sub.choices if sub else {}):
+            return parser
+        parser = sub.choices[chosen]
 
-    inst = sub.add_parser("install", help="render the Flux components")
-    inst.add_argument("--export", action="store_true", required=True, help="print gotk-components.yaml to stdout")
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+
+
+def _action(parser: argparse.ArgumentParser, flag: str):
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> UsageError:
+    """Turn argparse's message into ``(flag, what to do)``."""
+    help_hint = f"run '{parser.prog} --help' for the flags"
+    m = re.match(r"the following arguments are required: (.+)$", message)
+    if m:
+        flag = m.group(1).split(", ")[0]
+        action = _action(parser, flag)
+        example = getattr(action, "example", None)
+        return UsageError(flag, "is required" + (f", e.g. {flag} {example}" if example else "") + f"; {help_hint}")
+    m = re.match(r"argument ([^:]+): (.+)$", message, re.S)
+    if m:
+        names, why = m.group(1), m.group(2)
+        flag = names.split("/")[-1]
+        if why.startswith("invalid choice:"):
+            if not flag.startswith("-"):  # a command word
+                return UsageError(parser.prog, why.replace("invalid choice", "unknown command") + f"; {help_hint}")
+            m = re.match(r"invalid choice: (.+) \(choose from (.+)\)$", why)
+            given, choices = (m.group(1), m.group(2).replace("'", "")) if m else (why, "")
+            return UsageError(flag, f"{given} is not one of {choices}")
+        if why.startswith("expected one argument"):
+            action = _action(parser, flag)
+            example = getattr(action, "example", None)
+            return UsageError(flag, "needs a value" + (f", e.g. {flag} {example}" if example else "") + f"; {help_hint}")
+        if why.startswith("not allowed with argument"):
+            other = why.rsplit(" ", 1)[-1]
+            return UsageError(flag, f"cannot be combined with {other}; give one of the two")
+        if why.startswith("ignored explicit argument"):
+            return UsageError(flag, f"takes no value ({why}); give it alone")
+        return UsageError(flag, why)
+    m = re.match(r"unrecognized arguments: (.+)$", message)
+    if m:
+        token = m.group(1).split(" ")[0]
+        flag = token.split("=", 1)[0]
+        if not flag.startswith("-"):
+            return UsageError(parser.prog, f"unexpected argument {token!r}; {help_hint}")
+        close = difflib.get_close_matches(flag, _option_strings(parser), n=1, cutoff=0.6)
+        return UsageError(flag, "unknown flag" + (f"; did you mean {close[0]}?" if close else "") + f" ({help_hint})")
+    m = re.match(r"ambiguous option: (\S+) could match (.+)$", message)
+    if m:
+        return UsageError(m.group(1).split("=", 1)[0], f"is ambiguous: it could be {m.group(2)}; spell the flag out")
+    return UsageError(parser.prog, f"{message}; {help_hint}")
+
+
+def flag(group, *names: str, default=None, help: str, metavar: str | None = None, example: str | None = None,
+         shown: str | None = None, **kwargs):
+    """Declare a value flag on ``group`` (a parser or argument group) with Flux's help ``text``;
+    ``--help`` shows the default as cobra does unless it is empty (``shown`` overrides that text);
+    ``example`` completes "is required"/"needs a value" errors."""
+    if metavar is None:
+        metavar = "strings" if isinstance(default, list) or kwargs.get("type") is _csv else "string"
+    action = group.add_argument(*names, default=default, help=help, metavar=metavar, **kwargs)
+    if shown is None:
+        if isinstance(default, (list, tuple)):
+            shown = f"[{','.join(default)}]" if default else None
+        elif isinstance(default, str):
+            shown = f'"{default}"' if default else None
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+    action.default_shown = shown
+    action.example = example
+    return action
+
+
+def bool_flag(group, *names: str, default: bool = False, help: str):
+    """A bool flag as cobra has them: ``--flag`` sets true, ``--flag=false`` (or ``--flag false``)
+    sets false; any other value is an error naming the flag."""
+    action = group.add_argument(*names, nargs="?", const=True, default=default, type=_go_bool, help=help, metavar="")
+    action.default_shown = "true" if default else None
+    action.is_bool = True
+    return action
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _add_install_flags(p) -> None:
+    """Flags of ``flux install`` / ``flux bootstrap`` that shape gotk-components.yaml (cmd/flux/bootstrap.go)."""
+    flag(p, "-v", "--version", help="toolkit version, when specified the manifests are downloaded from "
+         "https://github.com/fluxcd/flux2/releases (here: the distribution's version, else v2.9.4)", example="v2.9.4")
+    flag(p, "--manifests", help="path to the manifest directory: the Flux distribution, a gotk-components.yaml file, "
+         "a folder holding one, an https:// URL or an oci:// reference (default: $FLUX_MANIFESTS, else "
+         "oci://ghcr.io/fluxcd/flux-manifests:<version>)", example="../shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml")
+    flag(p, "--components", type=_csv, default=list(DEFAULT_COMPONENTS),
+         help="list of components, accepts comma-separated values")
+    flag(p, "--components-extra", type=_csv, default=[],
+         help="list of components in addition to those supplied or defaulted, accepts values such as "
+              "'image-reflector-controller,image-automation-controller,source-watcher'")
+    flag(p, "--registry", default=DEFAULT_REGISTRY, example="myacr.azurecr.io/fluxcd",
+         help="container registry where the Flux controller images are published (must be in FLUX_ALLOWED_REGISTRIES)")
+    bool_flag(p, "--watch-all-namespaces", default=True,
+              help="watch for custom resources in all namespaces, if set to false it will only watch the namespace "
+                   "where the Flux controllers are installed")
+    bool_flag(p, "--network-policy", default=True,
+              help="setup Kubernetes network policies to deny ingress access to the Flux controllers from other namespaces")
+    flag(p, "--log-level", default="info", choices=["debug", "info", "error"],
+         help="log level, available options are: (debug, info, error)")
+    flag(p, "--cluster-domain", default="cluster.local", help="internal cluster domain")
+
+
+def _add_global_flags(p, *, kube: bool) -> None:
+    """Flux's root flags (cmd/flux/main.go) that make sense here."""
+    flag(p, "-n", "--namespace", default=os.environ.get("FLUX_SYSTEM_NAMESPACE") or DEFAULT_NAMESPACE,
+         help="the namespace scope for this operation (environment variable FLUX_SYSTEM_NAMESPACE sets the default)")
+    if kube:
+        flag(p, "--timeout", default="5m", shown="5m0s", metavar="duration", example="10m",
+             help="timeout for this operation: the whole bootstrap, health checks included; 0s checks health once "
+                  "and bounds nothing")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Flux bootstrap for AKS and Azure DevOps, as the Function runs it.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command", parser_class=Parser)
+
+    inst = sub.add_parser("install", help="print the Flux components (flux install --export)",
+                          description="Render gotk-components.yaml as 'flux install --export' does.")
+    bool_flag(inst, "--export", help="write the install manifests to stdout and exit (required: this command only exports)")
     _add_install_flags(inst)
+    _add_global_flags(inst, kube=False)
 
-    boot = sub.add_parser("bootstrap", help="bootstrap Flux")
-    bsub = boot.add_subparsers(dest="provider", required=True)
-    git = bsub.add_parser("git", help="bootstrap from a plain Git (Azure DevOps) repository")
-    _add_install_flags(git)
-    git.add_argument("--url", required=True, help="Git URL, e.g. https://dev.azure.com/org/project/_git/repo")
-    git.add_argument("--branch", default="main")
-    git.add_argument("--path", default="", help="path in the repository, e.g. clusters/my-cluster")
-    git.add_argument("--interval", default="1m", help="GitRepository interval (default %(default)s)")
-    git.add_argument("-u", "--username", default="git")
-    git.add_argument("-p", "--password", default=None, help=argparse.SUPPRESS)
-    git.add_argument("--password-env", default="GIT_PASSWORD", metavar="VAR", help="environment variable holding the PAT (default %(default)s)")
-    git.add_argument("--token-auth", action="store_true", help="use the PAT for HTTPS; the sync URL loses its user info")
-    git.add_argument("--with-bearer-token", action="store_true", help="send the password as 'Authorization: Bearer' (an Entra ID token for Azure DevOps); implies --token-auth")
-    git.add_argument("--allow-insecure-http", action="store_true")
-    git.add_argument("--secret-name", default=DEFAULT_NAMESPACE)
-    git.add_argument("--author-name", default="Flux")
-    git.add_argument("--author-email", default="")
-    git.add_argument("--commit-message-appendix", default="")
-    target = git.add_mutually_exclusive_group()
-    target.add_argument("--cluster-resource-id", default=None, metavar="ID",
-                        help="the AKS cluster's Azure resource ID (az aks show --query id), reached through ARM with "
-                             "your Azure identity (DefaultAzureCredential); no kubeconfig needed")
-    target.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
-    git.add_argument("--local-accounts", action="store_true",
-                     help="with --cluster-resource-id: use the cluster's static admin credential (listClusterAdminCredential)")
-    git.add_argument("--context", default=None)
-    git.add_argument("--timeout", default="5m", help="how long to wait for the sync objects and components to become ready, as a Go duration; 0s checks once (default %(default)s, as Flux)")
-    git.add_argument("-s", "--silent", action="store_true", help="accepted for compatibility")
-    git.add_argument("--force", action="store_true", help="take over a Flux installation managed by another tool (e.g. the AKS extension)")
-    git.add_argument("--ssh-hostkey-algos", type=_csv, default=None, metavar="ALGOS",
-                     help="SSH host key algorithms, e.g. rsa-sha2-512,rsa-sha2-256; also patched into source-controller and "
-                          "image-automation-controller through flux-system/kustomization.yaml")
+    boot = sub.add_parser("bootstrap", help="deploy Flux on a cluster the GitOps way",
+                          description="The bootstrap sub-commands push the Flux manifests to a Git repository "
+                                      "and deploy Flux on the cluster.")
+    bsub = boot.add_subparsers(dest="provider", required=True, metavar="provider", parser_class=Parser)
+    git = bsub.add_parser("git", help="deploy Flux on a cluster connected to a Git repository (Azure DevOps)",
+                          description=_GIT_DESCRIPTION)
+    _add_bootstrap_git_flags(git)
     _add_rotation_commands(sub)
     return parser
+
+
+_GIT_DESCRIPTION = """\
+The bootstrap git command commits the Flux manifests to the branch of a Git repository. And then it
+configures the target cluster to synchronize with that repository. If the Flux components are present
+on the cluster, the bootstrap command will perform an upgrade if needed.
+
+examples:
+  # Azure DevOps over HTTPS with a PAT from the environment
+  GIT_PASSWORD=<PAT> .venv/bin/python -m shared bootstrap git --token-auth \\
+    --url=https://dev.azure.com/<org>/<project>/_git/<repository> --path=clusters/my-cluster
+
+  # An AKS cluster named by its resource ID (no kubeconfig needed)
+  .venv/bin/python -m shared bootstrap git --token-auth --url=... \\
+    --cluster-resource-id=$(az aks show -g <rg> -n <cluster> --query id -o tsv)
+"""
+
+
+def _add_bootstrap_git_flags(git) -> None:
+    g = git.add_argument_group("bootstrap git flags")
+    flag(g, "--url", required=True, example="https://dev.azure.com/<org>/<project>/_git/<repository>",
+         help="Git repository URL")
+    flag(g, "--interval", default="1m", shown="1m0s", metavar="duration", help="sync interval")
+    flag(g, "--path", default="", example="clusters/my-cluster",
+         help="path relative to the repository root, when specified the cluster sync will be scoped to this path")
+    flag(g, "-u", "--username", default="git", help="basic authentication username")
+    g.add_argument("-p", "--password", default=None, help=argparse.SUPPRESS)
+    flag(g, "--password-env", default="GIT_PASSWORD", metavar="VAR", example="FLEET_PAT",
+         help="environment variable holding the basic authentication password (the PAT, or with --with-bearer-token "
+              "the token); the password is never read from the command line")
+    bool_flag(g, "-s", "--silent", help="assumes the deploy key is already setup, skips confirmation (accepted; no prompt here)")
+    bool_flag(g, "--allow-insecure-http", help="allows insecure HTTP connections (only to a host listed exactly in GIT_ALLOWED_HOSTS)")
+    bool_flag(g, "--with-bearer-token", help="use the password as a bearer token for Git authentication (an Entra ID "
+              "token for Azure DevOps); implies --token-auth")
+
+    b = git.add_argument_group("bootstrap flags")
+    _add_install_flags(b)
+    flag(b, "--branch", default="main", help="Git branch")
+    bool_flag(b, "--token-auth", help="when enabled, the personal access token will be used instead of the SSH deploy "
+              "key (required here, unless --with-bearer-token: this CLI authenticates with a token)")
+    flag(b, "--ssh-hostkey-algos", type=_csv, default=None, metavar="strings", example="rsa-sha2-512,rsa-sha2-256",
+         help="list of host key algorithms to be used by the CLI for SSH connections; also patched into "
+              "source-controller and image-automation-controller through flux-system/kustomization.yaml")
+    flag(b, "--secret-name", default=DEFAULT_NAMESPACE,
+         help="name of the secret the sync credentials can be found in or stored to")
+    flag(b, "--author-name", default="Flux", help="author name for Git commits")
+    flag(b, "--author-email", default="", help="author email for Git commits")
+    flag(b, "--commit-message-appendix", default="", help="string to add to the commit messages, e.g. '[ci skip]'")
+    bool_flag(b, "--force", help="override existing Flux installation if it's managed by a different tool such as Helm "
+              "(e.g. the AKS microsoft.flux extension)")
+
+    k = git.add_argument_group("cluster flags")
+    target = k.add_mutually_exclusive_group()
+    flag(target, "--cluster-resource-id", metavar="ID", example="/subscriptions/<sub>/resourceGroups/<rg>/providers/"
+         "Microsoft.ContainerService/managedClusters/<cluster>",
+         help="the AKS cluster's Azure resource ID (az aks show --query id), reached through ARM with your Azure "
+              "identity (DefaultAzureCredential); no kubeconfig needed")
+    flag(target, "--kubeconfig", help="Path to the kubeconfig file to use for CLI requests (default: $KUBECONFIG, "
+         "then ~/.kube/config)", example="~/.kube/config")
+    bool_flag(k, "--local-accounts", help="with --cluster-resource-id: use the cluster's static admin credential "
+              "(listClusterAdminCredential) instead of your Entra ID identity")
+    flag(k, "--context", help="The name of the kubeconfig context to use (default: the current context)")
+    flag(k, "--kube-api-qps", type=float, default=50.0, metavar="float32",
+         help="The maximum queries-per-second of requests sent to the Kubernetes API. Accepted for Flux parity and "
+              "ignored: this CLI sends a few dozen requests, one at a time")
+    flag(k, "--kube-api-burst", type=int, default=300, metavar="int",
+         help="The maximum burst queries-per-second of requests sent to the Kubernetes API. Accepted for Flux parity "
+              "and ignored")
+
+    r = git.add_argument_group("global flags")
+    _add_global_flags(r, kube=True)
+    bool_flag(r, "--verbose", help="print generated objects (the sync manifests, and the names and keys of the "
+              "Secrets, never their values) and debug logs")
 
 
 def _add_rotation_commands(sub) -> None:
@@ -92,78 +350,106 @@ def _add_rotation_commands(sub) -> None:
     come from the app settings in the environment (``REGISTRY_STORAGE_CONNECTION`` or
     ``AzureWebJobsStorage``, ``KEY_VAULT_URL``); tokens from ``DefaultAzureCredential``."""
     reg = sub.add_parser("registry", help="list, add or remove clusters of the rotation registry")
-    rsub = reg.add_subparsers(dest="action", required=True)
+    rsub = reg.add_subparsers(dest="action", required=True, metavar="action", parser_class=Parser)
     rsub.add_parser("list", help="print the registered clusters as JSON")
     add = rsub.add_parser("add", help="register a cluster (replaces an existing record of the same name)")
     add.add_argument("name", help="cluster name (a-z, 0-9, '-')")
     which = add.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cluster-resource-id", default=None, metavar="ID",
-                       help="the AKS cluster's Azure resource ID, reached with the Function's managed identity")
-    which.add_argument("--kubeconfig-secret", default=None, help="Key Vault secret holding the kubeconfig")
-    add.add_argument("--local-accounts", action="store_true",
-                     help="with --cluster-resource-id: use the cluster's static admin credential")
-    add.add_argument("--context", default=None)
-    add.add_argument("-n", "--namespace", default="flux-system")
-    add.add_argument("--secret-name", dest="source_secret", default="flux-system", help="source Secret (default %(default)s)")
-    add.add_argument("--git-repository", default="flux-system", help="GitRepository to annotate (default %(default)s)")
-    add.add_argument("--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "none"])
-    add.add_argument("-u", "--username", default="git")
-    add.add_argument("--pat-secret", default=None, help="Key Vault secret holding the PAT (gitAuth pat)")
-    add.add_argument("--git-url", default=None, help="the repository URL the Git credential may be sent to "
-                     "(the GitRepository's spec.url; required unless --git-auth none)")
-    add.add_argument("--allow-insecure-http", action="store_true")
-    add.add_argument("--eventhub-secret", default=None, help="notification Provider Secret (keys token, address)")
-    add.add_argument("--eventhub-name", default=None, help="Event Hub name (written as address)")
-    add.add_argument("--eventhub-namespace", default=None, help="Event Hubs namespace (the Provider's channel)")
+    flag(which, "--cluster-resource-id", metavar="ID",
+         help="the AKS cluster's Azure resource ID, reached with the Function's managed identity")
+    flag(which, "--kubeconfig-secret", help="Key Vault secret holding the kubeconfig")
+    bool_flag(add, "--local-accounts", help="with --cluster-resource-id: use the cluster's static admin credential")
+    flag(add, "--context", help="kubeconfig context (default: the current context)")
+    flag(add, "-n", "--namespace", default="flux-system", help="namespace of the Flux objects")
+    flag(add, "--secret-name", dest="source_secret", default="flux-system", help="source Secret")
+    flag(add, "--git-repository", default="flux-system", help="GitRepository to annotate")
+    flag(add, "--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "none"],
+         help="how source-controller authenticates: pat, entra-bearer, entra-password or none")
+    flag(add, "-u", "--username", default="git", help="basic authentication username")
+    flag(add, "--pat-secret", help="Key Vault secret holding the PAT (git auth pat)")
+    flag(add, "--git-url", help="the repository URL the Git credential may be sent to "
+         "(the GitRepository's spec.url; required unless --git-auth none)")
+    bool_flag(add, "--allow-insecure-http", help="allows insecure HTTP connections")
+    flag(add, "--eventhub-secret", help="notification Provider Secret (keys token, address)")
+    flag(add, "--eventhub-name", help="Event Hub name (written as address)")
+    flag(add, "--eventhub-namespace", help="Event Hubs namespace (the Provider's channel)")
     rm = rsub.add_parser("remove", help="unregister a cluster")
-    rm.add_argument("name")
+    rm.add_argument("name", help="cluster name")
     rot = sub.add_parser("rotate", help="rotate credentials now (all registered clusters, or one)")
-    rot.add_argument("--cluster", default=None, help="only this registered cluster")
+    flag(rot, "--cluster", help="only this registered cluster (default: all)")
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def _distribution(args):
+    """The Flux distribution named by ``--manifests`` (else ``FLUX_MANIFESTS``, else the OCI artifact),
+    with errors that say which of the three to fix."""
+    from .errors import InvalidInput, NotFound, UpstreamError
+    from .flux import distribution
+
+    source = args.manifests
+    named = "--manifests" if source else ("FLUX_MANIFESTS" if os.environ.get("FLUX_MANIFESTS") else None)
+    try:
+        return distribution.load(source, args.version)
+    except NotFound as exc:
+        where = named or "--version"
+        raise InvalidInput(where, f"{exc}; give a gotk-components.yaml file (flux install --export output with every "
+                                  "component), a folder holding one, an https:// URL or an oci:// reference") from None
+    except UpstreamError as exc:
+        if named:
+            raise InvalidInput(named, str(exc)) from None
+        raise InvalidInput("--manifests", f"{exc}; with no access to ghcr.io, pass --manifests FILE or set FLUX_MANIFESTS "
+                                          "(a Flux distribution: flux install --export output with every component, e.g. "
+                                          "../shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml)") from None
 
 
 def _install(args) -> int:
     """``install --export``: gotk-components.yaml on stdout, as ``flux install --export``. Errors
     raise InvalidInput naming the flag (``--components``, ``--version``...)."""
     from .errors import InvalidInput
-    from .flux import distribution, install
+    from .flux import install
     from .flux.options import validate_version
+    from .trust import check_registry
 
+    if not args.export:
+        raise InvalidInput("--export", "is required: this command only prints the manifests (install --export); "
+                                       "bootstrap a cluster with 'bootstrap git'")
     opts = install.InstallOptions(
         components=tuple(args.components), components_extra=tuple(args.components_extra), namespace=args.namespace,
         registry=args.registry, network_policy=args.network_policy, watch_all_namespaces=args.watch_all_namespaces,
         log_level=args.log_level, cluster_domain=args.cluster_domain,
     )
-    try:
-        opts.validate()
-        if args.version is not None:
-            validate_version(args.version)
-        dist = distribution.load(args.manifests, args.version)
-        content = install.generate(dist, opts).content
-    except InvalidInput as exc:
-        raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
+    opts.validate()
+    check_registry(opts.registry, field="registry")
+    if args.version is not None:
+        validate_version(args.version)
+    content = install.generate(_distribution(args), opts).content
     sys.stdout.write(content)
     return 0
 
 
 def _bootstrap(args) -> int:
     """``bootstrap git``: the same runner as the HTTP trigger, with the PAT from the environment
-    and the cluster named by ``--cluster-resource-id`` (ARM and your Azure identity) or a kubeconfig file. Exit 0; failures raise (one ``✗`` line, exit 1), including a
-    failed health check (``bootstrap failed with N health check failure(s): …``)."""
+    and the cluster named by ``--cluster-resource-id`` (ARM and your Azure identity) or a kubeconfig
+    file. ``--timeout`` bounds the whole run from here on. Exit 0; failures raise (one ``✗`` line,
+    exit 1), including a failed health check (``bootstrap failed with N health check failure(s): …``)."""
+    import time
+
     from . import bootstrap as runner
     from .errors import InvalidInput
     from .flux.options import normalize_interval, normalize_path, parse_timeout
 
+    started = time.monotonic()
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
     if not (args.token_auth or args.with_bearer_token):
-        raise InvalidInput("--token-auth", "is required: only token auth (PAT or --with-bearer-token over HTTPS) is supported")
-    password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
-    if not password:
-        raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset")
+        raise InvalidInput("--token-auth", "is required: this CLI authenticates with a token (a PAT over HTTPS, or "
+                                           "--with-bearer-token); add --token-auth")
     from .trust import GitPolicy, check_registry, check_text
 
-    for flag, value in vars(args).items():  # argv that is not UTF-8 arrives with lone surrogates
-        check_text(value, "--" + flag.replace("_", "-"))
+    for name, value in vars(args).items():  # argv that is not UTF-8 arrives with lone surrogates
+        check_text(value, "--" + name.replace("_", "-"))
     timeout = parse_timeout(args.timeout, "--timeout")
     opts = runner.BootstrapOptions(
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
@@ -177,41 +463,44 @@ def _bootstrap(args) -> int:
         timeout=timeout, force=args.force,
         ssh_hostkey_algos=tuple(args.ssh_hostkey_algos) if args.ssh_hostkey_algos is not None else None,
     )
-    try:
-        opts.validate()
-        # The PAT from the environment goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
-        policy = GitPolicy.from_settings()
-        destination = policy.destination(opts.sync_url, allow_insecure_http=opts.allow_insecure_http,
-                                         bearer=args.with_bearer_token, field="url")
-        policy.check_resolution(destination, field="url")
-        check_registry(opts.registry, field="registry")
-        dist = runner.prepare(opts, manifests=args.manifests)
-    except InvalidInput as exc:
-        raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
+    opts.validate()
+    password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
+    if not password:
+        raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset; export the PAT "
+                                             f"in it ({args.password_env}=<PAT>) or name another with --password-env VAR")
+    # The PAT from the environment goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
+    policy = GitPolicy.from_settings()
+    destination = policy.destination(opts.sync_url, allow_insecure_http=opts.allow_insecure_http,
+                                     bearer=args.with_bearer_token, field="url")
+    policy.check_resolution(destination, field="url")
+    check_registry(opts.registry, field="registry")
+    dist = _distribution(args)
+    runner.prepare(opts, distribution=dist)
     from .clusters import BOOTSTRAP, ClusterAccess, ClusterRef
 
     access = ClusterAccess()
     if args.cluster_resource_id is not None:
         if args.context is not None:
             raise InvalidInput("--context", "is only used with --kubeconfig")
-        try:
-            ref = ClusterRef.parse(cluster_resource_id=args.cluster_resource_id, context=args.context,
-                                   local_accounts=args.local_accounts)
-            cluster = access.connect(ref, purpose=BOOTSTRAP, namespace=opts.namespace)
-        except InvalidInput as exc:
-            raise InvalidInput(_BOOTSTRAP_FLAGS.get(exc.field, exc.field), exc.message) from None
+        ref = ClusterRef.parse(cluster_resource_id=args.cluster_resource_id, context=args.context,
+                               local_accounts=args.local_accounts)
+        cluster = access.connect(ref, purpose=BOOTSTRAP, namespace=opts.namespace)
     else:
         if args.local_accounts:
             raise InvalidInput("--local-accounts", "is only used with --cluster-resource-id")
         kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
         try:
-            kubeconfig = Path(kubeconfig_path).read_text()
+            kubeconfig = Path(kubeconfig_path).expanduser().read_text()
         except OSError as exc:
-            raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}") from None
+            raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}; name the cluster's kubeconfig "
+                                               "file with --kubeconfig FILE, or an AKS cluster with --cluster-resource-id") from None
         try:  # the kubelogin form of an AKS user gets a token of your Azure identity; the plugin never runs
             cluster = access.from_kubeconfig(kubeconfig, args.context, field="--kubeconfig")
         except InvalidInput as exc:
             raise InvalidInput("--kubeconfig", f"{kubeconfig_path}: {exc.message}") from None
+        cluster.unreachable_hint = cluster.unreachable_hint or (
+            f"check that {kubeconfig_path}" + (f" (context {args.context})" if args.context else "")
+            + " names a running cluster this machine can reach, or name another with --kubeconfig/--context")
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
     credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
     try:
@@ -224,28 +513,6 @@ def _bootstrap(args) -> int:
     return 0
 
 
-#: request field (JSON spelling) -> ``bootstrap git`` flag, so errors name what the user typed
-_BOOTSTRAP_FLAGS = {"url": "--url", "branch": "--branch", "path": "--path", "interval": "--interval",
-                    "version": "--version", "components": "--components", "componentsExtra": "--components-extra",
-                    "namespace": "--namespace", "secretName": "--secret-name", "username": "--username",
-                    "tokenAuth": "--token-auth", "authorName": "--author-name", "authorEmail": "--author-email",
-                    "commitMessageAppendix": "--commit-message-appendix", "registry": "--registry",
-                    "networkPolicy": "--network-policy", "watchAllNamespaces": "--watch-all-namespaces",
-                    "logLevel": "--log-level", "clusterDomain": "--cluster-domain", "timeout": "--timeout",
-                    "manifests": "--manifests", "clusterResourceId": "--cluster-resource-id",
-                    "localAccounts": "--local-accounts", "context": "--context",
-                    "sshHostkeyAlgos": "--ssh-hostkey-algos"}
-
-
-#: record field (JSON spelling) -> ``registry add`` flag, so errors name what the user typed
-_REGISTRY_FLAGS = {"name": "NAME", "kubeconfigSecret": "--kubeconfig-secret", "context": "--context",
-                   "clusterResourceId": "--cluster-resource-id", "localAccounts": "--local-accounts",
-                   "namespace": "--namespace", "sourceSecret": "--secret-name", "gitRepository": "--git-repository",
-                   "gitAuth": "--git-auth", "username": "--username", "patSecret": "--pat-secret",
-                   "allowInsecureHttp": "--allow-insecure-http", "gitUrl": "--git-url", "eventHubSecret": "--eventhub-secret",
-                   "eventHubName": "--eventhub-name", "eventHubNamespace": "--eventhub-namespace"}
-
-
 def _registry(args) -> int:
     """``registry list`` prints ``{"clusters": [...]}`` (plus ``"invalid": [{"name", "error"}]`` for
     stored rows that no longer validate); ``add``/``remove`` print one ``✔`` line to stderr. Errors
@@ -253,7 +520,6 @@ def _registry(args) -> int:
     import json
 
     from . import services
-    from .errors import InvalidInput
     from .rotation.registry import ClusterRecord
 
     registry = services.registry()
@@ -275,10 +541,7 @@ def _registry(args) -> int:
         username=args.username, pat_secret=args.pat_secret, allow_insecure_http=args.allow_insecure_http,
         git_url=args.git_url, eventhub_secret=args.eventhub_secret, eventhub_name=args.eventhub_name,
         eventhub_namespace=args.eventhub_namespace)
-    try:
-        record = record.validate().canonical().check_policy()
-    except InvalidInput as exc:
-        raise InvalidInput(_REGISTRY_FLAGS.get(exc.field, exc.field), exc.message) from None
+    record = record.validate().canonical().check_policy()
     _, created = registry.upsert(record)
     print(f"✔ {'added' if created else 'updated'} {args.name}", file=sys.stderr)
     return 0
@@ -296,14 +559,31 @@ def _rotate(args) -> int:
     return 1 if summary.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+def _configure_logging(verbose: bool) -> None:
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    from .errors import FluxOpsError
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # urllib3 logs each retry of an unreachable host ("Retrying (Retry(total=2...)) after connection
+        # broken by ...") before the one ✗ line that says the same; the kubernetes client retries 3 times.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    else:
+        for noisy in ("urllib3", "azure", "msal", "kubernetes"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0, 1 on any failure, 130 when interrupted)."""
+    from .errors import FluxOpsError, InvalidInput
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
+    _configure_logging(bool(getattr(args, "verbose", False)))
     try:
         if args.command == "install":
             return _install(args)
@@ -312,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rotate":
             return _rotate(args)
         return _bootstrap(args)
+    except InvalidInput as exc:
+        if exc.field:
+            print(f"✗ {flag_for(exc.field)}: {exc.message}", file=sys.stderr)
+        else:
+            print(f"✗ {exc}", file=sys.stderr)
+        return 1
     except (FluxOpsError, RuntimeError) as exc:
         print(f"✗ {exc}", file=sys.stderr)
         return 1

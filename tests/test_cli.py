@@ -130,3 +130,147 @@ def test_bootstrap_git_bad_flags_name_the_flag(tmp_path):
         out = run(*base, *extra, env={"GIT_PASSWORD": "pat-value"})
         lines = out.stderr.decode().strip().splitlines()
         assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(line), (extra, lines)
+
+
+# -- Flux's error behaviour: one ✗ line naming the flag, exit 1 -----------------------------------------
+
+def _one_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.decode().strip().splitlines()
+    assert out.returncode == 1 and out.stdout == b"" and len(lines) == 1, (out.returncode, out.stdout, lines)
+    return lines[0]
+
+
+def test_parser_errors_are_one_line_naming_the_flag():
+    """argparse errors (a missing --url, a bad bool, an unknown flag...) used to print a usage dump and
+    exit 2; now each is one ✗ line that names the flag and says what to do instead, exit 1."""
+    git = ["bootstrap", "git"]
+    cases = [
+        (git + ["--token-auth"], "✗ --url: is required, e.g. --url https://dev.azure.com/<org>/<project>/_git/<repository>"),
+        (git + ["--url", "https://dev.azure.com/o/p/_git/r", "--network-policy", "maybe"],
+         "✗ --network-policy: 'maybe' is not a boolean; use true or false"),
+        (git + ["--url", "https://dev.azure.com/o/p/_git/r", "--tokn-auth"],
+         "✗ --tokn-auth: unknown flag; did you mean --token-auth? (run '.venv/bin/python -m shared bootstrap git --help'"),
+        (git + ["--url", "https://dev.azure.com/o/p/_git/r", "--bogus=1"], "✗ --bogus: unknown flag"),
+        (git + ["--url"], "✗ --url: needs a value, e.g. --url https://"),
+        (git + ["--url", "x", "--log-level", "loud"], "✗ --log-level: 'loud' is not one of debug, info, error"),
+        (git + ["--url", "x", "--kubeconfig", "k", "--cluster-resource-id", "i"],
+         "✗ --cluster-resource-id: cannot be combined with --kubeconfig; give one of the two"),
+        (["bootstrap", "gti"], "✗ .venv/bin/python -m shared bootstrap: unknown command: 'gti'"),
+        (["install"], "✗ --export: is required"),
+        (["install", "--export", "--watch-all-namespaces=maybe"], "✗ --watch-all-namespaces: 'maybe' is not a boolean"),
+    ]
+    for argv, start in cases:
+        line = _one_line(run(*argv))
+        assert line.startswith(start), (argv, line)
+
+
+def test_bool_flags_take_go_values_as_cobra_does(tmp_path):
+    """--network-policy=false turns the policies off, as in Flux; --network-policy alone is true."""
+    out = run("install", "--export", "--manifests", str(V292), "--network-policy=false")
+    assert out.returncode == 0, out.stderr
+    assert b"kind: NetworkPolicy" not in out.stdout
+    out = run("install", "--export", "--manifests", str(V292), "--network-policy")
+    assert out.returncode == 0 and b"kind: NetworkPolicy" in out.stdout
+
+
+def test_help_lists_every_flag_with_text_and_default():
+    out = run("bootstrap", "git", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.decode().split())  # unwrap
+    from shared.cli import build_parser
+
+    parser = build_parser()
+    git = parser._subparsers._group_actions[0].choices["bootstrap"]._subparsers._group_actions[0].choices["git"]
+    for action in git._actions:
+        if not action.option_strings or action.help == "==SUPPRESS==" or action.dest == "help":
+            continue
+        assert action.help and len(action.help) >= 10, action.option_strings
+        assert action.option_strings[-1] in text, action.option_strings
+        shown = getattr(action, "default_shown", None)
+        if action.default not in (None, "", [], False):
+            assert shown, f"{action.option_strings}: default {action.default!r} not shown"
+        if shown:
+            assert f"(default {shown})" in text, (action.option_strings, shown)
+    # As Flux prints them (cobra): a slice comma-separated in brackets, durations in Go form, strings quoted.
+    assert ("--components strings list of components, accepts comma-separated values (default "
+            "[source-controller,kustomize-controller,helm-controller,notification-controller])") in text
+    assert "--timeout duration timeout for this operation" in text and "(default 5m0s)" in text
+    assert '--branch string Git branch (default "main")' in text
+    assert "--network-policy setup Kubernetes network policies" in text
+    assert "instead of the SSH deploy key (required here" in text  # --token-auth is required, and says so
+
+
+def test_url_errors_say_what_to_write_instead(tmp_path):
+    base = ["bootstrap", "git", "--token-auth", "--kubeconfig", str(tmp_path / "none"), "--manifests", str(V292)]
+    line = _one_line(run(*base, "--url", "git@ssh.dev.azure.com:v3/contoso/platform/fleet", env={"GIT_PASSWORD": "p"}))
+    assert line.startswith("✗ --url: 'git@ssh.dev.azure.com:v3/contoso/platform/fleet' is an scp-like SSH address")
+    assert "ssh://git@ssh.dev.azure.com/v3/contoso/platform/fleet" in line
+    line = _one_line(run(*base, "--url", "dev.azure.com/contoso/platform/_git/fleet", env={"GIT_PASSWORD": "p"}))
+    assert line == "✗ --url: 'dev.azure.com/contoso/platform/_git/fleet' has no scheme; write https://dev.azure.com/contoso/platform/_git/fleet"
+
+
+def test_a_missing_distribution_names_the_flag_or_the_setting(tmp_path):
+    line = _one_line(run("install", "--export", "--manifests", str(tmp_path / "nope.yaml")))
+    assert line.startswith(f"✗ --manifests: Flux distribution file {tmp_path / 'nope.yaml'} does not exist; give a gotk-components.yaml file")
+    line = _one_line(run("install", "--export", env={"FLUX_MANIFESTS": str(tmp_path / "nope.yaml")}))
+    assert line.startswith("✗ FLUX_MANIFESTS: Flux distribution file")
+
+
+def test_install_export_without_network_names_manifests_and_flux_manifests():
+    """No network (a fresh network namespace): the default OCI source cannot be reached; the one line
+    says so in words and names --manifests and FLUX_MANIFESTS, not urllib3's NameResolutionError."""
+    import shutil
+
+    import pytest
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -n (root) for a namespace without network")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLUX_MANIFESTS", "FLUX_CACHE_DIR")}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env["FLUX_CACHE_DIR"] = cache  # nothing cached: the run must go to the network
+        out = subprocess.run([unshare, "-n", sys.executable, "-m", "shared", "install", "--export"], cwd=ROOT, env=env,
+                             capture_output=True, timeout=120)
+    line = _one_line(out)
+    assert line.startswith("✗ --manifests: cannot reach OCI registry ghcr.io: name resolution failed"), line
+    assert "pass --manifests FILE or set FLUX_MANIFESTS" in line
+    assert "NameResolutionError" not in line and "HTTPSConnectionPool" not in line
+
+
+def test_unreachable_cluster_is_one_line_without_retry_warnings(tmp_path):
+    """The kubernetes client retries a refused connection; urllib3's 'Retrying (...)' warnings no longer
+    come before the one ✗ line, which says what to check."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true}}}}]
+users: [{{name: u, user: {{token: abc}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    out = run("bootstrap", "git", "--url", "http://127.0.0.1:9/o/p/_git/r", "--allow-insecure-http", "--token-auth",
+              "--kubeconfig", str(kubeconfig), "--manifests", str(V292),
+              env={"GIT_PASSWORD": "p", "GIT_ALLOWED_HOSTS": "127.0.0.1:9"})
+    err = out.stderr.decode()
+    assert out.returncode == 1
+    assert "Retrying" not in err and "urllib3" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"✗ cluster unreachable: https://127.0.0.1:{port}")
+    assert f"check that {kubeconfig} names a running cluster" in err
+
+
+def test_system_python_without_the_dependencies_gets_one_line_not_a_traceback():
+    """``python -S`` sees no site-packages, as the system Python without the venv: the CLI says to run
+    .ci/setup and use .venv/bin/python instead of ending in ModuleNotFoundError."""
+    out = subprocess.run([sys.executable, "-S", "-m", "shared", "bootstrap", "git", "--url", "https://dev.azure.com/o/p/_git/r",
+                          "--token-auth", "--kubeconfig", "f", "--manifests", str(V292)],
+                         cwd=ROOT, env={**os.environ, "GIT_PASSWORD": "p"}, capture_output=True, timeout=60)
+    line = _one_line(out)
+    assert "Traceback" not in out.stderr.decode()
+    assert line.startswith("✗ Python module ") and "run 'bash .ci/setup' once, then use .venv/bin/python -m shared" in line

@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ..errors import Conflict, UpstreamError
+from ..errors import Conflict, InvalidInput, UpstreamError
 from ..flux import Manifest
 from ..flux import distribution as flux_distribution
 from ..flux import install, kustomization, kustomize, patches, sourcesecret, sync
@@ -779,18 +779,21 @@ def _normalize_revision(revision: str | None) -> str | None:
     return f"{branch}@sha1:{sha}"
 
 
-def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: str | None = None, insecure_http: bool = False):
+def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: str | None = None, insecure_http: bool = False,
+            distribution=None):
     """Validate ``opts`` and load the distribution; touches neither repository nor cluster.
 
     ``manifests`` overrides the distribution source (else ``FLUX_MANIFESTS``, else the default OCI
-    artifact of ``opts.version``, which defaults to :data:`shared.flux.DEFAULT_VERSION`). Renders
-    the components once, so unknown or missing components fail here. Returns the
-    :class:`~shared.flux.distribution.Distribution`.
+    artifact of ``opts.version``, which defaults to :data:`shared.flux.DEFAULT_VERSION`); a
+    ``distribution`` already loaded is checked instead. Renders the components once, so unknown or
+    missing components fail here. Returns the :class:`~shared.flux.distribution.Distribution`.
 
     Raises InvalidInput (a field, including ``version`` for a release that does not exist or
     predates v2.0.0), NotFound (a named ``manifests`` source is missing), UpstreamError."""
     opts.validate()
-    dist = flux_distribution.load(manifests, opts.version, ca_file=ca_file, insecure_http=insecure_http)
+    dist = distribution or flux_distribution.load(manifests, opts.version, ca_file=ca_file, insecure_http=insecure_http)
+    if distribution is not None and opts.version not in (None, "latest") and dist.version != opts.version:
+        raise InvalidInput("version", f"requested {opts.version} but the distribution {dist.source} is {dist.version}")
     check_supported_version(dist.version)
     install.generate(dist, opts.install_options())  # raises InvalidInput for unknown/missing components
     return dist

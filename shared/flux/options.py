@@ -35,6 +35,10 @@ LATEST = "latest"
 #: gotk-sync.yaml is written with the ``v1`` GitRepository and Kustomization APIs, which Flux
 #: distributions serve from v2.0.0 on (fluxcd/flux2 commit 24452ecd).
 MIN_VERSION = (2, 0, 0)
+#: ``user@host:path``, git's scp-like SSH syntax (not a URL; Flux's url.Parse takes no scheme from it).
+_SCP_LIKE = re.compile(r"([A-Za-z0-9._~-]+)@([A-Za-z0-9.-]+):(?!//)([^\s]+)")
+#: ``host/path`` written without a scheme (``dev.azure.com/org/project/_git/repo``).
+_HOST_PATH = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]+)?/\S*")
 #: Characters Go's ``url.URL.EscapedPath`` keeps as they are in a path (``validEncoded``).
 _PATH_KEEP = "/!$&'()*+,;=:@[]-._~"
 
@@ -283,7 +287,17 @@ def sync_url(url: str, *, token_auth: bool, allow_insecure_http: bool, field: st
     if password:
         raise InvalidInput(field, "must not carry a password; the PAT is read from Key Vault (passwordSecret) or the environment")
     if parts.scheme not in ("https", "http", "ssh"):
-        raise InvalidInput(field, f"scheme {shown(parts.scheme or '(none)')} is not supported; use https:// (or ssh://)")
+        scp = _SCP_LIKE.fullmatch(url.strip())
+        if scp:  # git@ssh.dev.azure.com:v3/org/project/repo, as Azure DevOps shows it for "Clone with SSH"
+            user, host, path = scp.groups()
+            raise InvalidInput(field, f"{shown(url.strip())} is an scp-like SSH address, which Flux does not take; write it as "
+                                      f"the URL ssh://{user}@{host}/{path.lstrip('/')} (Azure DevOps: "
+                                      "ssh://git@ssh.dev.azure.com/v3/<org>/<project>/<repository>), or give the repository's "
+                                      "https:// URL for token auth")
+        if not parts.scheme and _HOST_PATH.fullmatch(url.strip()):
+            raise InvalidInput(field, f"{shown(url.strip())} has no scheme; write https://{url.strip()}")
+        raise InvalidInput(field, f"scheme {shown(parts.scheme or '(none)')} is not supported; use an https:// URL "
+                                  "(http:// with allowInsecureHttp, or ssh://)")
     if not hostname:
         raise InvalidInput(field, "has no host")
     if parts.scheme == "http" and not allow_insecure_http:

@@ -237,7 +237,7 @@ class _Registry:
         except requests.exceptions.Timeout as exc:
             raise OCIError(f"timeout after {self.timeout}s talking to OCI registry {self.host}") from exc
         except requests.exceptions.RequestException as exc:
-            raise OCIError(f"cannot reach OCI registry {self.host}: {exc}") from exc
+            raise OCIError(f"cannot reach OCI registry {self.host}: {_reason(exc)}") from exc
 
     def _authenticate(self, challenge: str) -> None:
         scheme, params = _parse_challenge(challenge)
@@ -584,3 +584,26 @@ def push_flux_manifests(ref: str, gotk_components: bytes, *, ca_file: str | None
         return digest
     finally:
         reg.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong with a connection, in a few words (not urllib3's nested reprs): ``name
+    resolution failed (no network or DNS?)``, ``connection refused``, ... ; else the exception's text."""
+    import socket
+
+    seen, cur = 0, exc
+    while cur is not None and seen < 10:
+        name = type(cur).__name__
+        if name == "NameResolutionError" or isinstance(cur, socket.gaierror):
+            return "name resolution failed (no network or DNS?)"
+        if isinstance(cur, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cur, (ConnectionResetError, BrokenPipeError)):
+            return "connection reset"
+        if isinstance(cur, OSError) and cur.errno is not None and cur.strerror:
+            return cur.strerror.lower()
+        nxt = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        cur, seen = nxt, seen + 1
+    return str(exc)
