@@ -142,6 +142,14 @@ class FluxEvent:
         return self._body
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _go_text(value: str) -> str:
+    """As Go's decoder reads it: an escaped lone surrogate (``"\\ud800"``) becomes U+FFFD."""
+    return _SURROGATE_RE.sub("\ufffd", value) if _SURROGATE_RE.search(value) else value
+
+
 def _str(data: dict, key: str, *, required: bool, where: str = "") -> str:
     value = data.get(key)
     if value is None:
@@ -150,7 +158,7 @@ def _str(data: dict, key: str, *, required: bool, where: str = "") -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidEvent(where + key, f"must be a string, not {type(value).__name__}")
-    return value
+    return _go_text(value)
 
 
 def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
@@ -206,7 +214,7 @@ def parse_event(body: bytes | str | dict, *, cluster_key: str = "cluster",
     for key, val in meta_in.items():
         if not isinstance(val, str):
             raise InvalidEvent(f"metadata.{_safe(key)}", f"must be a string, not {type(val).__name__}")
-        metadata[key] = val
+        metadata[_go_text(key)] = _go_text(val)
     resolved = cluster or metadata.get(cluster_key) or default_cluster
     if not resolved:
         raise InvalidEvent(f"metadata.{cluster_key}",

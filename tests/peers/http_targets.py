@@ -10,7 +10,8 @@ One threaded HTTP/1.1 server (keep-alive) records every request and answers like
   and ``createdBy``, and answers 201 Created; GET answers
   ``{"count", "value"}`` newest first.
 - Webhooks (Teams Workflows, Slack incoming webhook, generic): ``POST`` any other path, answered 200
-  (Slack's ``ok`` text body, Teams 202 as Power Automate does).
+  (Slack's ``ok`` text body, Teams 202 as Power Automate does; a Teams body over 28,000 bytes is refused
+  with 413, as Teams refuses messages over 28 KB).
 
 Faults on demand, per path prefix (:meth:`fail`): a list of planned answers (``429`` with ``Retry-After``,
 ``500``, ``"timeout"`` = hold the request past the client's timeout and drop it unanswered, ``"reset"`` =
@@ -40,6 +41,7 @@ import pytest
 from tests.peers._serving import serve_in_thread, stop_server
 
 ADO_STATES = {"notSet", "pending", "succeeded", "failed", "error", "notApplicable"}
+TEAMS_MAX_BYTES = 28_000  # Teams refuses larger messages (413), the stricter reading of its 28 KB
 
 
 @dataclass
@@ -229,7 +231,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif self.command == "POST" and split.path.startswith("/slack/"):
                 status, payload, ctype = 200, b"ok", "text/plain"
             elif self.command == "POST" and split.path.startswith("/teams/"):
-                status, payload, ctype = 202, b"", "text/plain"
+                if len(body) > TEAMS_MAX_BYTES:  # as Teams: "The message size limit is 28 KB"
+                    status, payload, ctype = 413, b'{"error": "MessageSizeTooBig"}', "application/json"
+                else:
+                    status, payload, ctype = 202, b"", "text/plain"
             elif self.command == "POST":
                 status, payload, ctype = 200, b"", "text/plain"
             else:
