@@ -8,7 +8,10 @@ and the status of the typed error otherwise (404 missing repository or branch, 4
 sync path or Flux managed by another tool, 500 a missing app setting, 502 a peer refused our
 credentials or failed, or a health check failed after the push). The whole run is bounded by
 :data:`shared.bootstrap.HTTP_BUDGET_SECONDS` so the answer comes within Azure's 230 s. The run itself
-is :mod:`shared.bootstrap.service`, which the fleet's queue worker drives too.
+is :mod:`shared.bootstrap.service`, which the fleet's queue worker drives too. Once the request is
+known good, the outcome is also published as the app's own event (``BootstrapSucceeded``, or
+``BootstrapFailed`` for anything but bad input, which the 400 answers; :mod:`shared.notify.app_events`;
+at most ``NOTIFY_PUBLISH_TIMEOUT_SECONDS`` more).
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ def _error(status: int, code: str, message: str, field: str | None = None, run=N
     return error_response(status, code, message, field, **extra)
 
 
+def _announce(request, result=None, error: str | None = None) -> None:
+    """Publish the outcome as the app's own event (``BootstrapSucceeded``, or ``BootstrapFailed`` with
+    ``error``; :mod:`shared.notify.app_events`) once the request is known good (``request``, a checked
+    :class:`shared.bootstrap.service.Request`): best effort and bounded, it never changes the answer."""
+    if request is None:
+        return
+    from shared.notify import app_events
+
+    opts = request.opts
+    app_events.announce_bootstrap(request.refs["clusterName"], namespace=opts.namespace, url=opts.sync_url,
+                                  branch=opts.branch, path=opts.path, result=result, error=error)
+
+
 @bp.function_name("bootstrap")
 @bp.route(route="bootstrap", methods=["POST"], auth_level=operation_auth_level())
 def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
@@ -50,29 +66,37 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     from shared.errors import FluxOpsError, InvalidInput, SettingError
 
     deadline = time.monotonic() + HTTP_BUDGET_SECONDS
+    request = None
     try:
         request = service.check_request(read_json(req))  # shape, allowlists, distribution: no call made yet
         outcome = service.run(request, deadline=deadline)
     except SettingError as exc:
         log.error("bootstrap cannot run: app setting %s", exc)
+        _announce(request, error=f"app setting {exc}")
         return _error(exc.status, exc.code, f"app setting {exc}")
-    except InvalidInput as exc:
+    except InvalidInput as exc:  # the caller's to fix: the 400 says what, no event
         log.warning("bootstrap rejected: %s", exc)
         return _error(400, exc.code, str(exc), exc.field)
     except FluxOpsError as exc:
         log.error("bootstrap failed: %s", exc)
+        _announce(request, error=str(exc))
         return _error(exc.status, exc.code, str(exc), exc.field)
     except service.RunFailed as failed:
         exc = failed.error
+        result = failed.run.result if failed.run is not None else None
         if isinstance(exc, FluxOpsError):
             log.error("bootstrap failed: %s", exc)
+            _announce(request, result, str(exc))
             return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run)
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
+        _announce(request, result, f"internal error ({type(exc).__name__})")
         return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=failed.run)
     except Exception as exc:  # a bug: answer in the same JSON shape; the traceback goes to the log
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=True)
+        _announce(request, error=f"internal error ({type(exc).__name__})")
         return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log")
     summary = outcome.summary()
+    _announce(request, outcome.result, outcome.failure)
     if outcome.failure:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
         log.error("bootstrap health check failed: %s", outcome.failure)

@@ -4,9 +4,11 @@
     python -m shared.notify list [--prefix undeliverable/] [--limit 100]
     python -m shared.notify replay [--prefix undeliverable/ | --name BLOB ...] [--limit 100] [--force]
     python -m shared.notify secret-name prod.weu-1 [--template flux-hmac-{cluster}]
+    python -m shared.notify send --file event.json     # publish Flux event(s) to the hub, end to end
 
 ``list``/``replay`` use the same app settings as the Functions (``NOTIFY_ROUTING``, storage,
-``KEY_VAULT_URL``). Exit codes: 0 done, 1 invalid input or something still failing, 2 storage unavailable.
+``KEY_VAULT_URL``); ``send`` the hub's (``NOTIFY_EVENTHUB__fullyQualifiedNamespace``, ``NOTIFY_EVENTHUB_NAME``).
+Exit codes: 0 done, 1 invalid input or something still failing, 2 storage unavailable.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     secret = sub.add_parser("secret-name", help="the Key Vault secret holding a cluster's generic-hmac key")
     secret.add_argument("cluster")
     secret.add_argument("--template", default="flux-hmac-{cluster}", help="the routing file's http.hmacSecret")
+    send = sub.add_parser("send", help="publish Flux event(s) from a JSON file to the Event Hub")
+    send.add_argument("--file", required=True, help="one Flux event (JSON object) or an array of them")
     args = ap.parse_args(argv)
+    if args.cmd == "send":
+        from .app_events import send_file
+
+        return send_file(args.file)
     if args.cmd == "secret-name":
         from .events import is_cluster_name
         from .routing import RoutingConfig

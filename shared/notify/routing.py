@@ -29,7 +29,9 @@ an ``eventSources`` entry matches on ``kind`` (case-insensitive), ``name`` (``*`
 passes all, ``error`` only errors; ``inclusionList`` then ``exclusionList`` (regexes on ``message``).
 ``matchLabels`` is out of scope and rejected. Like Flux, events with ``commit_status: update`` go only to
 ``azuredevops`` and generic targets, and ``azuredevops`` takes only events with ``commit``, with
-``commit_status: update`` or of severity ``error`` (``getNotificationParams``, NC v1.9).
+``commit_status: update`` or of severity ``error`` (``getNotificationParams``, NC v1.9). Besides Flux's
+kinds, ``eventSources`` may name the app's own ``FleetCluster`` (:mod:`.app_events`), which ``azuredevops``
+takes only with a revision (a bootstrap's commit).
 
 Every error is a :class:`RoutingConfigError` naming the entry, e.g. ``targets[2].inclusionList[0]``.
 """
@@ -51,6 +53,7 @@ TARGET_TYPES = ("azuredevops", "msteams", "slack", "generic", "generic-hmac")
 FLUX_KINDS = ("Bucket", "GitRepository", "Kustomization", "HelmRelease", "HelmChart", "HelmRepository",
               "ImageRepository", "ImagePolicy", "ImageUpdateAutomation", "OCIRepository",
               "ArtifactGenerator", "ExternalArtifact")
+APP_KINDS = ("FleetCluster",)  # the app's own events (shared.notify.app_events)
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 SECRET_RE = KEY_VAULT_NAME_RE  # names of Key Vault secrets, never URLs or keys
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -116,6 +119,8 @@ class Target:
         if any(p.search(event.message) for p in self.exclusion):
             return False
         if self.type == "azuredevops":
+            if event.kind in APP_KINDS and not event.revision():  # the app's events name a commit only after a push
+                return False
             return (bool(event.metadata.get("commit")) or event.is_commit_status_update()
                     or event.severity == "error")
         if event.is_commit_status_update() and self.type not in ("generic", "generic-hmac"):
@@ -247,9 +252,11 @@ def _target(spec: Any, where: str) -> Target:
         if extra:
             raise RoutingConfigError(f"{sw}.{sorted(extra)[0]}", "is not a field of an event source")
         kind_ = src.get("kind")
-        canon = next((k for k in FLUX_KINDS if isinstance(kind_, str) and k.lower() == kind_.lower()), None)
+        canon = next((k for k in FLUX_KINDS + APP_KINDS if isinstance(kind_, str) and k.lower() == kind_.lower()),
+                     None)
         if canon is None:
-            raise RoutingConfigError(f"{sw}.kind", f"{kind_!r} is not a Flux kind ({', '.join(FLUX_KINDS)})")
+            raise RoutingConfigError(f"{sw}.kind", f"{kind_!r} is not a Flux kind ({', '.join(FLUX_KINDS)}) "
+                                     f"or the app's ({', '.join(APP_KINDS)})")
         sname = src.get("name", "*")
         sns = src.get("namespace", "")
         if not isinstance(sname, str) or not sname or not isinstance(sns, str):

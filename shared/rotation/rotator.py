@@ -637,13 +637,18 @@ class Rotator:
 def rotate(records: Iterable, *, invalid: Iterable[tuple[str, str]] = (), **kwargs) -> RotationSummary:
     """Rotate ``records`` (see :class:`Rotator` for the keyword arguments) and log the summary.
     ``invalid``: ``(cluster name, reason)`` of registry rows that do not validate; each is listed as a
-    failed cluster (nothing is done to it). Raises ``SettingError`` for a bad app setting."""
+    failed cluster (nothing is done to it). Raises ``SettingError`` for a bad app setting. PAT expiry and
+    failures are then published as the app's own events (:mod:`shared.notify.app_events`; best effort)."""
+    records = list(records)
     summary = Rotator(**kwargs).run(records)
     for name, reason in invalid:
         summary.clusters.append(ClusterResult(name, errors=[
             f"registry record is invalid ({reason}); nothing done; fix it with PUT /api/registry/clusters/{name} "
             "or python -m shared registry add"]))
     summary.log()
+    from shared.notify import app_events
+
+    app_events.announce_rotation(summary, records)
     return summary
 
 
