@@ -248,7 +248,8 @@ def announce_rotation(summary, records: Iterable = ()):
 
 
 def announce_bootstrap(cluster: str, **kwargs):
-    """Publish :func:`from_bootstrap` (the bootstrap trigger's hook). Never raises."""
+    """Publish :func:`from_bootstrap` (the hook of ``POST /api/bootstrap``; a queue worker driving
+    :mod:`shared.bootstrap.service` calls it the same way). Never raises."""
     try:
         ev = from_bootstrap(cluster, **kwargs)
     except Exception:  # noqa: BLE001
