@@ -262,3 +262,30 @@ def test_source_secret_for_token_auth():
     assert sourcesecret.string_data(bearer_token="t") == {"bearerToken": "t"}
     with pytest.raises(InvalidInput):
         sourcesecret.string_data(username="git", password="")
+
+
+def test_sync_with_provider_azure_and_no_source_secret():
+    """``provider: azure`` in sync.Options.Provider's place (sorted keys: right after ``interval``), and no
+    ``secretRef`` when there is no source Secret: the rest is byte for byte the golden file's."""
+    url = "https://dev.azure.com/contoso/platform/_git/fleet"
+    golden = sync.generate(sync.SyncOptions(url=url, target_path="./clusters/aks-weu-1")).content
+    out = sync.generate(sync.SyncOptions(url=url, target_path="./clusters/aks-weu-1", provider="azure", secret=""))
+    assert out.content == golden.replace("  interval: 1m0s\n", "  interval: 1m0s\n  provider: azure\n").replace(
+        "  secretRef:\n    name: flux-system\n", "")
+    assert out.content.split("---\n")[1] == (
+        "apiVersion: source.toolkit.fluxcd.io/v1\n"
+        "kind: GitRepository\n"
+        "metadata:\n"
+        "  name: flux-system\n"
+        "  namespace: flux-system\n"
+        "spec:\n"
+        "  interval: 1m0s\n"
+        "  provider: azure\n"
+        "  ref:\n"
+        "    branch: main\n"
+        f"  url: {url}\n")
+    gitrepository, _ = sync.objects(sync.SyncOptions(url=url, provider="azure", secret=""))
+    assert gitrepository["spec"] == {"interval": "1m0s", "provider": "azure", "ref": {"branch": "main"}, "url": url}
+    # a provider with a secret keeps both, in Flux's key order (the CodeCommit form of v2.9)
+    both = sync.generate(sync.SyncOptions(url=url, provider="aws")).content
+    assert "  interval: 1m0s\n  provider: aws\n  ref:\n    branch: main\n  secretRef:\n    name: flux-system\n  url: " in both

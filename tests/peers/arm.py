@@ -30,6 +30,24 @@ with the CAE challenge (``error="insufficient_claims", claims=...``) that the SD
 ``OperationNotAllowed`` for credentials of a stopped cluster, 400 ``NoRegisteredProviderFound`` for an
 unknown api-version.
 
+It also serves the user-assigned managed identities the app federates (``Microsoft.ManagedIdentity``,
+REST reference learn.microsoft.com/rest/api/managedidentity; shapes as ``azure-mgmt-msi`` 7.1.0 deserialises
+them, api-version ``2024-11-30``), with the rules of "Considerations and restrictions for federated identity
+credentials" (learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations):
+
+- ``GET .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}`` → the identity
+  (``properties.clientId``, ``principalId``, ``tenantId``);
+- ``GET .../userAssignedIdentities/{name}/federatedIdentityCredentials`` → ``{"value": [...]}``;
+- ``GET|PUT|DELETE .../federatedIdentityCredentials/{fic}``: ``PUT`` answers 201 when it creates, 200 when it
+  updates. Names match ``^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$``; ``issuer`` an https URL, ``subject`` and one
+  audience, each at most 600 characters; at most 20 credentials per identity, an issuer and subject pair only
+  once (400 ``BadRequest``); writes to one identity while another is in flight are refused with 409
+  ``ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`` (:attr:`UserAssignedIdentity.write_delay`
+  widens the window a write holds).
+
+:meth:`ArmServer.add_identity` → :class:`UserAssignedIdentity`; ``forbid`` takes one too (actions
+``identity-read``, ``fic-read``, ``fic-write``, ``fic-delete``).
+
 Fixtures: ``arm_server`` (a started :class:`ArmServer`), ``arm_credential`` (a
 :class:`~tests.peers.entra_tokens.JwtTestCredential` whose tokens it accepts).
 """
@@ -38,6 +56,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import threading
 import time
@@ -200,10 +219,56 @@ class ManagedCluster:
                                 self._cert_user("masterclient", "system:masters"))
 
 
+MSI_PROVIDER = "Microsoft.ManagedIdentity"
+MSI_API_VERSION = "2024-11-30"
+MSI_API_VERSIONS = frozenset({MSI_API_VERSION, "2023-07-31-preview", "2023-01-31", "2022-01-31-preview",
+                              "2021-09-30-preview", "2018-11-30"})
+MSI_ACTIONS = {
+    "identity-read": "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+    "fic-read": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read",
+    "fic-write": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",
+    "fic-delete": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete",
+}
+MAX_FEDERATED_CREDENTIALS = 20
+_FIC_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}$")
+
+
+@dataclass
+class UserAssignedIdentity:
+    """A user-assigned managed identity as ARM knows it, with its federated identity credentials
+    (``federated``: lower-case name → the stored JSON resource, in creation order)."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    principal_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    location: str = "westeurope"
+    federated: dict = field(default_factory=dict)
+    forbidden: set = field(default_factory=set)  # MSI_ACTIONS keys answered 403
+    write_delay: float = 0.05  # seconds a credential write holds the identity (concurrent writes: 409)
+    writing: bool = False
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription}/resourcegroups/{self.resource_group}/providers/"
+                f"{MSI_PROVIDER}/userAssignedIdentities/{self.name}")
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "type": f"{MSI_PROVIDER}/userAssignedIdentities",
+                "location": self.location, "tags": {},
+                "properties": {"tenantId": TENANT_ID, "principalId": self.principal_id, "clientId": self.client_id,
+                               "isolationScope": "None"}}
+
+    def credentials(self) -> list[dict]:
+        """The stored federated credentials as ``{"name", "issuer", "subject", "audiences"}`` (for assertions)."""
+        return [{"name": f["name"], **f["properties"]} for f in self.federated.values()]
+
+
 @dataclass(frozen=True)
 class LoggedRequest:
     """One request as ARM saw it: ``action`` is ``read``, ``listclusterusercredential``,
-    ``listclusteradmincredential`` or None; ``oid`` the caller's object id when the token was accepted."""
+    ``listclusteradmincredential``, one of :data:`MSI_ACTIONS` or ``fic-list``, or None; ``oid`` the caller's object id when the token was accepted."""
 
     method: str
     path: str
@@ -223,6 +288,13 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
     return _Reply(status, {"error": {"code": code, "message": message}}, headers)
 
 
+def _forbidden(oid: str | None, action: str, scope: str) -> _Reply:
+    return _error(403, "AuthorizationFailed",
+                  f"The client '{oid}' with object id '{oid}' does not have authorization to perform action "
+                  f"'{action}' over scope '{scope}' or the scope is invalid. If access was recently "
+                  "granted, please refresh your credentials.")
+
+
 _CHALLENGE = 'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", error_description="{}"'
 
 
@@ -239,6 +311,7 @@ class ArmServer(HttpsPeer):
         self.request_log: list[LoggedRequest] = []
         self._groups: dict[tuple[str, str], str] = {}  # (sub, rg lower) -> rg as created
         self._clusters: dict[tuple[str, str, str], ManagedCluster] = {}
+        self._identities: dict[tuple[str, str, str], UserAssignedIdentity] = {}
         self._seen_tokens: set[str] = set()
         self._revoked: set[str] = set()
         self._lock = threading.RLock()
@@ -262,9 +335,19 @@ class ArmServer(HttpsPeer):
             self._clusters[(sub.lower(), resource_group.lower(), name.lower())] = mc
         return mc
 
-    def forbid(self, cluster: ManagedCluster, *actions: str) -> None:
-        """Answer ``403 AuthorizationFailed`` to these actions on ``cluster`` (all three when none given)."""
-        cluster.forbidden.update(actions or ACTIONS.keys())
+    def add_identity(self, name: str, *, resource_group: str = "rg-identities", subscription: str | None = None,
+                     **kwargs) -> UserAssignedIdentity:
+        sub = subscription or self.subscription
+        self.add_resource_group(sub, resource_group)
+        identity = UserAssignedIdentity(sub, resource_group, name, **kwargs)
+        with self._lock:
+            self._identities[(sub.lower(), resource_group.lower(), name.lower())] = identity
+        return identity
+
+    def forbid(self, resource, *actions: str) -> None:
+        """Answer ``403 AuthorizationFailed`` to these actions on ``resource`` (a :class:`ManagedCluster` or a
+        :class:`UserAssignedIdentity`; all of its actions when none are given)."""
+        resource.forbidden.update(actions or (MSI_ACTIONS if isinstance(resource, UserAssignedIdentity) else ACTIONS).keys())
 
     def revoke_sessions(self) -> None:
         """CAE: every token presented so far gets the ``insufficient_claims`` challenge from now on."""
@@ -313,13 +396,16 @@ class ArmServer(HttpsPeer):
             self._seen_tokens.add(token)
         return str(claims.get("oid"))
 
-    def _handle(self, method: str, path: str, query: dict, authorization: str | None) -> tuple[_Reply, str | None, str | None]:
+    def _handle(self, method: str, path: str, query: dict, authorization: str | None,
+                body: bytes = b"") -> tuple[_Reply, str | None, str | None]:
         action: str | None = None
         oid: str | None = None
         try:
             oid = self._authenticate(authorization)
             parts = [unquote(p) for p in path.strip("/").split("/")]
             low = [p.lower() for p in parts]
+            if len(low) > 5 and low[4] == "providers" and low[5] == MSI_PROVIDER.lower():
+                return self._handle_msi(method, parts, low, query, body, oid)
             if len(parts) < 8 or low[0] != "subscriptions" or low[2] != "resourcegroups" or low[4] != "providers" \
                     or low[5] != PROVIDER.lower() or low[6] != "managedclusters" or len(parts) > 9:
                 raise _error(404, "InvalidResourceType", f"The resource type could not be found in the namespace for "
@@ -328,28 +414,10 @@ class ArmServer(HttpsPeer):
             if action not in ACTIONS or (action == "read") != (method == "GET") or (action != "read" and method != "POST"):
                 raise _error(405 if action in ACTIONS else 404, "InvalidResourceType" if action not in ACTIONS else "MethodNotAllowed",
                              f"{method} {path} is not supported by the ARM test server.")
-            api_version = query.get("api-version")
-            if not api_version:
-                raise _error(400, "MissingApiVersionParameter",
-                             "The api-version query parameter (?api-version=) is required for all requests.")
-            if api_version not in API_VERSIONS:
-                raise _error(400, "NoRegisteredProviderFound",
-                             f"No registered resource provider found for location 'westeurope' and API version "
-                             f"'{api_version}' for type 'managedClusters'. The supported api-versions are "
-                             f"'{', '.join(sorted(API_VERSIONS))}'.")
-            sub, rg, name = parts[1], parts[3], parts[7]
-            with self._lock:
-                if not any(s == sub.lower() for s, _ in self._groups):
-                    raise _error(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
-                if (sub.lower(), rg.lower()) not in self._groups:
-                    raise _error(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
-                mc = self._clusters.get((sub.lower(), rg.lower(), name.lower()))
+            mc, sub, rg, name = self._locate(parts, query, API_VERSIONS, "managedClusters", self._clusters)
             scope = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/managedClusters/{name}"
             if mc is not None and action in mc.forbidden:
-                raise _error(403, "AuthorizationFailed",
-                             f"The client '{oid}' with object id '{oid}' does not have authorization to perform action "
-                             f"'{ACTIONS[action]}' over scope '{scope}' or the scope is invalid. If access was recently "
-                             "granted, please refresh your credentials.")
+                raise _forbidden(oid, ACTIONS[action], scope)
             if mc is None:
                 raise _error(404, "ResourceNotFound", f"The Resource '{PROVIDER}/managedClusters/{name}' under resource "
                              f"group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
@@ -373,6 +441,124 @@ class ArmServer(HttpsPeer):
             return reply, action, oid
 
 
+    def _locate(self, parts: list[str], query: dict, versions: frozenset, type_name: str, resources: dict):
+        """Check ``api-version``, the subscription and the resource group as ARM does (400, 404), then
+        ``(resource or None, subscription, resource group, name)``."""
+        api_version = query.get("api-version")
+        if not api_version:
+            raise _error(400, "MissingApiVersionParameter",
+                         "The api-version query parameter (?api-version=) is required for all requests.")
+        if api_version not in versions:
+            raise _error(400, "NoRegisteredProviderFound",
+                         f"No registered resource provider found for location 'westeurope' and API version "
+                         f"'{api_version}' for type '{type_name}'. The supported api-versions are "
+                         f"'{', '.join(sorted(versions))}'.")
+        sub, rg, name = parts[1], parts[3], parts[7]
+        with self._lock:
+            if not any(s == sub.lower() for s, _ in self._groups):
+                raise _error(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+            if (sub.lower(), rg.lower()) not in self._groups:
+                raise _error(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+            return resources.get((sub.lower(), rg.lower(), name.lower())), sub, rg, name
+
+    # Microsoft.ManagedIdentity ----------------------------------------------------------------------
+    def _msi_action(self, method: str, low: list[str]) -> str:
+        if len(low) == 8 and method == "GET":
+            return "identity-read"
+        if len(low) == 9 and low[8] == "federatedidentitycredentials" and method == "GET":
+            return "fic-list"
+        if len(low) == 10 and low[8] == "federatedidentitycredentials":
+            action = {"GET": "fic-read", "PUT": "fic-write", "DELETE": "fic-delete"}.get(method)
+            if action:
+                return action
+        raise _error(405 if len(low) in (8, 9, 10) else 404, "MethodNotAllowed" if len(low) in (8, 9, 10) else "InvalidResourceType",
+                     f"{method} {'/'.join(low)} is not supported by the ARM test server.")
+
+    def _handle_msi(self, method: str, parts: list[str], low: list[str], query: dict, body: bytes,
+                    oid: str | None) -> tuple[_Reply, str | None, str | None]:
+        action: str | None = None
+        try:
+            if len(low) < 8 or low[0] != "subscriptions" or low[2] != "resourcegroups" or low[6] != "userassignedidentities":
+                raise _error(404, "InvalidResourceType", "The resource type could not be found in the namespace "
+                             f"'{MSI_PROVIDER}' for api version '{query.get('api-version')}'.")
+            action = self._msi_action(method, low)
+            identity, sub, rg, name = self._locate(parts, query, MSI_API_VERSIONS, "userAssignedIdentities", self._identities)
+            scope = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{MSI_PROVIDER}/userAssignedIdentities/{name}"
+            needed = "fic-read" if action == "fic-list" else action
+            if identity is not None and needed in identity.forbidden:
+                raise _forbidden(oid, MSI_ACTIONS[needed], scope)
+            if identity is None:
+                raise _error(404, "ResourceNotFound", f"The Resource '{MSI_PROVIDER}/userAssignedIdentities/{name}' under "
+                             f"resource group '{rg}' was not found. For more details please go to "
+                             "https://aka.ms/ARMResourceNotFoundFix")
+            if action == "identity-read":
+                return _Reply(200, identity.to_json()), action, oid
+            if action == "fic-list":
+                with self._lock:
+                    return _Reply(200, {"value": list(identity.federated.values())}), action, oid
+            fic = parts[9]
+            with self._lock:
+                current = identity.federated.get(fic.lower())
+            if action == "fic-read":
+                if current is None:
+                    raise _error(404, "ResourceNotFound", f"The Resource '{MSI_PROVIDER}/userAssignedIdentities/{name}/"
+                                 f"federatedIdentityCredentials/{fic}' under resource group '{rg}' was not found.")
+                return _Reply(200, current), action, oid
+            with self._lock:  # a write: one at a time per identity, as the service demands
+                if identity.writing:
+                    raise _error(409, "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+                                 "Too many Federated Identity Credentials are written concurrently for the managed "
+                                 f"identity {scope}. Concurrent Federated Identity Credentials writes under the same "
+                                 "managed identity are not supported.")
+                identity.writing = True
+            try:
+                time.sleep(identity.write_delay)
+                if action == "fic-delete":
+                    with self._lock:
+                        found = identity.federated.pop(fic.lower(), None)
+                    return _Reply(200 if found else 204), action, oid
+                return self._put_fic(identity, fic, current, body), action, oid
+            finally:
+                with self._lock:
+                    identity.writing = False
+        except _Reply as reply:
+            return reply, action, oid
+
+    def _put_fic(self, identity: UserAssignedIdentity, fic: str, current: dict | None, body: bytes) -> _Reply:
+        if not _FIC_NAME.fullmatch(fic):
+            raise _error(400, "BadRequest", f"The federated identity credential name '{fic}' is invalid: it must start "
+                         "with a letter or number and have 3 to 120 letters, numbers, '-' or '_'.")
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            raise _error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.") from None
+        props = doc.get("properties") if isinstance(doc, dict) else None
+        if not isinstance(props, dict):
+            raise _error(400, "BadRequest", "The request body must have properties.")
+        issuer, subject, audiences = props.get("issuer"), props.get("subject"), props.get("audiences")
+        if not isinstance(issuer, str) or not issuer.startswith("https://") or len(issuer) > 600:
+            raise _error(400, "BadRequest", "Issuer must be a valid https URL of at most 600 characters.")
+        if not isinstance(subject, str) or not subject or len(subject) > 600:
+            raise _error(400, "BadRequest", "Subject is required and must be at most 600 characters.")
+        if (not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str)
+                or not audiences[0] or len(audiences[0]) > 600):
+            raise _error(400, "BadRequest", "Audiences must have exactly one value of at most 600 characters.")
+        with self._lock:
+            for key, other in identity.federated.items():
+                if key != fic.lower() and (other["properties"]["issuer"], other["properties"]["subject"]) == (issuer, subject):
+                    raise _error(400, "BadRequest", f"Federated identity credential '{other['name']}' of this identity "
+                                 "already has the same issuer and subject.")
+            if current is None and len(identity.federated) >= MAX_FEDERATED_CREDENTIALS:
+                raise _error(400, "BadRequest", f"Too many federated identity credentials: an identity can have at most "
+                             f"{MAX_FEDERATED_CREDENTIALS}.")
+            name = current["name"] if current is not None else fic
+            stored = {"id": f"{identity.id}/federatedIdentityCredentials/{name}", "name": name,
+                      "type": f"{MSI_PROVIDER}/userAssignedIdentities/federatedIdentityCredentials",
+                      "properties": {"issuer": issuer, "subject": subject, "audiences": list(audiences)}}
+            identity.federated[fic.lower()] = stored
+        return _Reply(201 if current is None else 200, stored)
+
+
 class _HTTPServer(TLSHTTPServer):
     def __init__(self, addr, handler, ssl_context: ssl.SSLContext, arm: ArmServer):
         super().__init__(addr, handler, ssl_context)
@@ -393,10 +579,9 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         try:
-            reply, action, oid = arm._handle(self.command, split.path, query, self.headers.get("Authorization"))
+            reply, action, oid = arm._handle(self.command, split.path, query, self.headers.get("Authorization"), body)
         except Exception as exc:  # a bug in the fake: answer 500 so the test sees it
             reply, action, oid = _error(500, "InternalServerError", f"test server bug: {type(exc).__name__}: {exc}"), None, None
         with arm._lock:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from shared import errors
+from shared.ports.azure.arm import ArmClients, ArmResourceId, Role, arm_detail, arm_endpoint_setting
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,6 @@ AKS_SCOPE = f"{AKS_SERVER_APP_ID}/.default"
 TOKEN_REFRESH_SECONDS = 300.0
 #: Seconds a cluster's endpoint and CA are kept per process (app setting ``AKS_ENDPOINT_CACHE_SECONDS``).
 DEFAULT_CACHE_SECONDS = 600.0
-
-
-@dataclass(frozen=True)
-class Role:
-    """An Azure built-in role: its name and its role definition GUID (functions-platform.md §5.3)."""
-
-    name: str
-    id: str
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.id})"
 
 
 #: ARM: ``managedClusters/read`` and ``listClusterUserCredential``: what the ARM path needs on the cluster.
@@ -82,48 +71,17 @@ RBAC_ADMIN_ROLE = Role("Azure Kubernetes Service RBAC Admin", "3498e952-d568-435
 #: (learn.microsoft.com/azure/aks/entra-id-authorization): not enough for a Flux GitRepository.
 RBAC_WRITER_ROLE = Role("Azure Kubernetes Service RBAC Writer", "a7ffa36f-339b-4b5c-8bdf-e2c188b2c0eb")
 
-_RESOURCE_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"/resourcegroups/(?P<rg>[-\w.()]{0,89}[-\w()])"
-    r"/providers/microsoft\.containerservice/managedclusters/(?P<name>[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?)$",
-    re.IGNORECASE)
-_SHAPE = "/subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{name}"
-
-
 @dataclass(frozen=True, eq=False)
-class ClusterResourceId:
-    """An AKS managed cluster's Azure resource ID, compared case-insensitively as ARM does.
+class ClusterResourceId(ArmResourceId):
+    """An AKS managed cluster's Azure resource ID (``/subscriptions/<id>/resourceGroups/<rg>/providers/
+    Microsoft.ContainerService/managedClusters/<name>``), compared case-insensitively as ARM does; see
+    :class:`~shared.ports.azure.arm.ArmResourceId`."""
 
-    ``str()`` is the canonical spelling (``/subscriptions/<id>/resourceGroups/<rg>/providers/
-    Microsoft.ContainerService/managedClusters/<name>``, group and name as given); :attr:`key` is its lower
-    case (cache and memo keys)."""
-
-    subscription_id: str
-    resource_group: str
-    name: str
-
-    @classmethod
-    def parse(cls, value: Any, field: str = "clusterResourceId") -> "ClusterResourceId":
-        """Raises ``InvalidInput(field)`` for anything but a managed cluster's resource ID."""
-        if not isinstance(value, str) or len(value) > 400 or not (m := _RESOURCE_ID.match(value)):
-            shown = repr(value) if isinstance(value, str) and len(value) <= 200 else type(value).__name__
-            raise errors.InvalidInput(field, f"{shown} is not the resource ID of an AKS cluster; expected {_SHAPE} "
-                                             "(az aks show --query id)")
-        return cls(m["sub"].lower(), m["rg"], m["name"])
-
-    def __str__(self) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/"
-                f"Microsoft.ContainerService/managedClusters/{self.name}")
-
-    @property
-    def key(self) -> str:
-        return str(self).lower()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClusterResourceId) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
+    TYPE = "Microsoft.ContainerService/managedClusters"
+    NAME = r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+    WHAT = "an AKS cluster"
+    HINT = "az aks show --query id"
+    FIELD = "clusterResourceId"
 
 
 @dataclass(frozen=True)
@@ -251,15 +209,6 @@ def _text(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
-def _arm_detail(exc: Any) -> tuple[int | None, str, str]:
-    """(status, ARM error code, ARM message) of an ``HttpResponseError``."""
-    status = getattr(exc, "status_code", None)
-    err = getattr(exc, "error", None)
-    code = str(getattr(err, "code", None) or getattr(exc, "reason", None) or "")
-    message = str(getattr(err, "message", None) or "").strip() or str(getattr(exc, "message", "") or "").strip()
-    return status, code, message.splitlines()[0][:500] if message else ""
-
-
 class AksClient:
     """ARM reads of AKS managed clusters with one ``TokenCredential`` (the Function's managed identity).
 
@@ -271,17 +220,12 @@ class AksClient:
     def __init__(self, credential, *, base_url: str | None = None, connection_verify: str | bool | None = None,
                  cache_ttl: float = DEFAULT_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic,
                  **client_kwargs: Any):
+        self._arm = ArmClients(credential, _container_service_client, base_url=base_url,
+                               connection_verify=connection_verify, **client_kwargs)
         self.credential = credential
-        self.base_url = base_url.rstrip("/") if base_url else None
+        self.base_url = self._arm.base_url
         self.cache_ttl = cache_ttl
         self._clock = clock
-        self._client_kwargs = dict(client_kwargs)
-        if connection_verify is not None:
-            self._client_kwargs["connection_verify"] = connection_verify
-        self._client_kwargs.setdefault("retry_total", 2)
-        self._client_kwargs.setdefault("connection_timeout", 10)
-        self._client_kwargs.setdefault("read_timeout", 30)
-        self._clients: dict[str, Any] = {}
         self._cache: dict[tuple[str, bool], tuple[float, ClusterEndpoint]] = {}
         self._key_locks: dict[tuple[str, bool], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -293,61 +237,18 @@ class AksClient:
         ``SettingError`` naming the setting."""
         from shared.settings import number
 
-        base_url = (environ.get("AZURE_RESOURCE_MANAGER_ENDPOINT") or "").strip() or None
-        if base_url is not None:
-            parts = urlsplit(base_url)
-            if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-                raise errors.SettingError("AZURE_RESOURCE_MANAGER_ENDPOINT", "app setting must be an https:// URL")
         ttl = number(environ, "AKS_ENDPOINT_CACHE_SECONDS", DEFAULT_CACHE_SECONDS, maximum=86400)
-        return cls(credential, base_url=base_url, cache_ttl=ttl)
+        return cls(credential, base_url=arm_endpoint_setting(environ), cache_ttl=ttl)
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
-            c.close()
+        self._arm.close()
 
     def _client(self, subscription_id: str):
-        with self._lock:
-            client = self._clients.get(subscription_id)
-            if client is None:
-                from azure.mgmt.containerservice import ContainerServiceClient
-
-                client = ContainerServiceClient(self.credential, subscription_id, base_url=self.base_url,
-                                                **self._client_kwargs)
-                self._clients[subscription_id] = client
-            return client
-
-    # -- errors -------------------------------------------------------------------------------------
+        return self._arm.client(subscription_id)
 
     def _map(self, exc: BaseException, rid: ClusterResourceId, action: str, role: Role) -> errors.FluxOpsError:
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-
-        if isinstance(exc, errors.FluxOpsError):
-            return exc
-        if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None):
-            status, code, message = _arm_detail(exc)
-            detail = f"{message} ({code})" if code else message
-            if status == 404:
-                return errors.InvalidInput("clusterResourceId", f"managed cluster {rid} not found: {detail}")
-            if status == 403:
-                return errors.AuthenticationFailed(
-                    f"ARM refused {action} on {rid}: {detail}; assign the Function's managed identity the "
-                    f"{role} role on the cluster", field="clusterResourceId")
-            if status == 401:
-                return errors.AuthenticationFailed(f"ARM did not accept the Function's token for {action} on {rid}: {detail}",
-                                                   field="clusterResourceId")
-            if status == 409:
-                return errors.Conflict(f"ARM refused {action} on {rid}: {detail}", field="clusterResourceId")
-            return errors.UpstreamError(f"ARM answered {status} to {action} on {rid}: {detail}", field="clusterResourceId")
-        if isinstance(exc, ClientAuthenticationError):  # the credential could not get an ARM token
-            return errors.AuthenticationFailed(
-                f"cannot get an Entra ID token for Azure Resource Manager with the Function's identity "
-                f"({type(exc).__name__})", field="clusterResourceId")
-        if isinstance(exc, ServiceRequestError):
-            return errors.UpstreamError(f"Azure Resource Manager unreachable ({self.base_url or 'https://management.azure.com'}) "
-                                        f"for {action} on {rid}", field="clusterResourceId")
-        return errors.UpstreamError(f"{action} on {rid} failed ({type(exc).__name__})", field="clusterResourceId")
+        return self._arm.map_error(exc, rid, action, field="clusterResourceId", what="managed cluster", role=role,
+                                   scope="the cluster")
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -391,7 +292,7 @@ class AksClient:
             try:
                 creds = ops.list_cluster_admin_credentials(rid.resource_group, rid.name)
             except Exception as exc:  # noqa: BLE001 - mapped
-                status, code, message = _arm_detail(exc)
+                status, code, message = arm_detail(exc)
                 if status == 400 and "local account" in message.lower():
                     raise errors.Conflict(
                         f"managed cluster {rid} has local accounts disabled (disableLocalAccounts: true), so ARM refused "
@@ -420,6 +321,12 @@ class AksClient:
                  "local admin account" if local_accounts else "Entra ID token")
         return ClusterEndpoint(server=server, ca_data=ca_data, info=info, local_accounts=local_accounts,
                                admin_kubeconfig=kubeconfig if local_accounts else None)
+
+
+def _container_service_client(credential, subscription_id: str, **kwargs: Any):
+    from azure.mgmt.containerservice import ContainerServiceClient
+
+    return ContainerServiceClient(credential, subscription_id, **kwargs)
 
 
 def _first_kubeconfig(creds: Any, rid: ClusterResourceId, action: str) -> str:
