@@ -259,6 +259,7 @@ def build_parser() -> Parser:
                           description="Render gotk-components.yaml as 'flux install --export' does.")
     bool_flag(inst, "--export", help="write the install manifests to stdout and exit (required: this command only exports)")
     _add_install_flags(inst)
+    _add_pod_flags(inst)
     _add_global_flags(inst, kube=False)
 
     boot = sub.add_parser("bootstrap", help="deploy Flux on a cluster the GitOps way",
@@ -288,6 +289,14 @@ examples:
 """
 
 
+def _add_pod_flags(p) -> None:
+    """Flags that change every controller Deployment (pkg/manifestgen/install/templates.go node-selector patch)."""
+    flag(p, "--toleration-keys", type=_csv, default=[], example="CriticalAddonsOnly",
+         help="list of toleration keys used to schedule the controller pods onto nodes with matching taints")
+    flag(p, "--image-pull-secret", default="", example="regcred",
+         help="Kubernetes secret name used for pulling the controller images from a private registry")
+
+
 def _add_bootstrap_git_flags(git) -> None:
     g = git.add_argument_group("bootstrap git flags")
     flag(g, "--url", required=True, example="https://dev.azure.com/<org>/<project>/_git/<repository>",
@@ -307,7 +316,13 @@ def _add_bootstrap_git_flags(git) -> None:
 
     b = git.add_argument_group("bootstrap flags")
     _add_install_flags(b)
+    _add_pod_flags(b)
     flag(b, "--branch", default="main", help="Git branch")
+    bool_flag(b, "--recurse-submodules", help="when enabled, configures the GitRepository source to initialize and include "
+              "Git submodules in the artifact it produces")
+    flag(b, "--sparse-checkout", type=_csv, default=[], example="clusters/my-cluster,infrastructure",
+         help="list of directories of the repository that the GitRepository source checks out, accepts comma-separated "
+              "values (all of the repository by default)")
     bool_flag(b, "--token-auth", help="when enabled, the personal access token will be used instead of the SSH deploy "
               "key (required here, unless --with-bearer-token: this CLI authenticates with a token)")
     flag(b, "--ssh-hostkey-algos", type=_csv, default=None, metavar="strings", example="rsa-sha2-512,rsa-sha2-256",
@@ -315,6 +330,14 @@ def _add_bootstrap_git_flags(git) -> None:
               "source-controller and image-automation-controller through flux-system/kustomization.yaml")
     flag(b, "--secret-name", default=DEFAULT_NAMESPACE,
          help="name of the secret the sync credentials can be found in or stored to")
+    flag(b, "--ca-file", example="ado-server-ca.pem",
+         help="path to TLS CA file used for validating self-signed certificates (PEM; trusted for the Git server "
+              "besides the system CAs and written to the source secret as ca.crt)")
+    flag(b, "--registry-creds", help="container registry credentials in the format 'user:password', requires "
+         "--image-pull-secret to be set; never given on the command line here: use --registry-creds-env")
+    flag(b, "--registry-creds-env", metavar="VAR", example="FLUX_REGISTRY_CREDS",
+         help="environment variable holding the container registry credentials as 'user:password' (Flux's "
+              "--registry-creds); the docker-registry secret --image-pull-secret is created from them")
     flag(b, "--author-name", default="Flux", help="author name for Git commits")
     flag(b, "--author-email", default="", help="author email for Git commits")
     flag(b, "--commit-message-appendix", default="", help="string to add to the commit messages, e.g. '[ci skip]'")
@@ -419,6 +442,7 @@ def _install(args) -> int:
         components=tuple(args.components), components_extra=tuple(args.components_extra), namespace=args.namespace,
         registry=args.registry, network_policy=args.network_policy, watch_all_namespaces=args.watch_all_namespaces,
         log_level=args.log_level, cluster_domain=args.cluster_domain,
+        toleration_keys=tuple(args.toleration_keys), image_pull_secret=args.image_pull_secret,
     )
     opts.validate()
     check_registry(opts.registry, field="registry")
@@ -443,6 +467,9 @@ def _bootstrap(args) -> int:
     started = time.monotonic()
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
+    if args.registry_creds is not None:
+        raise InvalidInput("--registry-creds", "is not read from the command line; put 'user:password' in an environment "
+                                               "variable and pass --registry-creds-env VAR")
     if not (args.token_auth or args.with_bearer_token):
         raise InvalidInput("--token-auth", "is required: this CLI authenticates with a token (a PAT over HTTPS, or "
                                            "--with-bearer-token); add --token-auth")
@@ -462,8 +489,12 @@ def _bootstrap(args) -> int:
         watch_all_namespaces=args.watch_all_namespaces, log_level=args.log_level, cluster_domain=args.cluster_domain,
         timeout=timeout, force=args.force,
         ssh_hostkey_algos=tuple(args.ssh_hostkey_algos) if args.ssh_hostkey_algos is not None else None,
+        toleration_keys=tuple(args.toleration_keys), image_pull_secret=args.image_pull_secret,
+        recurse_submodules=args.recurse_submodules, sparse_checkout=tuple(args.sparse_checkout),
     )
     opts.validate()
+    ca_crt = _ca_file(args.ca_file)
+    registry_creds = _registry_creds(args)
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
     if not password:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset; export the PAT "
@@ -503,14 +534,72 @@ def _bootstrap(args) -> int:
             + " names a running cluster this machine can reach, or name another with --kubeconfig/--context")
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
     credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
+    credentials.ca_crt, credentials.registry_creds = ca_crt, registry_creds
+    if args.verbose:
+        _print_generated(opts, credentials)
     try:
-        result = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress).run()
+        bootstrapper = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress,
+                                           deadline=started + timeout if timeout > 0 else None, deadline_is_timeout=True)
+        result = bootstrapper.run()
     finally:
         cluster.close()
     failure = result.health_error()
     if failure:
         raise RuntimeError(failure)
     return 0
+
+
+def _ca_file(path: str | None) -> str | None:
+    """``--ca-file``: the file's PEM certificates, as Flux reads them (``os.ReadFile``), checked before use."""
+    from .errors import InvalidInput
+
+    if path is None:
+        return None
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidInput("--ca-file", f"unable to read TLS CA file {path}: {exc.strerror}") from None
+    from cryptography import x509
+
+    try:
+        if not x509.load_pem_x509_certificates(data):
+            raise ValueError
+        return data.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("--ca-file", f"{path} holds no PEM certificates (-----BEGIN CERTIFICATE-----); give the CA "
+                                        "the Git server's certificate chains to, in PEM") from None
+
+
+def _registry_creds(args) -> tuple[str, str] | None:
+    """``--registry-creds-env VAR``: ``user:password`` from that environment variable (Flux's
+    ``--registry-creds``), which needs ``--image-pull-secret``."""
+    from .errors import InvalidInput
+    from .flux.sourcesecret import parse_registry_creds
+
+    if args.registry_creds_env is None:
+        return None
+    if not args.image_pull_secret:
+        raise InvalidInput("--registry-creds-env", "requires --image-pull-secret to be set (the name of the docker-registry "
+                                                   "Secret the credentials are written to), as --registry-creds does")
+    value = os.environ.get(args.registry_creds_env)
+    if not value:
+        raise InvalidInput("--registry-creds-env", f"environment variable {args.registry_creds_env} is empty or unset; "
+                                                   f"export 'user:password' in it")
+    return parse_registry_creds(value, "--registry-creds-env")
+
+
+def _print_generated(opts, credentials) -> None:
+    """``--verbose``: the generated sync manifests, and the Secrets by name and keys (never values)."""
+    from .flux import sync
+
+    manifest = sync.generate(opts.sync_options())
+    print(f"--- {manifest.path}\n{manifest.content}", file=sys.stderr, end="")
+    keys = ["bearerToken"] if credentials.bearer_token else ["username", "password"]
+    keys += ["ca.crt"] if credentials.ca_crt else []
+    print(f"--- Secret {opts.namespace}/{opts.secret_name} (keys: {', '.join(keys)})", file=sys.stderr)
+    if credentials.registry_creds and opts.image_pull_secret:
+        print(f"--- Secret {opts.namespace}/{opts.image_pull_secret} (type kubernetes.io/dockerconfigjson, "
+              f"registry {opts.registry})", file=sys.stderr)
 
 
 def _registry(args) -> int:

@@ -66,6 +66,7 @@ from urllib.parse import unquote, urlsplit
 
 from shared import errors
 from shared.errors import shown
+from shared.flux.options import REGISTRY
 
 GIT_ALLOWED_HOSTS = "GIT_ALLOWED_HOSTS"
 DEFAULT_GIT_ALLOWED_HOSTS = "dev.azure.com,ssh.dev.azure.com,*.visualstudio.com"
@@ -87,7 +88,6 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)")
-_REGISTRY = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*")
 #: YAML 1.1 / 1.2 plain scalars that do not load as strings (names written unquoted into Flux YAML).
 _YAML_NON_STRING = re.compile(
     r"(y|n|yes|no|on|off|true|false|null|[-+]?[0-9][0-9_]*|0x[0-9a-f_]+|0o[0-7_]+|0b[01_]+"
@@ -550,6 +550,54 @@ def git_credential(secret, dest: GitDestination | GitURL, *, field: str) -> str:
     return secret.value
 
 
+#: Tag of a Key Vault secret holding container registry credentials (``user:password``): the
+#: comma-separated registries (``myacr.azurecr.io``, ``myacr.azurecr.io/fluxcd``) they may be written for.
+REGISTRIES_TAG = "flux-registries"
+
+
+def ca_bundle(secret, *, field: str = "caFileSecret") -> str:
+    """The CA certificates (PEM) held by Key Vault secret ``secret`` for ``--ca-file``: only PEM
+    certificates pass (public data, so no tag is needed; a PAT or a key named here is refused, and
+    nothing of it is echoed or written anywhere). Raises :class:`DestinationRefused` naming ``field``."""
+    from cryptography import x509
+
+    value = secret.value or ""
+    if is_kubeconfig(secret) or "PRIVATE KEY" in value:
+        raise _refuse(field, f"Key Vault secret {shown(secret.name)} is not a CA certificate; name the secret holding the "
+                             "Git server's CA in PEM (az keyvault secret set --vault-name <vault> --name <name> --file ca.pem)")
+    try:
+        certs = x509.load_pem_x509_certificates(value.encode())
+    except (ValueError, UnicodeEncodeError):
+        certs = []
+    if not certs:
+        raise _refuse(field, f"Key Vault secret {shown(secret.name)} does not hold PEM certificates (-----BEGIN CERTIFICATE-----); "
+                             "store the Git server's CA there (az keyvault secret set --vault-name <vault> --name <name> --file ca.pem)")
+    return value
+
+
+def registry_credential(secret, registry: str, *, field: str = "registryCredsSecret") -> str:
+    """The ``user:password`` held by Key Vault secret ``secret``, if its owner allowed it for image
+    registry ``registry``: tag :data:`REGISTRIES_TAG` lists the registry or a registry above it, and
+    the secret is not a kubeconfig. The credential is written to the cluster (a docker-registry
+    Secret the kubelet sends to that registry). Raises :class:`DestinationRefused` naming ``field``."""
+    name = secret.name
+    how = (f"az keyvault secret set --vault-name <vault> --name {name} --value '<user>:<password>' --tags "
+           f"{REGISTRIES_TAG}={registry.split('/', 1)[0]}")
+    if is_kubeconfig(secret):
+        raise _refuse(field, f"Key Vault secret {shown(name)} is marked as a kubeconfig and is never written as registry credentials")
+    raw = (getattr(secret, "tags", None) or {}).get(REGISTRIES_TAG)
+    if not raw or not raw.strip():
+        raise _refuse(field, f"Key Vault secret {shown(name)} has no tag {REGISTRIES_TAG}, so it is not written anywhere; tag it "
+                             f"with the registries it may be used for ({how})")
+    host, _, path = registry.partition("/")
+    candidate = host.lower() + ("/" + path if path else "")
+    allowed = [e.strip().rstrip("/").lower() for e in raw.split(",") if e.strip()]
+    if not any(candidate == e or candidate.startswith(e + "/") for e in allowed):
+        raise _refuse(field, f"Key Vault secret {shown(name)} may not be used for registry {shown(registry)}: its tag "
+                             f"{REGISTRIES_TAG} ({shown(raw, 120)}) does not list it; nothing was written ({how})")
+    return secret.value
+
+
 # -- Flux options -------------------------------------------------------------------------------------
 
 
@@ -562,7 +610,7 @@ def allowed_registries(environ: Mapping[str, str] = os.environ) -> tuple[str, ..
         item = raw.strip().rstrip("/").lower()
         if not item:
             continue
-        if not _REGISTRY.fullmatch(item):
+        if not REGISTRY.fullmatch(item):
             raise errors.SettingError(FLUX_ALLOWED_REGISTRIES, f"entry {shown(item)} is not a registry such as ghcr.io/fluxcd")
         out.append(item)
     return tuple(out)

@@ -25,7 +25,7 @@ def test_the_bootstrap_records_its_install_options(functions_by_name, env):
         "components": ["source-controller", "kustomize-controller", "helm-controller", "notification-controller"],
         "componentsExtra": ["image-reflector-controller"], "registry": "ghcr.io/fluxcd", "networkPolicy": True,
         "watchAllNamespaces": True, "logLevel": "debug", "clusterDomain": "cluster.local",
-        "authorName": "Fleet Bot", "authorEmail": "", "commitMessageAppendix": ""}
+        "authorName": "Fleet Bot", "authorEmail": "", "commitMessageAppendix": "", "tolerationKeys": [], "imagePullSecret": ""}
     # in the table: one property holding JSON text; over the API: an object
     entity = env["registry"]._table.get_entity("cluster", "aks-weu-1")
     assert json.loads(entity["install"])["logLevel"] == "debug"

@@ -68,6 +68,12 @@ class BootstrapOptions:
     force: bool = False
     #: ``--ssh-hostkey-algos``; None: the default for the URL (see :meth:`kustomization_patches`).
     ssh_hostkey_algos: tuple[str, ...] | None = None
+    #: ``--toleration-keys``, ``--image-pull-secret``: every controller Deployment (gotk-components.yaml).
+    toleration_keys: tuple[str, ...] = ()
+    image_pull_secret: str = ""
+    #: ``--recurse-submodules``, ``--sparse-checkout``: the GitRepository (gotk-sync.yaml).
+    recurse_submodules: bool = False
+    sparse_checkout: tuple[str, ...] = ()
 
     @property
     def sync_url(self) -> str:
@@ -91,6 +97,8 @@ class BootstrapOptions:
             log_level=self.log_level,
             cluster_domain=self.cluster_domain,
             target_path=self.path,
+            toleration_keys=self.toleration_keys,
+            image_pull_secret=self.image_pull_secret,
         )
 
     def sync_options(self) -> sync.SyncOptions:
@@ -103,6 +111,8 @@ class BootstrapOptions:
             namespace=self.namespace,
             name=self.namespace,
             secret=self.secret_name,
+            recurse_submodules=self.recurse_submodules,
+            sparse_checkout=list(self.sparse_checkout),
         )
 
     def kustomization_patches(self) -> list[dict]:
@@ -127,6 +137,29 @@ class BootstrapOptions:
         if self.ssh_hostkey_algos is not None:
             entries.append(patches.ssh_hostkey_algos(self.ssh_hostkey_algos, field="sshHostkeyAlgos"))
         return entries
+
+    def _check_sparse_checkout(self) -> None:
+        """``sparseCheckout`` entries are folders of the repository (relative, no ``..``), and one of
+        them must hold ``path``: source-controller's artifact has only those folders, so the
+        Kustomization would find nothing to sync."""
+        from ..trust import check_text
+
+        entries = check_text(list(self.sparse_checkout), "sparseCheckout")
+        if len(entries) > 100:
+            raise InvalidInput("sparseCheckout", "lists more than 100 folders")
+        cleaned = []
+        for entry in entries:
+            if not isinstance(entry, str) or not entry.strip() or any(c in entry for c in "\r\n\x00"):
+                raise InvalidInput("sparseCheckout", "entries must be folder paths such as clusters/my-cluster")
+            parts = [p for p in entry.strip().split("/") if p not in ("", ".")]
+            if entry.strip().startswith("/") or ".." in parts or not parts:
+                raise InvalidInput("sparseCheckout", f"{shown(entry)} must be a folder inside the repository, such as clusters/my-cluster")
+            cleaned.append(parts)
+        if cleaned and self.path:
+            target = [p for p in self.path.split("/") if p not in ("", ".")]
+            if not any(target[:len(c)] == c for c in cleaned):
+                raise InvalidInput("sparseCheckout", f"does not include the sync path {self.path}: source-controller would check "
+                                                     "out only the folders listed and the Kustomization would find nothing; add it")
 
     def commit_message(self, title: str) -> str:
         """``title``, plus ``"\\n\\n" + appendix`` with ``--commit-message-appendix``."""
@@ -163,16 +196,25 @@ class BootstrapOptions:
             raise InvalidInput("commitMessageAppendix", "must be text")
         if self.ssh_hostkey_algos is not None:
             check_text(list(self.ssh_hostkey_algos), "sshHostkeyAlgos")
+        check_text(list(self.toleration_keys), "tolerationKeys")
+        check_text(self.image_pull_secret, "imagePullSecret")
+        self._check_sparse_checkout()
         self.kustomization_patches()  # each option's patch can be written
         return self
 
 
 @dataclass
 class Credentials:
-    """Git credentials for token auth: the PAT (``password``) or an Entra ID ``bearer_token``."""
+    """Git credentials for token auth: the PAT (``password``) or an Entra ID ``bearer_token``; the CA
+    PEM that the Git server's certificate chains to (``ca_crt``, Flux's ``--ca-file``: trusted for
+    the clone and pushes, written to the source Secret as ``ca.crt``); the container registry's
+    ``(user, password)`` (``registry_creds``, Flux's ``--registry-creds``: written to the
+    docker-registry Secret ``image_pull_secret``)."""
 
     password: str | None = field(default=None, repr=False)
     bearer_token: str | None = field(default=None, repr=False)
+    ca_crt: str | None = field(default=None, repr=False)
+    registry_creds: tuple[str, str] | None = field(default=None, repr=False)
 
 
 def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
@@ -212,6 +254,12 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     for forbidden in ("password", "token", "pat", "bearerToken", "kubeconfig"):
         if forbidden in body:
             raise InvalidInput(forbidden, "credentials are never sent in the request; name the Key Vault secret instead (passwordSecret, kubeconfigSecret)")
+    if "registryCreds" in body:
+        raise InvalidInput("registryCreds", "credentials are never sent in the request; name the Key Vault secret holding "
+                                            "'user:password' instead (registryCredsSecret)")
+    if "caFile" in body:
+        raise InvalidInput("caFile", "the app reads no local file named by a request; put the CA's PEM in a Key Vault "
+                                     "secret and name it (caFileSecret)")
     spec: dict[str, tuple[type, object]] = {
         "url": (str, None), "branch": (str, "main"), "path": (str, ""), "interval": (str, "1m"),
         "version": (str, None), "components": (list, None), "componentsExtra": (list, []),
@@ -225,6 +273,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "clusterName": (str, None), "force": (bool, False),
         "clusterResourceId": (str, None), "localAccounts": (bool, False),
         "sshHostkeyAlgos": (list, None),
+        "tolerationKeys": (list, []), "imagePullSecret": (str, ""), "registryCredsSecret": (str, None),
+        "recurseSubmodules": (bool, False), "sparseCheckout": (list, []), "caFileSecret": (str, None),
     }
     unknown = sorted(set(body) - set(spec), key=repr)
     if unknown:
@@ -280,7 +330,17 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         timeout=timeout,
         force=values["force"],
         ssh_hostkey_algos=tuple(values["sshHostkeyAlgos"]) if values["sshHostkeyAlgos"] is not None else None,
+        toleration_keys=tuple(values["tolerationKeys"]),
+        image_pull_secret=values["imagePullSecret"],
+        recurse_submodules=values["recurseSubmodules"],
+        sparse_checkout=tuple(values["sparseCheckout"]),
     ).validate()
+    for name in ("caFileSecret", "registryCredsSecret"):
+        if values[name] is not None:
+            validate_secret_name(values[name], name)
+    if values["registryCredsSecret"] and not opts.image_pull_secret:
+        raise InvalidInput("registryCredsSecret", "requires imagePullSecret to be set (the name of the docker-registry "
+                                                  "Secret the credentials are written to), as --registry-creds needs --image-pull-secret")
     # Where the credential will go, and the image registry: app-setting allowlists (shared.trust),
     # checked before any Key Vault, cluster or git call.
     destination = GitPolicy.from_settings().destination(
@@ -304,6 +364,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "cluster": cluster,
         "clusterName": cluster_name,
         "destination": destination,
+        "caFileSecret": values["caFileSecret"],
+        "registryCredsSecret": values["registryCredsSecret"],
     }
     return opts, refs
 

@@ -62,6 +62,12 @@ WALK_SECONDS = 60.0
 WALK_MIN_SECONDS = 5.0
 
 
+class RunTimedOut(UpstreamError):
+    """The run's ``--timeout`` passed (the CLI's deadline, as Flux's context deadline)."""
+
+    code = "Timeout"
+
+
 @dataclass
 class Commit:
     """A commit the run pushed: ``sha`` (40 hex) and the title it was made with."""
@@ -240,14 +246,17 @@ class Bootstrapper:
     :class:`shared.flux.distribution.Distribution` (see :func:`prepare`). ``progress`` receives
     Flux's progress lines; ``workdir`` is where the temporary clone goes (default: the system temp
     folder); ``deadline`` is a ``clock()`` value (monotonic seconds) by which the run should be
-    done: waits (CRDs established, health) are cut short to meet it. ``clock``/``sleep`` are
-    injectable for the health polling."""
+    done: waits (CRDs established, health) are cut short to meet it. With ``deadline_is_timeout``
+    the deadline is the user's ``--timeout`` for the whole run, as Flux's context: a step that would
+    start after it fails the run (:class:`RunTimedOut`) and health checks still pending when it comes
+    are failed (``timed out …``) rather than reported pending. ``clock``/``sleep`` are injectable
+    for the health polling."""
 
     #: pushes tried per step when the branch moved meanwhile (a fleet worker pushing many clusters of
     #: one branch at once sets more)
     push_attempts = 3
 
-    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, deadline_is_timeout: bool = False, clock=time.monotonic, sleep=time.sleep):
         self.opts = opts
         self.credentials = credentials
         self.cluster = cluster
@@ -255,6 +264,7 @@ class Bootstrapper:
         self.progress = progress or Progress()
         self.workdir = workdir
         self.deadline = deadline
+        self.deadline_is_timeout = deadline_is_timeout and deadline is not None
         self._clock = clock
         self._sleep = sleep
         self.components_manifest: Manifest = install.generate(distribution, opts.install_options())
@@ -311,7 +321,26 @@ class Bootstrapper:
     def _git_auth(self):
         from ..ports.git import GitAuth
 
-        return GitAuth(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token)
+        return GitAuth(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token,
+                       ca_pem=self.credentials.ca_crt)
+
+    def _source_secret_data(self) -> dict[str, str]:
+        return sourcesecret.string_data(username=self.opts.username, password=self.credentials.password,
+                                        bearer_token=self.credentials.bearer_token, ca_crt=self.credentials.ca_crt)
+
+    def _image_pull_secret(self) -> dict | None:
+        """The docker-registry Secret of ``--registry-creds`` (None without them)."""
+        if not (self.credentials.registry_creds and self.opts.image_pull_secret):
+            return None
+        user, password = self.credentials.registry_creds
+        return sourcesecret.image_pull_secret(name=self.opts.image_pull_secret, namespace=self.opts.namespace,
+                                              registry=self.opts.registry, username=user, password=password)
+
+    def _check_deadline(self, step: str) -> None:
+        """With ``deadline_is_timeout``: fail before ``step`` once the run's timeout has passed."""
+        if self.deadline_is_timeout and self._clock() >= self.deadline:
+            raise RunTimedOut(f"timed out before {step}: the run took longer than --timeout; what was pushed and "
+                              "applied stays, a re-run with a longer --timeout picks up from there")
 
     def _clone(self, *, quiet: bool = False):
         from ..ports.git import Repository
@@ -376,8 +405,11 @@ class Bootstrapper:
         # Everything the run will write, as far as the cluster can check it now (objects whose
         # Namespace or CRD is still to be created are skipped by dry_run_apply).
         planned = list(self.component_objects) if self._must_install() else []
-        planned.append(sourcesecret.generate(name=self.opts.secret_name, namespace=self.opts.namespace, username=self.opts.username,
-                                             password=self.credentials.password, bearer_token=self.credentials.bearer_token))
+        planned.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.opts.secret_name, "namespace": self.opts.namespace},
+                        "stringData": self._source_secret_data()})
+        pull_secret = self._image_pull_secret()
+        if pull_secret is not None:
+            planned.append(pull_secret)
         planned.extend(sync.objects(self.opts.sync_options()))
         if self.patches:  # ours; a user's kustomization is known once cloned
             planned = kustomize.apply(planned, self.patches).objects
@@ -538,6 +570,13 @@ class Bootstrapper:
             self.result.changes.extend(changes)
             self.result.components_installed = True
             self.progress.success("installed components")
+        pull_secret = self._image_pull_secret()
+        if pull_secret is not None:  # after the install, which creates the namespace (pkg/bootstrap/bootstrap_plain_git.go)
+            self.progress.action(f"reconciling image pull secret {self.opts.image_pull_secret}")
+            data = pull_secret["stringData"]
+            self.result.changes.append(self.cluster.reconcile_secret(self.opts.namespace, self.opts.image_pull_secret, data,
+                                                                     secret_type=sourcesecret.DOCKER_CONFIG_TYPE))
+            self.progress.success(f"reconciled image pull secret {self.opts.image_pull_secret}")
         self.progress.success("reconciled components")
 
     def _write_components(self) -> None:
@@ -564,7 +603,7 @@ class Bootstrapper:
         key = f"{self.opts.namespace}/{self.opts.secret_name}"
         self.progress.action(f"determining if source secret \"{key}\" exists")
         self.progress.action("generating source secret")
-        data = sourcesecret.string_data(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token)
+        data = self._source_secret_data()
         if "bearerToken" not in data:
             current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
             if "bearerToken" in current:  # kept by the update, as in Flux, and used before the PAT
@@ -633,7 +672,7 @@ class Bootstrapper:
         expected = f"{self.opts.branch}@sha1:{head}" if head else None
         start = self._clock()
         deadline = start + self.opts.timeout
-        cut_short = self.deadline is not None and self.deadline < deadline
+        cut_short = self.deadline is not None and self.deadline < deadline and not self.deadline_is_timeout
         if cut_short:
             deadline = max(start, self.deadline)
         key = f"{self.opts.namespace}/{self.opts.namespace}"
@@ -713,11 +752,11 @@ class Bootstrapper:
         :meth:`BootstrapResult.health_error`). Raises shared.errors types; what was done before a
         failure stays in ``result``. The temporary clone is removed either way."""
         try:
-            self.preflight()
-            self.reconcile_components()
-            self.reconcile_source_secret()
-            self.reconcile_sync()
-            self.report_health()
+            for step, name in ((self.preflight, "checking the cluster"), (self.reconcile_components, "the components"),
+                               (self.reconcile_source_secret, "the source secret"), (self.reconcile_sync, "the sync manifests"),
+                               (self.report_health, "the health checks")):
+                self._check_deadline(name)
+                step()
             return self.result
         finally:
             self._close_repo()

@@ -116,11 +116,35 @@ def pat(vault, secret_name: str, destination, *, field: str = "passwordSecret") 
     return value
 
 
+def _vault_value(vault, name: str | None, field: str, check: Callable[[Any], str]) -> str | None:
+    """``check(secret)`` of Key Vault secret ``name``; None when the request does not name one."""
+    if not name:
+        return None
+    try:
+        secret = vault.get_secret(name, field=field)
+    except NotFound as exc:
+        raise InvalidInput(field, str(exc)) from None
+    return check(secret)
+
+
 def credentials(request: Request, vault) -> Credentials:
-    """The git credential of ``request``: an Entra ID token (``withBearerToken``) or the PAT."""
-    if request.opts.with_bearer_token:
-        return Credentials(bearer_token=entra_token())
-    return Credentials(password=pat(vault, request.refs["passwordSecret"], request.refs["destination"]))
+    """The credentials of ``request``: an Entra ID token (``withBearerToken``) or the PAT; the Git
+    server's CA (``caFileSecret``: PEM certificates only, :func:`shared.trust.ca_bundle`); the
+    registry credentials (``registryCredsSecret``: ``user:password``, only for a registry its tag
+    ``flux-registries`` lists, :func:`shared.trust.registry_credential`). Raises ``InvalidInput``
+    naming the field; nothing is sent or written before all of them passed."""
+    from ..flux.sourcesecret import parse_registry_creds
+    from ..trust import ca_bundle, registry_credential
+
+    refs, opts = request.refs, request.opts
+    creds = Credentials(bearer_token=entra_token()) if opts.with_bearer_token else \
+        Credentials(password=pat(vault, refs["passwordSecret"], refs["destination"]))
+    creds.ca_crt = _vault_value(vault, refs.get("caFileSecret"), "caFileSecret", lambda s: ca_bundle(s, field="caFileSecret"))
+    registry = _vault_value(vault, refs.get("registryCredsSecret"), "registryCredsSecret",
+                            lambda s: registry_credential(s, opts.registry, field="registryCredsSecret"))
+    if registry is not None:
+        creds.registry_creds = parse_registry_creds(registry, "registryCredsSecret")
+    return creds
 
 
 def install_record(opts: BootstrapOptions, version: str) -> dict:
@@ -133,6 +157,7 @@ def install_record(opts: BootstrapOptions, version: str) -> dict:
         "watchAllNamespaces": opts.watch_all_namespaces, "logLevel": opts.log_level,
         "clusterDomain": opts.cluster_domain, "authorName": opts.author_name, "authorEmail": opts.author_email,
         "commitMessageAppendix": opts.commit_message_appendix,
+        "tolerationKeys": list(opts.toleration_keys), "imagePullSecret": opts.image_pull_secret,
     }
 
 

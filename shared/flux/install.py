@@ -14,6 +14,10 @@ kustomize, by the same transforms expressed on the rendered text:
   source-watcher is selected (``install.go`` adds it only then);
 - ``--watch-all-namespaces``, ``--log-level``, the cluster domain of ``--storage-adv-addr`` and the
   image registry are set from the options (``templates.go`` JSON6902 patches and ``images``);
+- ``--image-pull-secret`` and ``--toleration-keys`` add ``imagePullSecrets`` (one ``name``) and
+  ``tolerations`` (``key``, ``operator: Exists`` each) to the pod spec of every Deployment, as the
+  strategic merge patch ``node-selector.yaml`` of ``templates.go`` does, at the place kustomize's
+  sorted output puts them (:func:`_pod_spec_fields`);
 - without network policies the NetworkPolicy objects are left out;
 - a namespace other than ``flux-system`` replaces it everywhere, as the kustomize namespace
   transformer, the RBAC name suffix and ``rbac.yaml``'s string replacement do together;
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInput, shown
 from . import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY, GEN_WARNING, Manifest
 from .distribution import Distribution
-from .options import resolve_components, validate_namespace
+from .options import resolve_components, validate_namespace, validate_registry
 from .sync import manifest_path
 
 _COMPONENT_LABEL = re.compile(r"^    app\.kubernetes\.io/component: (\S+)$", re.M)
@@ -42,7 +46,6 @@ _STORAGE_ADV = re.compile(r"^(\s+- --storage-adv-addr=\S+\.\$\(RUNTIME_NAMESPACE
 _GATE_LINE = re.compile(r"^\s+- --feature-gates=ExternalArtifact=true\n", re.M)
 _LOG_LEVELS = ("debug", "info", "error")
 _CLUSTER_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_REGISTRY = re.compile(r"^[a-zA-Z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,20 @@ class InstallOptions:
             raise InvalidInput("logLevel", f"{shown(self.log_level)} is not one of {', '.join(_LOG_LEVELS)}")
         if not _CLUSTER_DOMAIN.fullmatch(self.cluster_domain or ""):
             raise InvalidInput("clusterDomain", f"{shown(self.cluster_domain)} is not a DNS domain")
-        if not _REGISTRY.fullmatch(self.registry or ""):
-            raise InvalidInput("registry", f"{shown(self.registry)} is not a registry such as ghcr.io/fluxcd")
-        if self.toleration_keys:
-            raise InvalidInput("tolerationKeys", "is not supported yet")
+        validate_registry(self.registry, "registry")
+        from .options import DNS1123_SUBDOMAIN
+
+        for key in self.toleration_keys:
+            if not _is_label_key(key):
+                raise InvalidInput("tolerationKeys", f"{shown(key)} is not a Kubernetes taint key such as "
+                                                     "CriticalAddonsOnly or kubernetes.azure.com/scalesetpriority")
+        if len(set(self.toleration_keys)) != len(self.toleration_keys):
+            raise InvalidInput("tolerationKeys", "lists a key twice")
         if self.image_pull_secret:
-            raise InvalidInput("imagePullSecret", "is not supported yet")
+            if (not isinstance(self.image_pull_secret, str) or len(self.image_pull_secret) > 253
+                    or not DNS1123_SUBDOMAIN.fullmatch(self.image_pull_secret) or _yaml_ambiguous(self.image_pull_secret)):
+                raise InvalidInput("imagePullSecret", f"{shown(self.image_pull_secret)} is not a valid Secret name "
+                                                      "(a DNS-1123 subdomain such as regcred)")
 
 
 def _split(dist: Distribution) -> list[str]:
@@ -136,6 +147,60 @@ def generate(dist: Distribution, opts: InstallOptions) -> Manifest:
             )
     if opts.namespace != DEFAULT_NAMESPACE:
         body = body.replace(DEFAULT_NAMESPACE, opts.namespace)
+    if opts.image_pull_secret or opts.toleration_keys:
+        body = "\n---\n".join(_pod_spec_fields(doc, opts) for doc in body.rstrip("\n").split("\n---\n")) + "\n"
 
     header = f"---\n{GEN_WARNING}\n# Flux Version: {dist.version}\n# Components: {','.join(selected)}\n"
     return Manifest(manifest_path(opts.target_path, opts.namespace, "gotk-components.yaml"), header + body)
+
+
+#: A Kubernetes label (and taint) key: an optional DNS subdomain prefix and ``/``, then a name of at
+#: most 63 characters (k8s.io/apimachinery validation.IsQualifiedName).
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_POD_SPEC_KEY = re.compile(r"^      ([A-Za-z][A-Za-z0-9]*):", re.M)
+
+
+def _is_label_key(key: object) -> bool:
+    from .options import DNS1123_SUBDOMAIN
+
+    if not isinstance(key, str) or _yaml_ambiguous(key):
+        return False
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and bool(_LABEL_NAME.fullmatch(name))
+
+
+def _yaml_ambiguous(value: str) -> bool:
+    from ..trust import yaml_ambiguous
+
+    return yaml_ambiguous(value)
+
+
+def _pod_spec_fields(doc: str, opts: InstallOptions) -> str:
+    """A Deployment document with ``imagePullSecrets``/``tolerations`` set in its pod template, as
+    ``kustomize build`` writes the result of Flux's ``node-selector.yaml`` patch (templates.go
+    ``nodeSelectorTmpl``, target ``kind: Deployment``): pod spec keys stay sorted (the distribution
+    is kustomize output, whose maps are sorted), list items are not indented, values plain (the
+    names are validated not to need quotes). Other documents are returned as they are."""
+    if not _KIND.search(doc) or _KIND.search(doc).group(1) != "Deployment":
+        return doc
+    marker = doc.find("\n  template:\n")
+    spec = doc.find("\n    spec:\n", marker)
+    if marker < 0 or spec < 0:
+        raise InvalidInput("manifests", "a Deployment of the distribution has no pod template")
+    start = spec + len("\n    spec:\n")
+    newline = doc.endswith("\n")
+    head, pod = doc[:start], doc[start:] + ("" if newline else "\n")
+    fields = []
+    if opts.image_pull_secret:
+        fields.append(("imagePullSecrets", f"      imagePullSecrets:\n      - name: {opts.image_pull_secret}\n"))
+    if opts.toleration_keys:
+        items = "".join(f"      - key: {key}\n        operator: Exists\n" for key in opts.toleration_keys)
+        fields.append(("tolerations", "      tolerations:\n" + items))
+    for name, text in fields:
+        if re.search(rf"^      {name}:", pod, re.M):
+            raise InvalidInput("manifests", f"a Deployment of the distribution already sets {name}; it is not a Flux distribution")
+        after = next((m.start() for m in _POD_SPEC_KEY.finditer(pod) if m.group(1) > name), len(pod))
+        pod = pod[:after] + text + pod[after:]
+    return head + (pod if newline else pod[:-1])

@@ -309,3 +309,31 @@ def sync_url(url: str, *, token_auth: bool, allow_insecure_http: bool, field: st
         host = f"{host}:{port}"
     scheme = "http" if (parts.scheme == "http" and allow_insecure_http) else "https"
     return urlunsplit((scheme, host, _go_escaped_path(parts.path), parts.query, parts.fragment))
+
+
+#: An image reference's registry part as the distribution/reference grammar has it (the part Flux
+#: copies before ``/<component>:<tag>``): a domain (``myacr.azurecr.io``, ``localhost``, ``[::1]``) with
+#: an optional port, then repository path components (lower-case, ``.``/``_``/``__``/``-`` separators).
+_REF_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
+_REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+REGISTRY = re.compile(rf"{_REF_DOMAIN}(?:/{_REF_COMPONENT})*")
+
+
+def validate_registry(value: object, field: str = "registry") -> str:
+    """``--registry``: what Flux copies verbatim into every controller image reference
+    (``<registry>/<component>:<version>``, templates.go ``images``), so it must make a valid image
+    reference: ``ghcr.io/fluxcd``, ``myacr.azurecr.io:443/fluxcd``, ``localhost:5000/fluxcd``. A scheme
+    (``https://``) or a trailing ``/`` would make every image name invalid (the kubelet refuses
+    ``https://...`` as InvalidImageName), so they are refused with the spelling to use. Raises
+    InvalidInput(field)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(field, "is required, e.g. ghcr.io/fluxcd")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", value)
+    if scheme:
+        raise InvalidInput(field, f"{shown(value)} has a scheme; image references have none: write {shown(scheme.group(2).rstrip('/'))}")
+    if value.endswith("/"):
+        raise InvalidInput(field, f"{shown(value)} ends with '/'; write {shown(value.rstrip('/'))}")
+    if len(value) > 255 or not REGISTRY.fullmatch(value):
+        raise InvalidInput(field, f"{shown(value)} is not a registry such as ghcr.io/fluxcd or myacr.azurecr.io:443/fluxcd "
+                                  "(host[:port] then lower-case repository path)")
+    return value

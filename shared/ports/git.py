@@ -66,13 +66,16 @@ class GitAuth:
     ``password`` (a PAT) is sent as the HTTP Basic password with ``username`` (Azure DevOps accepts any
     user name). ``bearer_token`` (an Entra ID access token) is sent as ``Authorization: Bearer`` and
     wins over ``password`` when both are set. ``ca_file`` is a PEM CA bundle path trusted for https
-    instead of the system store. Secrets are excluded from ``repr``.
+    instead of the system store; ``ca_pem`` is PEM text trusted besides the default CAs, as go-git
+    adds Flux's ``--ca-file`` bundle to the system pool (an Azure DevOps Server behind a private CA).
+    Secrets are excluded from ``repr``.
     """
 
     username: str = "git"
     password: str | None = field(default=None, repr=False)
     bearer_token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
+    ca_pem: str | None = field(default=None, repr=False)
 
     def _secrets(self) -> list[str]:
         return [s for s in (self.password, self.bearer_token) if s]
@@ -145,10 +148,10 @@ def _mask(text: str, auth: GitAuth) -> str:
     return text
 
 
-def _checked_pool_manager(config, base_url: str, policy):
+def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = None):
     """dulwich's urllib3 pool manager (CA bundle, user agent, extra headers from ``config``) whose
     connections check their peer with ``policy.check_peer`` right after connecting, before TLS or
-    any request byte; proxies are never used."""
+    any request byte; proxies are never used. ``ca_pem`` is trusted besides the CA bundle."""
     import urllib3
     from dulwich.client import default_urllib3_manager
     from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -179,6 +182,12 @@ def _checked_pool_manager(config, base_url: str, policy):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+            if ca_pem:  # the system CAs and ca_pem, as go-git appends a CA bundle to the system pool
+                import ssl
+
+                context = ssl.create_default_context()
+                context.load_verify_locations(cadata=ca_pem)
+                self.connection_pool_kw["ssl_context"] = context
 
     def no_proxy(proxy_url, proxy_headers=None, **kwargs):
         return Manager(**kwargs)
@@ -216,7 +225,7 @@ def _client(clean_url: str, auth: GitAuth, policy=None):
     base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
     client = HttpGitClient(
         base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S,
-        pool_manager=_checked_pool_manager(config, base, policy),
+        pool_manager=_checked_pool_manager(config, base, policy, auth.ca_pem),
     )
     try:
         yield client, parts.path

@@ -906,8 +906,9 @@ class Cluster:
     # -- secrets and annotations ------------------------------------------------------------------
 
     def reconcile_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
-                         labels: dict[str, str] | None = None) -> Change:
-        """Create or update an Opaque Secret like Flux's ``reconcileSecret`` (``pkg/bootstrap/bootstrap.go``).
+                         labels: dict[str, str] | None = None, secret_type: str | None = None) -> Change:
+        """Create or update a Secret like Flux's ``reconcileSecret`` (``pkg/bootstrap/bootstrap.go``):
+        Opaque, or ``secret_type`` when it is created (an update keeps the type, as Flux's does).
 
         Absent → created from ``stringData``. Present → updated (PUT with the read resourceVersion, retried
         on a concurrent write) with ``stringData`` = ``string_data``: keys already in ``data`` that are not in
@@ -925,6 +926,8 @@ class Cluster:
                     if labels:
                         meta["labels"] = dict(labels)
                     body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": dict(string_data)}
+                    if secret_type:
+                        body["type"] = secret_type
                     self._request("POST", self._path("v1", "secrets", namespace), body=body,
                                   query={"fieldManager": self.field_manager})
                     change = Change("Secret", name, namespace, "created")

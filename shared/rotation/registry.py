@@ -92,7 +92,8 @@ class ClusterRecord:
       bootstrap so a fleet upgrade can render its gotk-components.yaml again (:data:`INSTALL_FIELDS`,
       request spelling: ``version``, ``branch``, ``path``, ``interval``, ``components``,
       ``componentsExtra``, ``registry``, ``networkPolicy``, ``watchAllNamespaces``, ``logLevel``,
-      ``clusterDomain``, ``authorName``, ``authorEmail``, ``commitMessageAppendix``; the namespace, URL,
+      ``clusterDomain``, ``authorName``, ``authorEmail``, ``commitMessageAppendix``, ``tolerationKeys``,
+      ``imagePullSecret``; the namespace, URL,
       source Secret and username are the record's own fields). None for a cluster registered by hand.
       Stored in the table as JSON text.
     """
@@ -421,7 +422,7 @@ def _table_name(name: str, field: str = "table") -> str:
 INSTALL_FIELDS: dict[str, type] = {
     "version": str, "branch": str, "path": str, "interval": str, "components": list, "componentsExtra": list,
     "registry": str, "networkPolicy": bool, "watchAllNamespaces": bool, "logLevel": str, "clusterDomain": str,
-    "authorName": str, "authorEmail": str, "commitMessageAppendix": str,
+    "authorName": str, "authorEmail": str, "commitMessageAppendix": str, "tolerationKeys": list, "imagePullSecret": str,
 }
 _INSTALL_MAX_CHARS = 16 * 1024
 
