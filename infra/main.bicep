@@ -91,6 +91,10 @@ var registryTable = 'fluxclusters'
 var dedupeTable = 'fluxnotifydedupe'
 var deadLetterContainer = 'flux-notify-deadletter'
 var configContainer = 'flux-config'
+// Fleet operations: the work queue the queue trigger reads (the host moves messages that used every
+// attempt to <queue>-poison, read by the fleet_poison trigger) and the table of operation state.
+var fleetQueue = 'flux-fleet'
+var fleetTable = 'fluxfleet'
 
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
   name: empty(resourceGroupName) ? '${abbrs.resourcesResourceGroups}${environmentName}' : resourceGroupName
@@ -134,8 +138,12 @@ module storage 'core/storage/storage-account.bicep' = {
     tables: [
       registryTable
       dedupeTable
+      fleetTable
     ]
-    queues: []
+    queues: [
+      fleetQueue
+      '${fleetQueue}-poison'
+    ]
   }
 }
 
@@ -181,6 +189,8 @@ module api 'app/api.bicep' = {
     eventHubConsumerGroupName: eventHubs.outputs.consumerGroupName
     registryTable: registryTable
     dedupeTable: dedupeTable
+    fleetQueue: fleetQueue
+    fleetTable: fleetTable
     deadLetterContainer: deadLetterContainer
     routingLocation: 'blob:${configContainer}/routing.yaml'
     gitAllowedHosts: gitAllowedHosts

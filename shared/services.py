@@ -58,6 +58,18 @@ def _default_eventhub_publisher():
     return EventHubPublisher.from_settings()
 
 
+def _default_fleet_store():
+    from .fleet.store import OperationStore
+
+    return OperationStore.from_settings()
+
+
+def _default_work_queue():
+    from .ports.azure.queue import WorkQueue
+
+    return WorkQueue.from_settings()
+
+
 def _default_credential():
     from azure.identity import DefaultAzureCredential
 
@@ -80,7 +92,11 @@ _keyvault = _Provider(_default_keyvault)
 _storage = _Provider(_default_storage)
 _registry = _Provider(_default_registry)
 _credential = _Provider(_default_credential)
+_fleet_store = _Provider(_default_fleet_store)
+_work_queue = _Provider(_default_work_queue)
 _devops_credential = _Provider(_default_credential)
+_fleet_store = _Provider(_default_fleet_store)
+_work_queue = _Provider(_default_work_queue)
 _aks = _Provider(_default_aks)
 _aks_token = _Provider(_default_aks_token)
 _eventhub_publisher = _Provider(_default_eventhub_publisher)
@@ -114,6 +130,26 @@ def registry():
 def set_registry_factory(factory: Callable[[], object] | None) -> None:
     """Use ``factory()`` to build the cluster registry (None restores the app-settings default)."""
     _registry.set_factory(factory)
+
+
+def fleet_store():
+    """The shared :class:`shared.fleet.store.OperationStore` (app setting ``FLEET_TABLE``)."""
+    return _fleet_store.get()
+
+
+def set_fleet_store_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the fleet's table store (None restores the app-settings default)."""
+    _fleet_store.set_factory(factory)
+
+
+def work_queue():
+    """The shared :class:`shared.ports.azure.queue.WorkQueue` of fleet work items (``FLEET_QUEUE``)."""
+    return _work_queue.get()
+
+
+def set_work_queue_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the fleet's work queue (None restores the app-settings default)."""
+    _work_queue.set_factory(factory)
 
 
 def credential():

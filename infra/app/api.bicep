@@ -22,6 +22,10 @@ param eventHubName string
 param eventHubConsumerGroupName string
 param registryTable string
 param dedupeTable string
+@description('FLEET_QUEUE: the fleet work queue (its <name>-poison queue exists too).')
+param fleetQueue string
+@description('FLEET_TABLE: fleet operation state.')
+param fleetTable string
 param deadLetterContainer string
 @description('NOTIFY_ROUTING: blob:<container>/<name> in this storage account (upload the routing file there).')
 param routingLocation string
@@ -116,12 +120,19 @@ var notifySettings = {
   NOTIFY_PUBLISH_TIMEOUT_SECONDS: '10'
 }
 
+// Fleets: work items on the queue (the fleet_worker trigger's %FLEET_QUEUE%, connection AzureWebJobsStorage,
+// identity-based above) and operation state in the table.
+var fleetSettings = {
+  FLEET_QUEUE: fleetQueue
+  FLEET_TABLE: fleetTable
+}
+
 // Entra ID in front of the operation endpoints (App Service Authentication, below).
 var authSettings = empty(authClientId) ? {} : {
   AUTH_REQUIRED_ROLE: authRequiredRole
 }
 
-var appSettings = union(identitySettings, bootstrapSettings, rotationSettings, notifySettings, authSettings)
+var appSettings = union(identitySettings, bootstrapSettings, rotationSettings, notifySettings, fleetSettings, authSettings)
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: the HTTP endpoints must be reachable by Flux's generic-hmac Providers and by operators; they are protected by function/admin keys, per-cluster HMAC and optionally Entra ID (authClientId)

@@ -255,6 +255,10 @@ class Bootstrapper:
     #: pushes tried per step when the branch moved meanwhile (a fleet worker pushing many clusters of
     #: one branch at once sets more)
     push_attempts = 3
+    #: None, or a callable returning a context manager held around each clone-to-push section (a
+    #: fleet worker serialises the pushes to one branch within its process; between processes the
+    #: non-fast-forward retries do)
+    git_lock = None
 
     def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, deadline_is_timeout: bool = False, clock=time.monotonic, sleep=time.sleep):
         self.opts = opts
@@ -551,18 +555,19 @@ class Bootstrapper:
         step does, at most :attr:`push_attempts` times."""
         from ..ports.git import NonFastForward
 
-        self._clone()
-        self._check_repository()
-        for attempt in range(1, self.push_attempts + 1):
-            # planned from this clone, before its push (kustomize errors are found before any write)
-            install_objects = self._patched(self.component_objects, report=attempt == 1) if self._must_install() else None
-            try:
-                self._write_components()
-                break
-            except NonFastForward:
-                if attempt == self.push_attempts:
-                    raise
-                self._conflict_retry(attempt)
+        with self._git_section():
+            self._clone()
+            self._check_repository()
+            for attempt in range(1, self.push_attempts + 1):
+                # planned from this clone, before its push (kustomize errors are found before any write)
+                install_objects = self._patched(self.component_objects, report=attempt == 1) if self._must_install() else None
+                try:
+                    self._write_components()
+                    break
+                except NonFastForward:
+                    if attempt == self.push_attempts:
+                        raise
+                    self._conflict_retry(attempt)
 
         if install_objects is not None:
             self.progress.action(f"installing components in \"{self.opts.namespace}\" namespace")
@@ -585,6 +590,11 @@ class Bootstrapper:
         self._repo.write_file(manifest.path, manifest.content.encode())
         self.progress.success("generated component manifests")
         self._commit_and_push(f"Add Flux {self.dist.version} component manifests", "component manifests")
+
+    def _git_section(self):
+        import contextlib
+
+        return self.git_lock() if self.git_lock is not None else contextlib.nullcontext()
 
     def _conflict_retry(self, attempt: int) -> None:
         """After a non-fast-forward push: a pause (random, growing with ``attempt``, so clusters of one
@@ -624,15 +634,16 @@ class Bootstrapper:
         from ..ports.git import NonFastForward
 
         attempts = attempts or self.push_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                self._write_sync()
-                break
-            except NonFastForward:
-                if attempt == attempts:
-                    raise
-                self._conflict_retry(attempt)
-                self._check_sync_path(self._existing_kustomization())
+        with self._git_section():
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._write_sync()
+                    break
+                except NonFastForward:
+                    if attempt == attempts:
+                        raise
+                    self._conflict_retry(attempt)
+                    self._check_sync_path(self._existing_kustomization())
         self.progress.action("applying sync manifests")
         objects = self._patched(list(sync.objects(self.opts.sync_options())))
         self.result.changes.extend(self.cluster.apply(objects, wait_timeout=self._remaining(CRD_WAIT_SECONDS)))

@@ -193,12 +193,13 @@ def register(request: Request, version: str) -> dict:
 
 
 def run(request: Request, *, deadline: float | None = None, progress_sink: Callable[[str], None] | None = None,
-        push_attempts: int | None = None, vault=None, access=None) -> Outcome:
+        push_attempts: int | None = None, git_lock=None, vault=None, access=None) -> Outcome:
     """Bootstrap the cluster of ``request`` and register it.
 
     ``deadline`` (a ``time.monotonic()`` value) bounds the run's waits; ``progress_sink`` receives
     Flux's progress lines as they come; ``push_attempts`` overrides
-    :attr:`~shared.bootstrap.runner.Bootstrapper.push_attempts` (many clusters of one branch);
+    :attr:`~shared.bootstrap.runner.Bootstrapper.push_attempts` and ``git_lock``
+    :attr:`~shared.bootstrap.runner.Bootstrapper.git_lock` (many clusters of one branch);
     ``vault``/``access`` default to :func:`shared.services.keyvault` and a
     :class:`~shared.clusters.ClusterAccess` on it.
 
@@ -219,6 +220,7 @@ def run(request: Request, *, deadline: float | None = None, progress_sink: Calla
                               progress=Progress(sink=progress_sink))
         if push_attempts:
             runner.push_attempts = push_attempts
+        runner.git_lock = git_lock
         started = time.monotonic()
         result = runner.run()
     except FluxOpsError as exc:

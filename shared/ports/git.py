@@ -118,6 +118,13 @@ class FileTooLarge(errors.Conflict):
         super().__init__(f"{path} is {size} bytes, more than the {limit} bytes the app reads from a repository")
 
 
+#: what a server says when the branch moved under a push: git's receive-pack (``non-fast-forward``,
+#: ``fetch first``; ``failed to update ref``/``cannot lock ref`` when another push updated it between
+#: the advertisement and the update) and Azure DevOps (``TF401028: The reference ... has already been
+#: updated by another client``)
+_MOVED = ("non-fast-forward", "fetch first", "failed to update ref", "cannot lock ref", "TF401028")
+
+
 class NonFastForward(GitError):
     """The push was rejected because the remote branch moved (not an ancestor of our HEAD)."""
 
@@ -788,7 +795,7 @@ class Repository:
             if err is None:
                 continue
             text = _mask(str(err), self._auth)
-            if "non-fast-forward" in text or "fetch first" in text:
+            if any(m in text for m in _MOVED):
                 raise NonFastForward(f"push to {self.url} rejected: {name.decode(errors='replace')} {text}")
             raise GitError(f"push to {self.url} rejected: {name.decode(errors='replace')} {text}")
         repo.refs[b"refs/remotes/origin/" + ref[len(b"refs/heads/"):]] = head_b

@@ -1,9 +1,10 @@
-"""Azurite (npm ``azurite`` 3.37.0): real Azure Blob and Table storage APIs on 127.0.0.1.
+"""Azurite (npm ``azurite`` 3.37.0): real Azure Blob, Queue and Table storage APIs on 127.0.0.1.
 
 Installed by ``.ci/setup`` into ``.azurite/`` (``npm install --prefix .azurite azurite@3.37.0``). The
 tests start it themselves: ``--inMemoryPersistence``, every service on port 0 (the OS picks free
-ports; Azurite prints the ones it bound), ``--skipApiVersionCheck`` (newer SDK api-versions). If it is
-not installed, the fixtures FAIL with the install command; they never skip.
+ports; Azurite prints the ones it bound; the server is ready once all three services listen),
+``--skipApiVersionCheck`` (newer SDK api-versions). If it is not installed, the fixtures FAIL with the
+install command; they never skip.
 
 Fixtures: ``azurite`` (one server per test session), ``azurite_storage`` (a
 ``shared.notify.storage.Storage`` on it) and ``notify_names`` (a fresh table and container name per
@@ -64,7 +65,7 @@ class AzuriteServer:
                 m = _LISTEN_RE.search(line)
                 if m:
                     self.ports[m.group(1).lower()] = int(m.group(2))
-                    if {"blob", "table"} <= set(self.ports):
+                    if {"blob", "queue", "table"} <= set(self.ports):
                         ready.set()
 
         threading.Thread(target=pump, name="azurite-stdout", daemon=True).start()
@@ -96,9 +97,14 @@ class AzuriteServer:
         return f"http://127.0.0.1:{self.ports['table']}/{ACCOUNT}"
 
     @property
+    def queue_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['queue']}/{ACCOUNT}"
+
+    @property
     def connection_string(self) -> str:
         return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint={self.blob_endpoint};TableEndpoint={self.table_endpoint};")
+                f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};"
+                f"TableEndpoint={self.table_endpoint};")
 
     def __enter__(self) -> "AzuriteServer":
         return self.start()
