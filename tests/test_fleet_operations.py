@@ -238,3 +238,23 @@ def test_host_json_has_the_queue_settings_the_worker_counts_on():
     hours, minutes, _ = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["functionTimeout"].split(":")
     assert operations.RUN_BUDGET_SECONDS < int(hours) * 3600 + int(minutes) * 60 <= operations.LEASE_SECONDS
     assert operations.MAX_TIMEOUT_SECONDS < operations.RUN_BUDGET_SECONDS
+
+
+def test_each_cluster_and_the_operation_are_announced_as_app_events(fleet, eventhub_peer):
+    from shared import services
+    from tests.test_eventhub_publish import publisher_for
+
+    services.set_eventhub_publisher_factory(lambda: publisher_for(eventhub_peer))
+    try:
+        op_id = _accepted(fleet, fleet.request(fleet.add_clusters(2)))
+        fleet.listener().drain(_done(fleet, op_id), timeout=60)
+    finally:
+        services.set_eventhub_publisher_factory(None)
+    events = [json.loads(b) for b in eventhub_peer.bodies()]
+    reasons = sorted(e["reason"] for e in events)
+    assert reasons == ["BootstrapSucceeded", "BootstrapSucceeded", "FleetBootstrapSucceeded"]
+    done = next(e for e in events if e["reason"] == "FleetBootstrapSucceeded")
+    assert (done["involvedObject"]["kind"], done["involvedObject"]["name"]) == ("FleetCluster", "fleet")
+    assert done["metadata"]["operationId"] == op_id and done["metadata"]["succeededClusters"] == "2"
+    assert done["message"] == "bootstrap of 2 cluster(s): 2 succeeded"
+    assert fleet.pat.encode() not in b"".join(eventhub_peer.bodies())

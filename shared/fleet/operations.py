@@ -316,18 +316,20 @@ def advance(store: OperationStore, queue, op_id: str) -> Operation | None:
                                       error={"code": "Skipped", "message": reason})
             counts = _counts(items)
             if _finish(store, op, FAILED, reason):
-                events.emit(events.WAVE_FAILED, _payload(op, counts, wave=op.current_wave, message=reason))
-                events.emit(events.OPERATION_FAILED, _payload(op, counts, message=reason))
+                events.emit(op, succeeded=False, message=f"{reason}: {_names(failed)}", counts=counts, wave=op.current_wave)
+                events.emit(op, succeeded=False, message=reason, counts=counts)
             return op
         if last:
             state = FAILED if any(i.state != SUCCEEDED for i in items) else SUCCEEDED
             text = _summary(counts)
             if _finish(store, op, state, text):
                 if op.waves > 1:
-                    events.emit(events.WAVE_FAILED if failed else events.WAVE_SUCCEEDED,
-                                _payload(op, counts, wave=op.current_wave, message=text))
-                events.emit(events.OPERATION_SUCCEEDED if state == SUCCEEDED else events.OPERATION_FAILED,
-                            _payload(op, counts, message=text))
+                    events.emit(op, succeeded=not failed, counts=counts, wave=op.current_wave,
+                                message=f"wave {op.current_wave + 1} of {op.waves}: " +
+                                        (f"{len(failed)} cluster(s) failed: {_names(failed)}" if failed else "succeeded"))
+                bad = [i for i in items if i.state != SUCCEEDED]
+                events.emit(op, succeeded=state == SUCCEEDED, counts=counts,
+                            message=f"{op.kind} of {op.total} cluster(s): {text}" + (f" ({_names(bad)})" if bad else ""))
             return op
         try:  # one caller moves the operation on; the others see the new wave next time round
             store.update_operation(op, etag=op.etag, current_wave=op.current_wave + 1)
@@ -335,8 +337,8 @@ def advance(store: OperationStore, queue, op_id: str) -> Operation | None:
             op = store.get(op_id) or op
             items = store.items(op_id)
             continue
-        events.emit(events.WAVE_SUCCEEDED, _payload(op, counts, wave=op.current_wave - 1,
-                                                    message=f"wave {op.current_wave} succeeded"))
+        events.emit(op, succeeded=True, counts=counts, wave=op.current_wave - 1,
+                    message=f"wave {op.current_wave} of {op.waves} succeeded: {_names(wave)}")
         log.info("fleet operation %s: wave %d succeeded, starting wave %d", op_id, op.current_wave, op.current_wave + 1)
     return op
 
@@ -362,11 +364,9 @@ def _summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {state}" for state, n in counts.items() if n)
 
 
-def _payload(op: Operation, counts: dict, *, wave: int | None = None, message: str = "") -> dict:
-    out = {"operation": op.id, "kind": op.kind, "counts": counts, "message": message}
-    if wave is not None:
-        out["wave"] = wave + 1
-    return out
+def _names(items: list[Item], limit: int = 20) -> str:
+    names = [i.name for i in items]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def view(store: OperationStore, queue, op_id: str) -> dict:

@@ -100,8 +100,10 @@ class _Progress:
     """Progress sink of one item: keeps the last lines and writes the newest to the row at most every
     :data:`PROGRESS_EVERY_SECONDS` (merge, no ETag: the claim already holds the item)."""
 
-    def __init__(self, store, item: Item):
+    def __init__(self, store, item: Item, final_attempt: bool = False):
         self.store, self.item = store, item
+        #: no redelivery follows this attempt (a failure now is the item's last word)
+        self.final_attempt = final_attempt
         self.lines: list[str] = []
         self._last = 0.0
         self._lock = threading.Lock()
@@ -179,7 +181,7 @@ def _should_run(op: Operation, item: Item, dequeue_count: int, message_id: str) 
 
 
 def _run(store, queue, op: Operation, item: Item, dequeue_count: int, runners: dict) -> None:
-    progress = _Progress(store, item)
+    progress = _Progress(store, item, final_attempt=dequeue_count >= MAX_DEQUEUE_COUNT)
     deadline = time.monotonic() + RUN_BUDGET_SECONDS
     started = time.monotonic()
     log.info("fleet worker: %s %s (operation %s, attempt %d)", op.kind, item.name, op.id, dequeue_count)
@@ -271,7 +273,10 @@ def run_bootstrap(op: Operation, item: Item, progress, deadline: float) -> dict:
     /api/bootstrap`` (:mod:`shared.bootstrap.service`). Returns the result; raises :class:`ItemFailed`."""
     from shared.bootstrap import service
 
+    from . import events
+
     body = {**op.spec.get("request", {}), **item.request}
+    request = None
     try:
         request = service.check_request(body, timeout=float(op.spec.get("timeoutSeconds") or 0))
         outcome = service.run(request, deadline=deadline, progress_sink=progress, push_attempts=PUSH_ATTEMPTS,
@@ -282,13 +287,19 @@ def run_bootstrap(op: Operation, item: Item, progress, deadline: float) -> dict:
             done = {"commits": [{"sha": c.sha, "message": c.message} for c in failed.run.result.commits]}
         if not isinstance(failed.error, errors.FluxOpsError):
             log.error("fleet worker: %s failed unexpectedly", item.name, exc_info=failed.error)
-        raise ItemFailed(_error(failed.error), done, retryable=_retryable(failed.error)) from None
+        error = _error(failed.error)
+        if not _retryable(failed.error) or progress.final_attempt:
+            events.announce_cluster(request, failed.run.result if failed.run else None, error["message"])
+        raise ItemFailed(error, done, retryable=_retryable(failed.error)) from None
     except errors.FluxOpsError as exc:
+        if request is not None and (not _retryable(exc) or progress.final_attempt):
+            events.announce_cluster(request, error=str(exc))
         raise ItemFailed(_error(exc), retryable=_retryable(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a bug: logged with its traceback, retried, then failed
         log.error("fleet worker: %s failed unexpectedly", item.name, exc_info=True)
         raise ItemFailed(_error(exc), retryable=True) from None
     result = _compact(outcome.summary())
+    events.announce_cluster(request, outcome.result, outcome.failure)
     if outcome.failure:
         raise ItemFailed({"code": "HealthCheckFailed", "message": outcome.failure}, result)
     return result
