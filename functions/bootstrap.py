@@ -1,9 +1,12 @@
-"""HTTP trigger ``POST /api/bootstrap``: ``flux bootstrap git --token-auth`` as a service.
+"""HTTP trigger ``POST /api/bootstrap``: ``flux bootstrap git`` as a service.
 
-The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT is read
+The body mirrors the flags (see :func:`shared.bootstrap.options_from_request`); the PAT (or the SSH
+key, :mod:`shared.bootstrap.sshkeys`) is read
 from Key Vault by name; the cluster is named by its AKS resource ID (reached through ARM with the
 Function's managed identity) or by the Key Vault secret holding its kubeconfig. Answers 200 with what was committed and
-applied, 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
+applied, 202 ``{"status": "awaitingDeployKey", "sshKey": {"secret", "publicKey", "created"}, ...}``
+when an SSH run generated and stored its key (nothing else written: add the public key in Azure
+DevOps, then call again), 400 with ``{"error": {"code", "field", "message"}}`` for bad input (nothing touched),
 and the status of the typed error otherwise (404 missing repository or branch, 409 conflicting
 sync path or Flux managed by another tool, 500 a missing app setting, 502 a peer refused our
 credentials or failed, or a health check failed after the push). The whole run is bounded by
@@ -27,11 +30,14 @@ bp = func.Blueprint()
 log = logging.getLogger("functions.bootstrap")
 
 
-def _error(status: int, code: str, message: str, field: str | None = None, run=None) -> func.HttpResponse:
+def _error(status: int, code: str, message: str, field: str | None = None, run=None, ssh_key=None) -> func.HttpResponse:
     """``{"error": {"code", "message"[, "field"]}}``; when the bootstrap had started (``run``, a
     :class:`shared.bootstrap.Bootstrapper`), also what it did before failing: ``commits`` pushed
-    and the progress ``log``, so a caller knows what a re-run will find."""
+    and the progress ``log``, so a caller knows what a re-run will find; ``sshKey`` (the public
+    side of the run's :class:`~shared.bootstrap.sshkeys.SSHKey`) when it used one."""
     extra: dict = {}
+    if ssh_key is not None:
+        extra["sshKey"] = ssh_key.summary()
     if run is not None:
         run.progress.failure(message)
         extra["commits"] = [{"sha": c.sha, "message": c.message} for c in run.result.commits]
@@ -87,7 +93,7 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         if isinstance(exc, FluxOpsError):
             log.error("bootstrap failed: %s", exc)
             _announce(request, result, str(exc))
-            return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run)
+            return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run, ssh_key=failed.ssh_key)
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
         _announce(request, result, f"internal error ({type(exc).__name__})")
         return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=failed.run)
@@ -96,6 +102,8 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         _announce(request, error=f"internal error ({type(exc).__name__})")
         return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log")
     summary = outcome.summary()
+    if outcome.awaiting_deploy_key:  # Flux's "Please give the key access to your repository"
+        return json_response(summary, 202)
     _announce(request, outcome.result, outcome.failure)
     if outcome.failure:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.

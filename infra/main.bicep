@@ -62,6 +62,9 @@ param gitBearerTokenHosts string = 'dev.azure.com,*.visualstudio.com'
 @description('App setting FLUX_ALLOWED_REGISTRIES: the image registries the bootstrap registry option may name (comma-separated; an entry covers repositories below it).')
 param fluxAllowedRegistries string = 'ghcr.io/fluxcd'
 
+@description('SSH bootstraps without privateKeySecret generate their key into Key Vault: grants the app Key Vault Secrets Officer on the vault (false: Secrets User only, and SSH bootstraps must name their key).')
+param sshKeyGeneration bool = true
+
 @description('Name of the Event Hub that the clusters\' Flux Providers publish to.')
 param eventHubName string = 'flux-events'
 
@@ -216,6 +219,7 @@ module rbac 'app/rbac.bicep' = {
     clusterIdentityPrincipalIds: clusterIdentityPrincipalIds
     userPrincipalId: principalId
     userPrincipalType: principalType
+    sshKeyGeneration: sshKeyGeneration
   }
 }
 

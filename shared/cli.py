@@ -1,7 +1,9 @@
 """The command line, running the same core as the Functions.
 
 ``.venv/bin/python -m shared install --export`` prints gotk-components.yaml, as ``flux install --export``;
-``.venv/bin/python -m shared bootstrap git --url ... --token-auth`` bootstraps, as ``flux bootstrap git``.
+``.venv/bin/python -m shared bootstrap git --url ... --token-auth`` bootstraps, as ``flux bootstrap git``
+(``--url ssh://...`` over SSH: the key from ``--private-key-file``, or from Key Vault, generated
+there on first use and printed, as Flux prints its deploy key).
 Flag names, defaults and help texts follow the Flux CLI v2.9.4 (cmd/flux/main.go, bootstrap.go,
 bootstrap_git.go, install.go); ``--help`` prints each default as cobra does (``(default "main")``,
 ``(default [a,b])``, ``(default 5m0s)``). The PAT is read from the environment variable named by
@@ -49,7 +51,7 @@ class UsageError(Exception):
 #: Request/record field (JSON spelling) → flag, where :func:`flag_for`'s camelCase rule does not give it.
 FIELD_FLAGS = {"sourceSecret": "--secret-name", "eventHubSecret": "--eventhub-secret", "eventHubName": "--eventhub-name",
                "eventHubNamespace": "--eventhub-namespace", "name": "NAME", "caFileSecret": "--ca-file",
-               "registryCredsSecret": "--registry-creds"}
+               "registryCredsSecret": "--registry-creds", "passwordSecret": "--password-env"}
 
 
 def flag_for(field: str) -> str:
@@ -308,8 +310,9 @@ def _add_bootstrap_git_flags(git) -> None:
     g.add_argument("-p", "--password", default=None, help=argparse.SUPPRESS)
     flag(g, "--password-env", default="GIT_PASSWORD", metavar="VAR", example="FLEET_PAT",
          help="environment variable holding the basic authentication password (the PAT, or with --with-bearer-token "
-              "the token); the password is never read from the command line")
-    bool_flag(g, "-s", "--silent", help="assumes the deploy key is already setup, skips confirmation (accepted; no prompt here)")
+              "the token; over SSH the passphrase of --private-key-file or --private-key-secret); the password is never "
+              "read from the command line")
+    bool_flag(g, "-s", "--silent", help="assumes the deploy key is already setup, skips confirmation")
     bool_flag(g, "--allow-insecure-http", help="allows insecure HTTP connections (only to a host listed exactly in GIT_ALLOWED_HOSTS)")
     bool_flag(g, "--with-bearer-token", help="use the password as a bearer token for Git authentication (an Entra ID "
               "token for Azure DevOps); implies --token-auth")
@@ -324,10 +327,20 @@ def _add_bootstrap_git_flags(git) -> None:
          help="list of directories of the repository that the GitRepository source checks out, accepts comma-separated "
               "values (all of the repository by default)")
     bool_flag(b, "--token-auth", help="when enabled, the personal access token will be used instead of the SSH deploy "
-              "key (required here, unless --with-bearer-token: this CLI authenticates with a token)")
+              "key (required for an https --url, unless --with-bearer-token or --ssh-hostname)")
     flag(b, "--ssh-hostkey-algos", type=_csv, default=None, metavar="strings", example="rsa-sha2-512,rsa-sha2-256",
-         help="list of host key algorithms to be used by the CLI for SSH connections; also patched into "
-              "source-controller and image-automation-controller through flux-system/kustomization.yaml")
+         help="list of host key algorithms to be used by the CLI for SSH connections (default for Azure DevOps: "
+              "rsa-sha2-512,rsa-sha2-256); also patched into source-controller and image-automation-controller "
+              "through flux-system/kustomization.yaml")
+    flag(b, "--ssh-hostname", example="ssh.dev.azure.com",
+         help="SSH hostname, to be used when the SSH host differs from the HTTPS one (an https --url is pushed to "
+              "with the PAT; the cluster syncs over SSH)")
+    flag(b, "--private-key-file", example="~/.ssh/flux-azure",
+         help="path to a private key file used for authenticating to the Git SSH server (RSA; its passphrase in "
+              "--password-env)")
+    flag(b, "--private-key-secret", example="fleet-ssh-key",
+         help="Key Vault secret (KEY_VAULT_URL) holding the SSH private key; with neither this nor --private-key-file, "
+              "the key of secret flux-ssh-<last segment of --path>, generated there on first use")
     flag(b, "--secret-name", default=DEFAULT_NAMESPACE,
          help="name of the secret the sync credentials can be found in or stored to")
     flag(b, "--ca-file", example="ado-server-ca.pem",
@@ -470,9 +483,22 @@ def _bootstrap(args) -> int:
     if args.registry_creds is not None:
         raise InvalidInput("--registry-creds", "is not read from the command line; put 'user:password' in an environment "
                                                "variable and pass --registry-creds-env VAR")
-    if not (args.token_auth or args.with_bearer_token):
+    if "://" not in args.url:  # the scp-like form (or no scheme): refused with the spelling to use
+        from .flux.options import sync_url
+
+        sync_url(args.url, token_auth=True, allow_insecure_http=args.allow_insecure_http, field="--url")
+    ssh_url = args.url.strip().lower().startswith("ssh://")
+    ssh = ssh_url or args.ssh_hostname is not None  # Flux's bootstrap without --token-auth
+    if ssh_url and (args.token_auth or args.with_bearer_token):
+        raise InvalidInput("--with-bearer-token" if args.with_bearer_token else "--token-auth",
+                           "is for https URLs; an ssh:// url authenticates with an SSH key (--private-key-file, "
+                           "--private-key-secret, or one generated into Key Vault)")
+    if not ssh and not (args.token_auth or args.with_bearer_token):
         raise InvalidInput("--token-auth", "is required: this CLI authenticates with a token (a PAT over HTTPS, or "
-                                           "--with-bearer-token); add --token-auth")
+                                           "--with-bearer-token), or with an SSH key for an ssh:// url; add --token-auth")
+    if (args.private_key_file or args.private_key_secret) and not ssh:
+        raise InvalidInput("--private-key-file" if args.private_key_file else "--private-key-secret",
+                           "is used with an ssh:// url or --ssh-hostname")
     from .trust import GitPolicy, check_registry, check_text
 
     for name, value in vars(args).items():  # argv that is not UTF-8 arrives with lone surrogates
@@ -482,7 +508,7 @@ def _bootstrap(args) -> int:
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
         interval=normalize_interval(args.interval, "--interval"), version=args.version,
         components=tuple(args.components), components_extra=tuple(args.components_extra),
-        namespace=args.namespace, secret_name=args.secret_name, username=args.username, token_auth=True,
+        namespace=args.namespace, secret_name=args.secret_name, username=args.username, token_auth=not ssh,
         with_bearer_token=args.with_bearer_token,
         allow_insecure_http=args.allow_insecure_http, author_name=args.author_name, author_email=args.author_email,
         commit_message_appendix=args.commit_message_appendix, registry=args.registry, network_policy=args.network_policy,
@@ -491,22 +517,31 @@ def _bootstrap(args) -> int:
         ssh_hostkey_algos=tuple(args.ssh_hostkey_algos) if args.ssh_hostkey_algos is not None else None,
         toleration_keys=tuple(args.toleration_keys), image_pull_secret=args.image_pull_secret,
         recurse_submodules=args.recurse_submodules, sparse_checkout=tuple(args.sparse_checkout),
+        ssh_hostname=args.ssh_hostname,
     )
     opts.validate()
     ca_crt = _ca_file(args.ca_file)
     registry_creds = _registry_creds(args)
     password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
-    if not password:
+    if not password and not ssh_url:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset; export the PAT "
                                              f"in it ({args.password_env}=<PAT>) or name another with --password-env VAR")
-    # The PAT from the environment goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
+    # The PAT (or the SSH key) goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
     policy = GitPolicy.from_settings()
-    destination = policy.destination(opts.sync_url, allow_insecure_http=opts.allow_insecure_http,
+    destination = policy.destination(opts.git_url, allow_insecure_http=opts.allow_insecure_http,
                                      bearer=args.with_bearer_token, field="url")
     policy.check_resolution(destination, field="url")
+    sync_destination = destination
+    if opts.sync_url != opts.git_url:  # SSH: where the cluster sends its key
+        where = "sshHostname" if opts.ssh_hostname else "url"
+        sync_destination = policy.destination(opts.sync_url, field=where)
+        policy.check_resolution(sync_destination, field=where)
     check_registry(opts.registry, field="registry")
     dist = _distribution(args)
     runner.prepare(opts, distribution=dist)
+    # the passphrase of a key of your own (an ssh:// url: GIT_PASSWORD is the passphrase, as Flux's --password)
+    passphrase = password if ssh_url and (args.private_key_file or args.private_key_secret) else None
+    ssh_key, ssh_refs = _cli_ssh_key(args, opts, destination, sync_destination, passphrase) if ssh else (None, None)
     from .clusters import BOOTSTRAP, ClusterAccess, ClusterRef
 
     access = ClusterAccess()
@@ -533,13 +568,21 @@ def _bootstrap(args) -> int:
             f"check that {kubeconfig_path}" + (f" (context {args.context})" if args.context else "")
             + " names a running cluster this machine can reach, or name another with --kubeconfig/--context")
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
-    credentials = runner.Credentials(bearer_token=password) if args.with_bearer_token else runner.Credentials(password=password)
+    if args.with_bearer_token:
+        credentials = runner.Credentials(bearer_token=password)
+    elif ssh:  # with --ssh-hostname the PAT pushes over https; the key goes to the source Secret
+        credentials = runner.Credentials(password=None if ssh_url else password, ssh_key=ssh_key.key,
+                                         ssh_passphrase=ssh_key.passphrase)
+    else:
+        credentials = runner.Credentials(password=password)
     credentials.ca_crt, credentials.registry_creds = ca_crt, registry_creds
     if args.verbose:
         _print_generated(opts, credentials)
     try:
         bootstrapper = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress,
                                            deadline=started + timeout if timeout > 0 else None, deadline_is_timeout=True)
+        if ssh_key is not None and ssh_key.created and not _deploy_key_ready(bootstrapper, ssh_key, ssh_refs, silent=args.silent):
+            return 0
         result = bootstrapper.run()
     finally:
         cluster.close()
@@ -547,6 +590,72 @@ def _bootstrap(args) -> int:
     if failure:
         raise RuntimeError(failure)
     return 0
+
+
+def _cli_ssh_key(args, opts, destination, sync_destination, passphrase):
+    """``(SSHKey, refs)`` for an SSH bootstrap: ``--private-key-file`` (read here, never stored), or
+    the key of Key Vault secret ``--private-key-secret``, or the stored generated key
+    ``flux-ssh-<name>`` (a new one, not stored yet, when absent): :mod:`shared.bootstrap.sshkeys`."""
+    from . import services
+    from .bootstrap import sshkeys
+    from .bootstrap.options import default_ssh_key_secret
+    from .errors import InvalidInput
+    from .flux import keypair
+    from .flux.options import validate_dns_label
+
+    refs = {"destination": destination, "syncDestination": sync_destination, "privateKeySecret": args.private_key_secret,
+            "passwordSecret": None}
+    if args.private_key_file:
+        try:
+            text = Path(args.private_key_file).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput("--private-key-file", f"failed to open private key file {args.private_key_file}: "
+                                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            key = sshkeys.check_usable(keypair.load(text, passphrase, field="--private-key-file",
+                                                    passphrase_from="--password-env or GIT_PASSWORD"),
+                                       args.private_key_file, field="--private-key-file")
+        except InvalidInput as exc:
+            raise InvalidInput("--private-key-file", exc.message) from None
+        return sshkeys.SSHKey(args.private_key_file, key, passphrase), refs
+    if args.private_key_secret:
+        refs["sshKeySecret"] = args.private_key_secret
+    else:
+        name = opts.path.rsplit("/", 1)[-1] if opts.path else None
+        if not name and args.cluster_resource_id:
+            name = args.cluster_resource_id.rstrip("/").rsplit("/", 1)[-1].lower()
+        try:
+            refs["sshKeySecret"] = default_ssh_key_secret(validate_dns_label(name or "", "--private-key-secret"))
+        except InvalidInput:
+            raise InvalidInput("--private-key-secret", "is required: no --path (or --cluster-resource-id) names the key to "
+                                                       "generate; or give --private-key-file") from None
+    return sshkeys.resolve(services.keyvault(), opts, refs, passphrase=passphrase), refs
+
+
+def _deploy_key_ready(run, key, refs, *, silent: bool) -> bool:
+    """A key generated by this run: checked as far as it can be (preflight), stored in Key Vault and
+    printed, public key on stdout too, as Flux prints its deploy key. Then, as Flux, ask "Please
+    give the key access to your repository" on a terminal (``--silent`` assumes it is done). Returns
+    whether the bootstrap goes on; without a terminal it stops (exit 0): run it again once the key
+    has access."""
+    from . import services
+    from .bootstrap import sshkeys
+
+    run.preflight()
+    sshkeys.store(services.keyvault(), key, refs)
+    public = key.key.public_key.strip()
+    run.progress.success(f"public key: {public}")
+    print(public, flush=True)
+    run.progress.success(f"stored the new SSH key in Key Vault secret {key.secret}")
+    if silent:
+        return True
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input("Please give the key access to your repository [y/N]: ")
+        if answer.strip().lower() in ("y", "yes"):
+            return True
+        raise RuntimeError("aborting")
+    run.progress.warning(f"Please give the key access to your repository: {sshkeys.AWAITING_DEPLOY_KEY}")
+    return False
 
 
 def _ca_file(path: str | None) -> str | None:
@@ -594,7 +703,10 @@ def _print_generated(opts, credentials) -> None:
 
     manifest = sync.generate(opts.sync_options())
     print(f"--- {manifest.path}\n{manifest.content}", file=sys.stderr, end="")
-    keys = ["bearerToken"] if credentials.bearer_token else ["username", "password"]
+    if credentials.ssh_key is not None:
+        keys = ["identity", "identity.pub", "known_hosts"] + (["password"] if credentials.ssh_passphrase else [])
+    else:
+        keys = ["bearerToken"] if credentials.bearer_token else ["username", "password"]
     keys += ["ca.crt"] if credentials.ca_crt else []
     print(f"--- Secret {opts.namespace}/{opts.secret_name} (keys: {', '.join(keys)})", file=sys.stderr)
     if credentials.registry_creds and opts.image_pull_secret:

@@ -35,13 +35,17 @@ the schemes are equal, the hosts are equal (ASCII case-insensitive, no wildcard)
 (the scheme's default when absent: 443 / 80), and the prefix's path is a leading run of whole path
 segments of the URL's (``https://dev.azure.com/contoso`` and ``.../contoso/`` both cover
 ``.../contoso/platform/_git/fleet`` but not ``.../contoso.evil/...`` nor ``.../contosox/...``).
+SSH private keys are bound the same way to ``ssh://`` URLs (port 22 when absent): Azure DevOps'
+organisation prefix is ``ssh://ssh.dev.azure.com/v3/contoso/``, or ``ssh://git@ssh.dev.azure.com/v3/contoso/``
+to cover user ``git`` only (an ``ssh://`` prefix may name the user; an https one may not).
 Segments are compared percent-decoded and case-insensitively, as Azure DevOps resolves organisation,
 project and repository names. A prefix with user info, a query or a fragment covers nothing. A secret
 whose content type is ``application/x-kubeconfig`` (:data:`KUBECONFIG_CONTENT_TYPE`) is never sent
 as a Git credential, and only such a secret is used as a kubeconfig (:func:`kubeconfig_text`).
 
-**Git URLs** (:func:`parse_git_url`) are refused when different parsers could disagree on where they
-go: control characters, whitespace or ``\\`` in the scheme and authority, a backslash anywhere, a
+**Git URLs** (:func:`parse_git_url`: ``https://``, ``http://`` and ``ssh://user@host[:port]/path``)
+are refused when different
+parsers could disagree on where they go: control characters, whitespace or ``\\`` in the scheme and authority, a backslash anywhere, a
 password, a query or fragment, ``.``/``..`` path segments (urllib3 removes them before sending), or an
 encoded ``/``, ``\\`` or NUL in the path; host names must be ASCII (punycode for IDNs) without a trailing
 dot.
@@ -85,7 +89,9 @@ _ADO_SERVICES = ("dev.azure.com", "ssh.dev.azure.com", "*.visualstudio.com")
 #: Cloud metadata and platform endpoints (Azure IMDS and WireServer, AWS, GCP, Alibaba).
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "168.63.129.16", "169.254.170.2", "100.100.100.200", "fd00:ec2::254"))
-_DEFAULT_PORTS = {"https": 443, "http": 80}
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
+#: An SSH user name in a git URL (``git``; Azure DevOps Services' older hosts use the organisation).
+_SSH_USER = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)")
 #: YAML 1.1 / 1.2 plain scalars that do not load as strings (names written unquoted into Flux YAML).
@@ -204,15 +210,17 @@ def _ip_like(host: str) -> bool:
 
 @dataclass(frozen=True)
 class GitURL:
-    """A parsed git URL (see :func:`parse_git_url`): ``scheme`` (``https``/``http``), ``host``
-    (lower-case; IPv6 without brackets), ``port`` (as written, or None), ``path`` (as written, no
-    trailing ``/``), and ``url``: the URL without user info, as sent."""
+    """A parsed git URL (see :func:`parse_git_url`): ``scheme`` (``https``/``http``/``ssh``),
+    ``host`` (lower-case; IPv6 without brackets), ``port`` (as written, or None), ``path`` (as
+    written, no trailing ``/``), ``url``: the URL as sent (https: without user info; ssh: with its
+    user, ``ssh://git@host/path``), and ``user`` (the SSH user, or None)."""
 
     scheme: str
     host: str
     port: int | None
     path: str
     url: str
+    user: str | None = None
 
     @property
     def effective_port(self) -> int:
@@ -230,8 +238,11 @@ class GitURL:
             (other.scheme, other.host, other.effective_port, other.segments)
 
     def covered_by(self, prefix: "GitURL") -> bool:
-        """Whether URL prefix ``prefix`` covers this URL (see the module docstring)."""
+        """Whether URL prefix ``prefix`` covers this URL (see the module docstring); an ``ssh://``
+        prefix with a user (``ssh://git@ssh.dev.azure.com/v3/contoso/``) covers that user only."""
         if (self.scheme, self.host, self.effective_port) != (prefix.scheme, prefix.host, prefix.effective_port):
+            return False
+        if prefix.user is not None and prefix.user != self.user:
             return False
         want = prefix.segments
         return self.segments[: len(want)] == want
@@ -245,11 +256,14 @@ def _refuse(field: str, message: str) -> DestinationRefused:
 
 
 def parse_git_url(url: Any, field: str = "url", *, prefix: bool = False) -> GitURL:
-    """Parse and check the shape of an https/http git URL (no policy: see :class:`GitPolicy`).
+    """Parse and check the shape of an https/http/ssh git URL (no policy: see :class:`GitPolicy`).
 
-    User info without a password is dropped (``https://org@dev.azure.com/...``, as Azure DevOps'
-    clone dialog writes it). With ``prefix`` (a tag's URL prefix) user info is refused and the path
-    may be empty. Raises :class:`DestinationRefused` naming ``field``; a password is never echoed."""
+    https/http: user info without a password is dropped (``https://org@dev.azure.com/...``, as Azure
+    DevOps' clone dialog writes it). ssh: the user is kept (``ssh://git@ssh.dev.azure.com/v3/...``);
+    the scp-like form (``git@ssh.dev.azure.com:v3/...``) has no scheme and is refused (the bootstrap
+    options say how to write it first: :func:`shared.flux.options.sync_url`). With ``prefix`` (a tag's URL prefix) the path may be empty and https user
+    info is refused (an ssh prefix may name the user). Raises :class:`DestinationRefused` naming
+    ``field``; a password is never echoed."""
     if not isinstance(url, str) or not url.strip():
         raise _refuse(field, "is required")
     url = url.strip()
@@ -271,10 +285,14 @@ def parse_git_url(url: Any, field: str = "url", *, prefix: bool = False) -> GitU
     if password is not None:
         raise _refuse(field, "must not carry a password; the PAT is read from Key Vault (passwordSecret) or the environment")
     if scheme not in _DEFAULT_PORTS:
-        raise _refuse(field, f"scheme {shown(parts.scheme or '(none)')} is not supported; use https://")
+        raise _refuse(field, f"scheme {shown(parts.scheme or '(none)')} is not supported; use https:// or ssh://")
     if not host:
         raise _refuse(field, "has no host")
-    if prefix and (username is not None or "@" in parts.netloc):
+    if scheme == "ssh":
+        if username is not None and not _SSH_USER.fullmatch(unquote(username)):
+            raise _refuse(field, "has an SSH user name that is not a plain name such as git")
+        username = unquote(username) if username is not None else None
+    elif prefix and (username is not None or "@" in parts.netloc):
         raise _refuse(field, "a URL prefix must not carry user info")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise _refuse(field, "must not have a query or fragment")
@@ -305,6 +323,9 @@ def parse_git_url(url: Any, field: str = "url", *, prefix: bool = False) -> GitU
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc += f":{port}"
+    if scheme == "ssh":
+        userinfo = f"{username}@" if username is not None else ""
+        return GitURL(scheme=scheme, host=host, port=port, path=path, url=f"ssh://{userinfo}{netloc}{path}", user=username)
     return GitURL(scheme=scheme, host=host, port=port, path=path, url=f"{scheme}://{netloc}{path}")
 
 
@@ -535,9 +556,13 @@ def git_credential(secret, dest: GitDestination | GitURL, *, field: str) -> str:
     if is_kubeconfig(secret):
         raise _refuse(field, f"Key Vault secret {shown(name)} is marked as a kubeconfig (content type "
                              f"{KUBECONFIG_CONTENT_TYPE}) and is never sent as a Git credential; name the PAT's secret")
-    example = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "") + \
-        ("/" + url.path.strip("/").split("/", 1)[0] + "/" if url.path.strip("/") else "/")
-    how = (f"az keyvault secret set --vault-name <vault> --name {name} --value <PAT> --tags "
+    segments = url.path.strip("/").split("/")
+    # The organisation: .../contoso/ (https), .../v3/contoso/ (Azure DevOps SSH)
+    keep = 2 if url.scheme == "ssh" and segments[0] == "v3" and len(segments) > 1 else 1
+    example = f"{url.scheme}://" + (f"{url.user}@" if url.user else "") + url.host + (f":{url.port}" if url.port else "") + \
+        ("/" + "/".join(segments[:keep]) + "/" if url.path.strip("/") else "/")
+    value = "--file <private key file>" if url.scheme == "ssh" else "--value <PAT>"
+    how = (f"az keyvault secret set --vault-name <vault> --name {name} {value} --tags "
            f"{URL_PREFIXES_TAG}={example}")
     raw = (getattr(secret, "tags", None) or {}).get(URL_PREFIXES_TAG)
     if not raw or not raw.strip():

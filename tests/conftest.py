@@ -12,6 +12,7 @@ if ROOT not in sys.path:
 
 pytest_plugins = [
     "tests.peers.git_server",
+    "tests.peers.ssh_git_server",
     "tests.peers.kube_api",
     "tests.peers.keyvault",
     "tests.peers.arm",

@@ -129,7 +129,7 @@ def test_bootstrap_git_bad_flags_name_the_flag(tmp_path):
         (["--url", "https://dev.azure.com/o/p/_git/r", "--path", "../x"], "✗ --path: '../x' must stay inside the repository"),
         (["--url", "https://dev.azure.com/o/p/_git/r", "--version", "2.9.2"], "✗ --version: targeted version '2.9.2' must be prefixed with 'v'"),
         (["--url", "https://dev.azure.com/o/p/_git/r", "--components-extra", "bogus"], "✗ --components-extra: component bogus is not available"),
-        (["--url", "ssh://git@ssh.dev.azure.com/v3/o/p/r"], "✗ --url: ssh:// needs SSH auth"),
+        (["--url", "ssh://git@ssh.dev.azure.com/v3/o/p/r"], "✗ --token-auth: is for https URLs; an ssh:// url authenticates with an SSH key"),
         (["--url", "https://dev.azure.com/o/p/_git/r"], "✗ --kubeconfig: cannot read"),
     ):
         out = run(*base, *extra, env={"GIT_PASSWORD": "pat-value"})
@@ -202,7 +202,7 @@ def test_help_lists_every_flag_with_text_and_default():
     assert "--timeout duration timeout for this operation" in text and "(default 5m0s)" in text
     assert '--branch string Git branch (default "main")' in text
     assert "--network-policy setup Kubernetes network policies" in text
-    assert "instead of the SSH deploy key (required here" in text  # --token-auth is required, and says so
+    assert "instead of the SSH deploy key (required for an https --url" in text  # --token-auth is required, and says so
 
 
 def test_url_errors_say_what_to_write_instead(tmp_path):

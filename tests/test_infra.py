@@ -448,6 +448,8 @@ ROLES = [
     ("Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "app/rbac.bicep", "Microsoft.Storage/storageAccounts", APP),
     ("Storage Queue Data Contributor", "974c5e8b-45b9-4653-ba55-5f855dd0fb88", "app/rbac.bicep", "Microsoft.Storage/storageAccounts", APP),
     ("Key Vault Secrets User", "4633458b-17de-408a-b874-0445c86b69e6", "app/rbac.bicep", "Microsoft.KeyVault/vaults", APP),
+    # only with sshKeyGeneration: the SSH key an SSH bootstrap generates into Key Vault (issue 11)
+    ("Key Vault Secrets Officer", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "app/rbac.bicep", "Microsoft.KeyVault/vaults", APP),
     ("Azure Event Hubs Data Receiver", "a638d3c7-ab3a-418d-83e6-5f17a39d4fde", "app/rbac.bicep", "Microsoft.EventHub/namespaces/eventhubs", APP),
     ("Azure Event Hubs Data Sender", "2b629674-e913-4c01-ae53-ef4638d8f975", "app/rbac.bicep", "Microsoft.EventHub/namespaces/eventhubs", APP),
     ("Monitoring Metrics Publisher", "3913510d-42f4-4e42-8a64-420c390055eb", "app/rbac.bicep", "Microsoft.Insights/components", APP),
@@ -512,6 +514,8 @@ def test_each_role_is_assigned_with_its_guid_and_scope():
             assert props["principalType"] == "ServicePrincipal", f"{rel} {name}"
         if principal == "userPrincipalId":
             assert "userPrincipalId" in json.dumps(conf["condition"]), f"{rel} {name}: only when given"
+        if principal == APP and guid == "b86a8fe4-44ce-4948-aee5-eccb2c155cd7":  # writes secrets: only for SSH key generation
+            assert "sshKeyGeneration" in json.dumps(conf.get("condition")), f"{rel} {name}: only with sshKeyGeneration"
         found.append((guid, rel, scope_type, principal))
     expected = [(guid, rel, scope_type, principal) for _, guid, rel, scope_type, principal in ROLES]
     assert sorted(found) == sorted(expected)

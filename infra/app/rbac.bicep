@@ -12,6 +12,8 @@ param eventHubName string
 param applicationInsightsName string
 @description('Principal IDs of the clusters\' notification-controller identities: Azure Event Hubs Data Sender on the hub.')
 param clusterIdentityPrincipalIds array = []
+@description('SSH bootstrap without a key of your own: the app generates the key into a new Key Vault secret (flux-ssh-<cluster>), which needs Key Vault Secrets Officer on the vault.')
+param sshKeyGeneration bool = true
 @description('The deploying person (optional): manages secrets, uploads the routing file, uses the registry CLI.')
 param userPrincipalId string = ''
 param userPrincipalType string = 'User'
@@ -84,12 +86,24 @@ resource storageQueueDataContributor 'Microsoft.Authorization/roleAssignments@20
   }
 }
 
-// The app only reads secrets (PATs, kubeconfigs, webhook URLs, HMAC keys): Secrets User, not Officer.
+// The app reads secrets (PATs, SSH keys, kubeconfigs, webhook URLs, HMAC keys): Secrets User.
 resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, identityPrincipalId, roles.keyVaultSecretsUser)
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Writing secrets: only the SSH key an SSH bootstrap generates when no key is named
+// (shared/bootstrap/sshkeys.py). Off with sshKeyGeneration = false: SSH bootstraps then need privateKeySecret.
+resource keyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (sshKeyGeneration) {
+  name: guid(vault.id, identityPrincipalId, roles.keyVaultSecretsOfficer)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -14,9 +14,12 @@ from ..flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
 from ..flux import install, sync
 from ..flux.options import (
     DNS1123_SUBDOMAIN,
+    AZURE_DEVOPS_HOSTKEY_ALGOS,
+    is_azure_devops_ssh,
     normalize_interval,
     normalize_path,
     parse_timeout,
+    ssh_sync_url,
     sync_url,
     validate_branch,
     validate_dns_label,
@@ -37,7 +40,8 @@ AZURE_DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
 class BootstrapOptions:
     """Options of one bootstrap; names mirror ``flux bootstrap git`` flags, defaults are Flux's.
 
-    ``url`` is ``--url`` as given (https, or http with ``allow_insecure_http``); ``path`` is
+    ``url`` is ``--url`` as given (https, or http with ``allow_insecure_http``; or ``ssh://``, with
+    ``token_auth`` false: SSH auth, see :attr:`ssh`); ``path`` is
     normalised (``./clusters/x`` or ``""``, see :func:`shared.flux.options.normalize_path`);
     ``interval`` is in Flux's print form (``1m0s``); ``timeout`` is in seconds: how long
     :meth:`Bootstrapper.report_health` waits for the sync objects and components (0 = check once,
@@ -66,7 +70,7 @@ class BootstrapOptions:
     cluster_domain: str = "cluster.local"
     timeout: float = 0.0
     force: bool = False
-    #: ``--ssh-hostkey-algos``; None: the default for the URL (see :meth:`kustomization_patches`).
+    #: ``--ssh-hostkey-algos``; None: the default for the URL (:attr:`hostkey_algos`).
     ssh_hostkey_algos: tuple[str, ...] | None = None
     #: ``--toleration-keys``, ``--image-pull-secret``: every controller Deployment (gotk-components.yaml).
     toleration_keys: tuple[str, ...] = ()
@@ -74,11 +78,46 @@ class BootstrapOptions:
     #: ``--recurse-submodules``, ``--sparse-checkout``: the GitRepository (gotk-sync.yaml).
     recurse_submodules: bool = False
     sparse_checkout: tuple[str, ...] = ()
+    #: ``--ssh-hostname``: the host[:port] the cluster syncs from over SSH (an https ``url`` is then
+    #: pushed to with the PAT, and synced over SSH).
+    ssh_hostname: str | None = None
+
+    @property
+    def ssh(self) -> bool:
+        """Whether the cluster syncs over SSH (an ``ssh://`` url, or ``ssh_hostname``): Flux's
+        bootstrap without ``--token-auth``; the source Secret holds an SSH key."""
+        return not self.token_auth
+
+    @property
+    def git_url(self) -> str:
+        """The URL the bootstrap clones and pushes: an ``ssh://`` url as given (its user is the SSH
+        user, as go-git takes it), else the https URL without user info."""
+        if self.url.strip().lower().startswith("ssh://"):
+            from ..trust import parse_git_url
+
+            return parse_git_url(self.url, "url").url
+        return sync_url(self.url, token_auth=True, allow_insecure_http=self.allow_insecure_http)
 
     @property
     def sync_url(self) -> str:
-        """The GitRepository URL (token auth: https, no user info), also the URL cloned and pushed."""
+        """The GitRepository URL: token auth, https without user info
+        (:func:`shared.flux.options.sync_url`); SSH, Flux's SSH URL with ``ssh_hostname``
+        (:func:`shared.flux.options.ssh_sync_url`)."""
+        if self.ssh:
+            return ssh_sync_url(self.url, username=self.username, ssh_hostname=self.ssh_hostname)
         return sync_url(self.url, token_auth=self.token_auth, allow_insecure_http=self.allow_insecure_http)
+
+    @property
+    def hostkey_algos(self) -> tuple[str, ...]:
+        """The SSH host key algorithms offered (scan, clone, push) and patched into the controllers:
+        ``ssh_hostkey_algos``, else ``rsa-sha2-512,rsa-sha2-256`` when the cluster syncs from Azure
+        DevOps over SSH (:func:`shared.flux.options.is_azure_devops_ssh`), else none (the client's
+        defaults, SHA-1 ``ssh-rsa`` never among them)."""
+        if self.ssh_hostkey_algos is not None:
+            return tuple(self.ssh_hostkey_algos)
+        if self.ssh and is_azure_devops_ssh(self.sync_url):
+            return AZURE_DEVOPS_HOSTKEY_ALGOS
+        return ()
 
     @property
     def author(self) -> str:
@@ -129,13 +168,15 @@ class BootstrapOptions:
         below); every entry must be recognised by :func:`shared.flux.patches.role_of`. Raises
         InvalidInput naming the option's field for a value the patch cannot hold.
 
-        * ``sshHostkeyAlgos``: ``--ssh-hostkey-algos=<algos>`` on source-controller and
+        * ``sshHostkeyAlgos`` (given, or the Azure DevOps default of an SSH sync,
+          :attr:`hostkey_algos`): ``--ssh-hostkey-algos=<algos>`` on source-controller and
           image-automation-controller (Flux's Azure DevOps SSH page)."""
         from ..flux import patches
 
         entries: list[dict] = []
-        if self.ssh_hostkey_algos is not None:
-            entries.append(patches.ssh_hostkey_algos(self.ssh_hostkey_algos, field="sshHostkeyAlgos"))
+        if self.ssh_hostkey_algos is not None or self.hostkey_algos:
+            entries.append(patches.ssh_hostkey_algos(self.ssh_hostkey_algos if self.ssh_hostkey_algos is not None
+                                                     else self.hostkey_algos, field="sshHostkeyAlgos"))
         return entries
 
     def _check_sparse_checkout(self) -> None:
@@ -179,13 +220,10 @@ class BootstrapOptions:
         if self.version is not None:
             validate_version(self.version)
         self.install_options().validate()
-        if not self.token_auth:
-            raise InvalidInput("tokenAuth", "only token auth (a PAT from Key Vault, or withBearerToken) is supported; set tokenAuth to true")
         if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(self.secret_name):
             raise InvalidInput("secretName", f"{shown(self.secret_name)} is not a valid Secret name (DNS-1123 subdomain)")
-        _ = self.sync_url  # scheme, host and password checks
-        if self.url.strip().lower().startswith("ssh://"):
-            raise InvalidInput("url", "ssh:// needs SSH auth, which is not supported; give the https:// URL of the repository")
+        self._validate_auth_mode()
+        _ = self.git_url, self.sync_url  # scheme, host and password checks
         normalize_interval(self.interval)
         if not isinstance(self.timeout, (int, float)) or self.timeout < 0:
             raise InvalidInput("timeout", "must be zero or more")
@@ -195,12 +233,40 @@ class BootstrapOptions:
         if not isinstance(self.commit_message_appendix, str) or "\x00" in self.commit_message_appendix:
             raise InvalidInput("commitMessageAppendix", "must be text")
         if self.ssh_hostkey_algos is not None:
+            from ..ports.ssh import check_algorithms
+
             check_text(list(self.ssh_hostkey_algos), "sshHostkeyAlgos")
+            if not isinstance(self.ssh_hostkey_algos, (list, tuple)) or not all(isinstance(a, str) for a in self.ssh_hostkey_algos):
+                raise InvalidInput("sshHostkeyAlgos", "must be a list of SSH host key algorithm names such as rsa-sha2-512")
+            check_algorithms(self.ssh_hostkey_algos)
         check_text(list(self.toleration_keys), "tolerationKeys")
         check_text(self.image_pull_secret, "imagePullSecret")
         self._check_sparse_checkout()
         self.kustomization_patches()  # each option's patch can be written
         return self
+
+    def _validate_auth_mode(self) -> None:
+        """Token auth over https (a PAT or ``withBearerToken``), or SSH: an ``ssh://`` url, or an
+        https url with ``ssh_hostname`` (pushed to with the PAT, synced over SSH)."""
+        from ..trust import check_text, parse_git_url
+
+        ssh_url = isinstance(self.url, str) and self.url.strip().lower().startswith("ssh://")
+        if isinstance(self.url, str) and "://" not in self.url:  # the scp-like form: its ssh:// spelling as a hint
+            sync_url(self.url, token_auth=True, allow_insecure_http=self.allow_insecure_http)
+        if self.ssh_hostname is not None:
+            check_text(self.ssh_hostname, "sshHostname")
+            if not isinstance(self.ssh_hostname, str) or "@" in self.ssh_hostname or "/" in self.ssh_hostname:
+                raise InvalidInput("sshHostname", "must be a host or host:port, such as ssh.dev.azure.com")
+            parse_git_url(f"ssh://{self.ssh_hostname}/x", "sshHostname")
+        if self.with_bearer_token and (ssh_url or self.ssh_hostname is not None):
+            raise InvalidInput("withBearerToken", "is for https; an SSH sync (ssh:// url or sshHostname) authenticates with an SSH key")
+        if ssh_url and self.token_auth:
+            raise InvalidInput("tokenAuth", "is for https URLs; an ssh:// url authenticates with an SSH key (privateKeySecret)")
+        if not ssh_url and self.ssh_hostname is not None and self.token_auth:
+            raise InvalidInput("sshHostname", "makes the cluster sync over SSH, which token auth does not do; leave tokenAuth unset")
+        if not ssh_url and self.ssh_hostname is None and not self.token_auth:
+            raise InvalidInput("tokenAuth", "SSH auth needs an ssh:// url, or sshHostname with an https url; otherwise leave "
+                                            "tokenAuth true (a PAT from Key Vault, or withBearerToken)")
 
 
 @dataclass
@@ -209,12 +275,17 @@ class Credentials:
     PEM that the Git server's certificate chains to (``ca_crt``, Flux's ``--ca-file``: trusted for
     the clone and pushes, written to the source Secret as ``ca.crt``); the container registry's
     ``(user, password)`` (``registry_creds``, Flux's ``--registry-creds``: written to the
-    docker-registry Secret ``image_pull_secret``)."""
+    docker-registry Secret ``image_pull_secret``). For SSH the ``ssh_key``
+    (:class:`shared.flux.keypair.KeyPair`, also written to the source Secret) with its
+    ``ssh_passphrase``, and, with ``sshHostname``, the PAT (``password``) the bootstrap pushes over
+    https with (it does not go into the source Secret)."""
 
     password: str | None = field(default=None, repr=False)
     bearer_token: str | None = field(default=None, repr=False)
     ca_crt: str | None = field(default=None, repr=False)
     registry_creds: tuple[str, str] | None = field(default=None, repr=False)
+    ssh_key: object | None = field(default=None, repr=False)
+    ssh_passphrase: str | None = field(default=None, repr=False)
 
 
 def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
@@ -225,10 +296,15 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``, ``sshHostkeyAlgos``
-    (a list of SSH host key algorithm names). Credentials are named,
-    never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required unless
+    (a list of SSH host key algorithm names), ``sshHostname``. Credentials are named,
+    never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required for an https url unless
     ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
-    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token). The cluster is
+    DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token; with an ``ssh://``
+    url, optional: the passphrase of the private key), ``privateKeySecret`` (SSH: the Key Vault
+    secret holding the private key, PEM or OpenSSH; when absent, the key of Key Vault secret
+    ``flux-ssh-<clusterName>``, generated there on first use: see
+    :mod:`shared.bootstrap.sshkeys`). SSH auth (``tokenAuth`` false, its default with an ``ssh://``
+    url or ``sshHostname``) mirrors ``flux bootstrap git`` without ``--token-auth``. The cluster is
     named by exactly one of ``clusterResourceId`` (an AKS managed cluster's Azure resource ID, reached
     with the Function's managed identity; ``localAccounts: true`` uses its static admin credential
     instead) and ``kubeconfigSecret`` (Key Vault secret holding the cluster's kubeconfig, optional
@@ -238,10 +314,13 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     A JSON ``null`` means the default. ``interval`` and ``timeout`` are Go durations (``1m``,
     ``90s``); ``timeout`` is at most 150 s (the whole request must finish within Azure's 230 s).
     Returns the validated options and ``{"passwordSecret", "kubeconfigSecret", "context",
-    "clusterResourceId", "localAccounts", "cluster", "clusterName", "destination"}`` (``cluster``: the
+    "clusterResourceId", "localAccounts", "cluster", "clusterName", "destination", "privateKeySecret",
+    "sshKeySecret", "syncDestination"}`` (``cluster``: the
     :class:`~shared.clusters.ClusterRef`; ``clusterResourceId`` in its canonical spelling;
-    ``destination``: the :class:`shared.trust.GitDestination` the sync URL passed,
-    ``GIT_ALLOWED_HOSTS``; ``registry`` passed ``FLUX_ALLOWED_REGISTRIES``).
+    ``destination``: the :class:`shared.trust.GitDestination` the URL cloned and pushed passed,
+    ``GIT_ALLOWED_HOSTS``; ``syncDestination``: the same for the sync URL, where the source
+    Secret's key goes; ``sshKeySecret``: the Key Vault secret of the SSH key, ``privateKeySecret``
+    or the generated key's name, None for token auth; ``registry`` passed ``FLUX_ALLOWED_REGISTRIES``).
 
     Raises InvalidInput naming the first bad field (text with a lone surrogate included; a refused
     destination or registry is a :class:`shared.trust.DestinationRefused`); unknown fields, and credential values
@@ -264,7 +343,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "url": (str, None), "branch": (str, "main"), "path": (str, ""), "interval": (str, "1m"),
         "version": (str, None), "components": (list, None), "componentsExtra": (list, []),
         "namespace": (str, DEFAULT_NAMESPACE), "secretName": (str, DEFAULT_NAMESPACE),
-        "username": (str, "git"), "tokenAuth": (bool, True), "withBearerToken": (bool, False),
+        "username": (str, "git"), "tokenAuth": (bool, None), "withBearerToken": (bool, False),
         "allowInsecureHttp": (bool, False),
         "authorName": (str, "Flux"), "authorEmail": (str, ""), "commitMessageAppendix": (str, ""),
         "registry": (str, DEFAULT_REGISTRY), "networkPolicy": (bool, True), "watchAllNamespaces": (bool, True),
@@ -275,6 +354,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "sshHostkeyAlgos": (list, None),
         "tolerationKeys": (list, []), "imagePullSecret": (str, ""), "registryCredsSecret": (str, None),
         "recurseSubmodules": (bool, False), "sparseCheckout": (list, []), "caFileSecret": (str, None),
+        "privateKeySecret": (str, None), "sshHostname": (str, None),
     }
     unknown = sorted(set(body) - set(spec), key=repr)
     if unknown:
@@ -289,16 +369,26 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         check_text(value, name)
         values[name] = value
     bearer = values["withBearerToken"]
+    if not values["url"]:
+        raise InvalidInput("url", "is required")
+    if "://" not in values["url"]:  # the scp-like form: refused with its ssh:// spelling
+        sync_url(values["url"], token_auth=True, allow_insecure_http=False)
+    ssh_url = values["url"].strip().lower().startswith("ssh://")
+    token_auth = values["tokenAuth"]
+    if token_auth is None:  # Flux's --token-auth is a choice; here it follows from the URL
+        token_auth = bearer or not (ssh_url or values["sshHostname"] is not None)
     if bearer and values["passwordSecret"]:
         raise InvalidInput("passwordSecret", "is not used with withBearerToken (the Function's managed identity gets the token)")
-    for required in ("url",) + (() if bearer else ("passwordSecret",)):
-        if not values[required]:
-            raise InvalidInput(required, "is required")
+    if not bearer and not ssh_url and not values["passwordSecret"]:
+        raise InvalidInput("passwordSecret", "is required")
+    if values["privateKeySecret"] is not None and token_auth:
+        raise InvalidInput("privateKeySecret", "is used with SSH auth only: an ssh:// url, or sshHostname")
     from ..clusters import ClusterRef
     from ..ports.azure.keyvault import validate_secret_name
 
-    if values["passwordSecret"] is not None:
-        validate_secret_name(values["passwordSecret"], "passwordSecret")
+    for name in ("passwordSecret", "privateKeySecret"):
+        if values[name] is not None:
+            validate_secret_name(values[name], name)
     cluster = ClusterRef.parse(kubeconfig_secret=values["kubeconfigSecret"] or None,
                                cluster_resource_id=values["clusterResourceId"],
                                context=values["context"], local_accounts=values["localAccounts"])
@@ -316,7 +406,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         namespace=values["namespace"],
         secret_name=values["secretName"],
         username=values["username"],
-        token_auth=values["tokenAuth"] or bearer,
+        token_auth=token_auth,
         with_bearer_token=bearer,
         allow_insecure_http=values["allowInsecureHttp"],
         author_name=values["authorName"],
@@ -334,6 +424,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         image_pull_secret=values["imagePullSecret"],
         recurse_submodules=values["recurseSubmodules"],
         sparse_checkout=tuple(values["sparseCheckout"]),
+        ssh_hostname=values["sshHostname"],
     ).validate()
     for name in ("caFileSecret", "registryCredsSecret"):
         if values[name] is not None:
@@ -343,8 +434,10 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
                                                   "Secret the credentials are written to), as --registry-creds needs --image-pull-secret")
     # Where the credential will go, and the image registry: app-setting allowlists (shared.trust),
     # checked before any Key Vault, cluster or git call.
-    destination = GitPolicy.from_settings().destination(
-        opts.sync_url, allow_insecure_http=opts.allow_insecure_http, bearer=bearer, field="url")
+    policy = GitPolicy.from_settings()
+    destination = policy.destination(opts.git_url, allow_insecure_http=opts.allow_insecure_http, bearer=bearer, field="url")
+    sync_destination = destination if opts.sync_url == opts.git_url else policy.destination(
+        opts.sync_url, field="sshHostname" if opts.ssh_hostname else "url")
     check_registry(opts.registry, field="registry")
     if values["clusterName"] is not None:
         cluster_name = validate_dns_label(values["clusterName"], "clusterName")
@@ -366,6 +459,15 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "destination": destination,
         "caFileSecret": values["caFileSecret"],
         "registryCredsSecret": values["registryCredsSecret"],
+        "syncDestination": sync_destination,
+        "privateKeySecret": values["privateKeySecret"],
+        "sshKeySecret": (values["privateKeySecret"] or default_ssh_key_secret(cluster_name)) if opts.ssh else None,
     }
     return opts, refs
+
+
+def default_ssh_key_secret(cluster_name: str) -> str:
+    """The Key Vault secret of the SSH key generated for cluster ``cluster_name`` (a DNS-1123
+    label, so the name is valid): ``flux-ssh-<clusterName>``."""
+    return f"flux-ssh-{cluster_name}"
 

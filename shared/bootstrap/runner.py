@@ -9,7 +9,7 @@ Flux's progress messages:
    components on the cluster unless Kustomization ``<ns>/<ns>`` already has a
    ``lastAppliedRevision`` (Flux then upgrades itself from Git).
 2. ``reconcile_source_secret``: create or update the source Secret (``username``/``password``, or
-   ``bearerToken``).
+   ``bearerToken``; SSH: ``identity``, ``identity.pub``, ``known_hosts``).
 3. ``reconcile_sync``: write ``gotk-sync.yaml`` (always) and ``kustomization.yaml`` (when absent,
    or to add the options' patches, :meth:`BootstrapOptions.kustomization_patches`), commit ``Add
    Flux sync manifests`` and push when changed (on a non-fast-forward push: ``git conflict
@@ -272,6 +272,10 @@ class Bootstrapper:
         self._clock = clock
         self._sleep = sleep
         self.components_manifest: Manifest = install.generate(distribution, opts.install_options())
+        #: SSH: the host keys scanned by preflight (shared.ports.ssh.HostKey): the one pinned for
+        #: clone and push (an ssh:// url) and the sync host's, written to known_hosts.
+        self.host_key = None
+        self.sync_host_key = None
         self.result = BootstrapResult(
             url=opts.sync_url,
             branch=opts.branch,
@@ -325,10 +329,25 @@ class Bootstrapper:
     def _git_auth(self):
         from ..ports.git import GitAuth
 
+        if self.opts.git_url.startswith("ssh://"):
+            import paramiko
+
+            from ..ports.ssh import SSHIdentity
+
+            identity = SSHIdentity(pkey=paramiko.RSAKey(key=self.credentials.ssh_key.key), host_key=self.host_key,
+                                   algos=self.opts.hostkey_algos)
+            return GitAuth(username=self.opts.username, ssh=identity)
         return GitAuth(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token,
                        ca_pem=self.credentials.ca_crt)
 
     def _source_secret_data(self) -> dict[str, str]:
+        """The source Secret's ``stringData`` (:func:`shared.flux.sourcesecret.string_data`): the PAT
+        or bearer token, or for SSH the key pair, its passphrase and the sync host's key line."""
+        if self.opts.ssh:
+            key = self.credentials.ssh_key
+            return sourcesecret.string_data(identity=key.private_key, identity_pub=key.public_key,
+                                            known_hosts=self.sync_host_key.known_hosts,
+                                            password=self.credentials.ssh_passphrase, ca_crt=self.credentials.ca_crt)
         return sourcesecret.string_data(username=self.opts.username, password=self.credentials.password,
                                         bearer_token=self.credentials.bearer_token, ca_crt=self.credentials.ca_crt)
 
@@ -346,14 +365,60 @@ class Bootstrapper:
             raise RunTimedOut(f"timed out before {step}: the run took longer than --timeout; what was pushed and "
                               "applied stays, a re-run with a longer --timeout picks up from there")
 
+    def _scan_host_keys(self) -> None:
+        """SSH: the host key of the sync URL's server (for ``known_hosts``) and of the URL pushed to
+        (pinned for clone and push; the same scan when it is the same server), offering only
+        :attr:`BootstrapOptions.hostkey_algos`, as Flux's ``ScanHostKey``; then
+        :meth:`_check_known_host`."""
+        from ..ports.ssh import scan_host_key
+        from ..trust import GitPolicy, parse_git_url
+
+        policy = GitPolicy.from_settings()
+        algos = self.opts.hostkey_algos
+        sync_url = parse_git_url(self.opts.sync_url, "url")
+        field = "sshHostname" if self.opts.ssh_hostname else "url"
+        targets = [(sync_url.host, sync_url.effective_port, field)]
+        git_url = parse_git_url(self.opts.git_url, "url")
+        if git_url.scheme == "ssh" and (git_url.host, git_url.effective_port) != targets[0][:2]:
+            targets.append((git_url.host, git_url.effective_port, "url"))
+        keys = []
+        for host, port, where in targets:
+            self.progress.action(f"scanning the SSH host key of {host}:{port}" + (f" ({','.join(algos)})" if algos else ""))
+            keys.append(scan_host_key(host, port, algos, policy=policy, field=where))
+            self.progress.success(f"host key {keys[-1].key_type} {_fingerprint(keys[-1].key)}")
+        self.sync_host_key = keys[0]
+        if git_url.scheme == "ssh":
+            self.host_key = keys[-1]
+        self._check_known_host()
+
+    def _check_known_host(self) -> None:
+        """A host key that changed since the last run: the existing source Secret's ``known_hosts``
+        pins another key for the sync host. Conflict (409) unless ``force``, which pins the new one
+        (a warning says so)."""
+        from ..flux.sourcesecret import KNOWN_HOSTS, known_host_keys
+
+        current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
+        scanned = self.sync_host_key
+        pinned = known_host_keys(current.get(KNOWN_HOSTS, ""), scanned.host, scanned.port)
+        if not pinned or (scanned.key_type, scanned.key) in pinned:
+            return
+        where = f"{scanned.host}:{scanned.port}"
+        message = (f"the SSH host key of {where} changed: source secret \"{self.opts.namespace}/{self.opts.secret_name}\" pins "
+                   f"{', '.join(f'{t} {_fingerprint(k)}' for t, k in pinned)}, the server now presents "
+                   f"{scanned.key_type} {_fingerprint(scanned.key)}")
+        if not self.opts.force:
+            raise HostKeyChanged(f"{message}; if the server's key was replaced on purpose, set force to pin the new key; "
+                                 "nothing was written")
+        self.progress.warning(f"{message}; pinning the new key (force)")
+
     def _clone(self, *, quiet: bool = False):
         from ..ports.git import Repository
 
         self._close_repo()
         self._tmp = tempfile.TemporaryDirectory(prefix="flux-bootstrap-", dir=self.workdir)
         if not quiet:
-            self.progress.action(f"cloning branch \"{self.opts.branch}\" from Git repository \"{self.opts.sync_url}\"")
-        repo = Repository.clone(self.opts.sync_url, self.opts.branch, self._git_auth(), self._tmp.name, allow_insecure_http=self.opts.allow_insecure_http)
+            self.progress.action(f"cloning branch \"{self.opts.branch}\" from Git repository \"{self.opts.git_url}\"")
+        repo = Repository.clone(self.opts.git_url, self.opts.branch, self._git_auth(), self._tmp.name, allow_insecure_http=self.opts.allow_insecure_http)
         if not quiet:
             self.progress.success("cloned repository")
         self._repo = repo
@@ -366,7 +431,7 @@ class Bootstrapper:
             self.progress.success(f"{what} are up to date")
             return False
         self.progress.success(f"committed {what} to \"{self.opts.branch}\" (\"{sha}\")")
-        self.progress.action(f"pushing {what} to \"{self.opts.sync_url}\"")
+        self.progress.action(f"pushing {what} to \"{self.opts.git_url}\"")
         repo.push()
         self.result.commits.append(Commit(sha=sha, message=title))
         return True
@@ -406,6 +471,8 @@ class Bootstrapper:
         self._confirm_takeover()
         self._existing = self._existing_kustomization()
         self._check_sync_path(self._existing)
+        if self.opts.ssh:
+            self._scan_host_keys()
         # Everything the run will write, as far as the cluster can check it now (objects whose
         # Namespace or CRD is still to be created are skipped by dry_run_apply).
         planned = list(self.component_objects) if self._must_install() else []
@@ -607,14 +674,24 @@ class Bootstrapper:
         self._check_repository()
 
     def reconcile_source_secret(self) -> None:
-        """Flux's ``ReconcileSourceSecret`` for token auth: the Secret always carries the
-        credential, so it is created or updated (keys not written here survive, as in Flux; a
-        leftover ``bearerToken`` next to a new PAT is reported as a warning)."""
+        """Flux's ``ReconcileSourceSecret``: the Secret always carries the credential (a PAT, a
+        bearer token, or an SSH key pair with the scanned ``known_hosts``), so it is created or
+        updated (keys not written here survive, as in Flux; a leftover ``bearerToken`` next to a
+        new PAT, or a leftover ``password`` next to an SSH key without passphrase, is reported as a
+        warning). SSH: the public key is printed, as Flux prints it."""
         key = f"{self.opts.namespace}/{self.opts.secret_name}"
         self.progress.action(f"determining if source secret \"{key}\" exists")
         self.progress.action("generating source secret")
         data = self._source_secret_data()
-        if "bearerToken" not in data:
+        if self.opts.ssh:
+            self.progress.success(f"public key: {data[sourcesecret.PUBLIC_KEY].strip()}")
+            current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
+            if "password" in current and "password" not in data:  # source-controller: the key's passphrase
+                self.progress.warning(
+                    f"source secret \"{key}\" also holds key password, which source-controller takes as the SSH key's "
+                    "passphrase; delete that key"
+                )
+        elif "bearerToken" not in data:
             current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
             if "bearerToken" in current:  # kept by the update, as in Flux, and used before the PAT
                 self.progress.warning(
@@ -779,6 +856,18 @@ class Bootstrapper:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class HostKeyChanged(Conflict):
+    """The SSH server's host key is not the one the source Secret's ``known_hosts`` pins (409)."""
+
+
+def _fingerprint(key_b64: str) -> str:
+    """OpenSSH's ``SHA256:<base64, unpadded>`` fingerprint of a base64 key blob."""
+    import base64
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(key_b64)).digest()).decode().rstrip("=")
 
 
 def _deployment_status(obj: dict | None) -> tuple[str, str]:

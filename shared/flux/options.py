@@ -337,3 +337,80 @@ def validate_registry(value: object, field: str = "registry") -> str:
         raise InvalidInput(field, f"{shown(value)} is not a registry such as ghcr.io/fluxcd or myacr.azurecr.io:443/fluxcd "
                                   "(host[:port] then lower-case repository path)")
     return value
+
+
+
+#: Azure DevOps Services' SSH hosts: the current one and the one of ``*.visualstudio.com``
+#: organisations (learn.microsoft.com/azure/devops/repos/git/use-ssh-keys-to-authenticate).
+AZURE_DEVOPS_SSH_HOSTS = ("ssh.dev.azure.com", "vs-ssh.visualstudio.com")
+#: Host key algorithms for Azure DevOps SSH (RSA with SHA-2 only; fluxcd/website
+#: ``content/en/flux/installation/bootstrap/azure-devops.md``).
+AZURE_DEVOPS_HOSTKEY_ALGOS = ("rsa-sha2-512", "rsa-sha2-256")
+
+
+def is_azure_devops_ssh(url: str) -> bool:
+    """Whether ``url`` is an Azure DevOps Services SSH URL: an ``ssh://`` URL whose host is one of
+    :data:`AZURE_DEVOPS_SSH_HOSTS` or whose path has Azure DevOps' SSH layout
+    ``/v3/{org}/{project}/{repo}`` (which no other server uses; Azure DevOps Server's SSH paths are
+    ``/{collection}/{project}/_git/{repo}``)."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+    except (ValueError, AttributeError):
+        return False
+    if parts.scheme.lower() != "ssh":
+        return False
+    segments = [s for s in parts.path.split("/") if s]
+    return host in AZURE_DEVOPS_SSH_HOSTS or (len(segments) == 4 and segments[0] == "v3")
+
+
+def _azure_devops_ssh_path(host: str, path: str, field: str) -> str:
+    """``/v3/{org}/{project}/{repo}`` for the https path of an Azure DevOps Services repository:
+    ``dev.azure.com/{org}/{project}/_git/{repo}`` (``{org}/_git/{repo}`` when the project is
+    named as the repository) or ``{org}.visualstudio.com/[DefaultCollection/]{project}/_git/{repo}``."""
+    segments = [s for s in path.split("/") if s]
+    if host == "dev.azure.com":
+        org, rest = (segments[0], segments[1:]) if segments else ("", [])
+    else:
+        org, rest = host.split(".", 1)[0], segments
+        if rest and rest[0].lower() == "defaultcollection":
+            rest = rest[1:]
+    if len(rest) == 2 and rest[0] == "_git":
+        rest = [rest[1]] + rest
+    if not org or len(rest) != 3 or rest[1] != "_git":
+        raise InvalidInput(field, "is not an Azure DevOps repository URL (https://dev.azure.com/{org}/{project}/_git/{repo}); "
+                                  "give the ssh:// URL Azure DevOps shows under Clone → SSH")
+    return f"/v3/{org}/{rest[0]}/{rest[2]}"
+
+
+def ssh_sync_url(url: str, *, username: str = "git", ssh_hostname: str | None = None, field: str = "url") -> str:
+    """The GitRepository ``spec.url`` with SSH auth (cmd/flux/bootstrap_git.go, no
+    ``--token-auth``): the user becomes ``username`` when the URL has none or ``username`` is not
+    ``git``; the scheme ``ssh``; the host (``host[:port]``) ``ssh_hostname`` when given
+    (``--ssh-hostname``); the path escaped as Go writes it.
+
+    One difference, for Azure DevOps Services: an ``https://dev.azure.com/...`` (or
+    ``*.visualstudio.com``) URL gets Azure DevOps' SSH path ``/v3/{org}/{project}/{repo}``, where
+    Flux keeps the https path, which Azure DevOps does not serve over SSH (``flux bootstrap git
+    --ssh-hostname=ssh.dev.azure.com`` with an https URL writes a sync URL that cannot fetch).
+    Other servers (Azure DevOps Server included) keep the path, as in Flux. The user info of an
+    https URL (Azure DevOps' clone dialog puts the organisation there) is not taken as the SSH
+    user, which Flux would do. Raises InvalidInput(field)."""
+    try:
+        parts = urlsplit(url.strip())
+        hostname = (parts.hostname or "").lower()
+    except ValueError:
+        raise InvalidInput(field, "is not a valid URL") from None
+    # An https URL's user info is an HTTP login (Azure DevOps' clone dialog puts the organisation
+    # there), not the SSH user: only an ssh:// URL's user is kept.
+    user = parts.username if parts.scheme.lower() == "ssh" else None
+    if user is None or username != "git":
+        user = username
+    host = ssh_hostname or parts.netloc.rpartition("@")[2]
+    path = parts.path
+    if parts.scheme.lower() in ("http", "https"):
+        from ..trust import is_azure_devops_services
+
+        if is_azure_devops_services(hostname):
+            path = _azure_devops_ssh_path(hostname, path, field)
+    return urlunsplit(("ssh", f"{quote(user, safe='')}@{host}", _go_escaped_path(path), "", ""))

@@ -1,4 +1,4 @@
-"""The git repository port: a local working clone of one branch, over smart HTTP(S), on dulwich.
+"""The git repository port: a local working clone of one branch, over smart HTTP(S) or SSH, on dulwich.
 
 What Flux does and this module mirrors (see ``docs/flux-bootstrap-spec.md``):
 
@@ -13,7 +13,9 @@ What Flux does and this module mirrors (see ``docs/flux-bootstrap-spec.md``):
 * Auth (§2.1 step 6): https with HTTP Basic (username, default ``git``, + PAT as password) or a bearer
   token (``Authorization: Bearer``), plus an optional CA bundle; ``http://`` refused unless
   ``allow_insecure_http``. User info in the URL (``https://org@dev.azure.com/...``) is dropped (§2.1
-  step 7); credentials only ever come from ``GitAuth``.
+  step 7); credentials only ever come from ``GitAuth``. ``ssh://user@host[:port]/path``: the
+  private key of ``GitAuth.ssh`` and the host key pinned there, through
+  :class:`shared.ports.ssh.PinnedSSHVendor` (paramiko; never SHA-1 ``ssh-rsa``).
 * Destinations (:mod:`shared.trust`): every URL passes :meth:`shared.trust.GitPolicy.destination`
   (``GIT_ALLOWED_HOSTS``; a bearer token only to ``GIT_BEARER_TOKEN_HOSTS``) before any connection,
   and every connection (redirects included) is checked by :meth:`shared.trust.GitPolicy.check_peer`
@@ -76,6 +78,9 @@ class GitAuth:
     bearer_token: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     ca_pem: str | None = field(default=None, repr=False)
+    #: For ``ssh://`` URLs: the key, pinned host key and host key algorithms
+    #: (:class:`shared.ports.ssh.SSHIdentity`); the URL's user name is the SSH user.
+    ssh: object | None = field(default=None, repr=False)
 
     def _secrets(self) -> list[str]:
         return [s for s in (self.password, self.bearer_token) if s]
@@ -205,16 +210,29 @@ def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = No
 
 @contextmanager
 def _client(clean_url: str, auth: GitAuth, policy=None):
-    """A dulwich HTTP client for ``clean_url``: yields ``(client, path)``, then closes its
+    """A dulwich client for ``clean_url``: yields ``(client, path)``, then closes its
     connections (dulwich 1.2.21's ``Urllib3HttpGitClient.close()`` is a no-op, so the urllib3
     pool is cleared here). Its connections are checked by ``policy`` (:class:`shared.trust.GitPolicy`,
-    from the app settings by default)."""
+    from the app settings by default). ``ssh://``: an SSH client on ``auth.ssh`` (each command is
+    its own connection, closed with it)."""
     from dulwich.client import HttpGitClient
     from dulwich.config import ConfigDict
 
     from shared.trust import GitPolicy
 
     policy = policy or GitPolicy.from_settings()
+    parts = urlsplit(clean_url)
+    if parts.scheme == "ssh":
+        from dulwich.client import SSHGitClient
+
+        from shared.ports.ssh import PinnedSSHVendor
+
+        if auth.ssh is None:
+            raise errors.InvalidInput("url", "an ssh:// URL needs an SSH key (privateKeySecret)")
+        client = SSHGitClient(parts.hostname, port=parts.port or 22, username=parts.username or auth.username or "git",
+                              vendor=PinnedSSHVendor(auth.ssh, policy))
+        yield client, parts.path
+        return
 
     config = ConfigDict()
     if auth.ca_file:
@@ -228,7 +246,6 @@ def _client(clean_url: str, auth: GitAuth, policy=None):
         config.set((b"http",), b"extraHeader", b"Authorization: Bearer " + auth.bearer_token.encode())
     elif auth.password is not None:
         username, password = auth.username or "git", auth.password
-    parts = urlsplit(clean_url)
     base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
     client = HttpGitClient(
         base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S,
@@ -274,6 +291,8 @@ def _translate(clean_url: str, auth: GitAuth, action: str) -> Iterator[None]:
         raise RepositoryNotFound(f"git repository {clean_url} not found (HTTP 404)") from None
     except (GitProtocolError, HangupException, OSError) as exc:
         text = _mask(str(exc), auth)
+        if "TF401019" in text:  # Azure DevOps over SSH: no such repository, or no access to it
+            raise RepositoryNotFound(f"git repository {clean_url} not found: {text.strip()}") from None
         if "unexpected http resp 403" in text:
             raise GitAuthError(f"git server rejected the credentials for {clean_url} (HTTP 403)") from None
         err = GitError(f"{action} {clean_url} failed: {type(exc).__name__}: {text}")

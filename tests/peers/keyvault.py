@@ -200,7 +200,11 @@ class KeyVaultServer(HttpsPeer):
 
     ``vault_url``, ``ca_file``, ``tenant_id``, ``request_log`` (list of :class:`LoggedRequest`),
     ``credential()``, ``seed()``, ``stored()``, ``revoke_tokens()``. ``clock`` (callable → Unix seconds,
-    default ``time.time``) may be replaced by a test to control ``created``/``updated``.
+    default ``time.time``) may be replaced by a test to control ``created``/``updated``. Tokens of
+    the token peer (:mod:`tests.peers.entra_tokens`, audience ``https://vault.azure.net``) are
+    accepted too, for processes that get theirs through ``DefaultAzureCredential`` (the CLI).
+    ``read_only = True`` answers writes as Key Vault answers an identity with *Key Vault Secrets
+    User* only (403 ``Forbidden``, inner ``ForbiddenByRbac``).
     """
 
     def __init__(self, *, tenant_id: str = DEFAULT_TENANT, clock: Callable[[], float] = time.time):
@@ -211,6 +215,7 @@ class KeyVaultServer(HttpsPeer):
         self._deleted: dict[str, _Deleted] = {}
         self._tokens: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._lock = threading.RLock()
+        self.read_only = False
 
     name = "keyvault-test-server"
 
@@ -286,7 +291,13 @@ class KeyVaultServer(HttpsPeer):
         with self._lock:
             grant = self._tokens.get(token.strip())
         if grant is None:
-            return False
+            from tests.peers.entra_tokens import verify_jwt
+
+            try:
+                verify_jwt(token.strip(), audience=RESOURCE)
+            except Exception:
+                return False
+            return True
         scopes, tenant = grant
         return SCOPE in scopes and tenant in (None, self.tenant_id)
 
@@ -447,6 +458,9 @@ class KeyVaultServer(HttpsPeer):
         return data
 
     def _set(self, name: str, body: bytes) -> _Reply:
+        if self.read_only:
+            raise _error(403, "Forbidden", "Caller is not authorized to perform action on resource. Action: "
+                         "'Microsoft.KeyVault/vaults/secrets/setSecret/action'", inner="ForbiddenByRbac")
         data = self._json(body)
         if name.lower() in self._deleted:
             raise _error(409, "Conflict",
