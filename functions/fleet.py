@@ -6,6 +6,9 @@
   /api/operations/{id}`` and ``Retry-After``; 400 naming the field (``clusters[3].path``) with nothing
   stored or queued; an ``Idempotency-Key`` header sent again with the same body answers with the same
   operation (422 with another body).
+- ``POST /api/fleet/upgrade``: a new Flux ``version`` for registered clusters (names or globs) in
+  ``waves``, or a ``dryRun`` giving each cluster's diff (:func:`shared.fleet.upgrade.plan_upgrade`);
+  the same answers.
 - ``GET /api/operations/{id}``: the operation and each cluster's state, result and error (200; 404);
   ``GET /api/operations``: the newest operations.
 - ``fleet_worker``: queue trigger on ``FLEET_QUEUE`` (one cluster per message,
@@ -78,6 +81,16 @@ def fleet_bootstrap(req: func.HttpRequest) -> func.HttpResponse:
     from shared.fleet.operations import plan_bootstrap
 
     return _submit(req, "bootstrap", plan_bootstrap)
+
+
+@bp.function_name("fleet_upgrade")
+@bp.route(route="fleet/upgrade", methods=["POST"], auth_level=operation_auth_level())
+def fleet_upgrade(req: func.HttpRequest) -> func.HttpResponse:
+    if (denied := require_operator(req)) is not None:
+        return denied
+    from shared.fleet.upgrade import plan_upgrade
+
+    return _submit(req, "upgrade", plan_upgrade)
 
 
 @bp.function_name("operation_status")

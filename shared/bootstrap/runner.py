@@ -286,6 +286,7 @@ class Bootstrapper:
         )
         self._repo = None
         self._tmp = None
+        self._descendants: dict[str, bool] = {}  # revision sha -> contains the head we pushed
         self._existing: dict | None = None
         self._user_kustomization: tuple[str, str] | None = None  # (path, text), see _check_repository
         #: The options' kustomization patches (the seam: BootstrapOptions.kustomization_patches).
@@ -814,9 +815,28 @@ class Bootstrapper:
         for key in revision_field:
             revision = revision.get(key) if isinstance(revision, dict) else None
         revision = _normalize_revision(revision)
-        if expected and revision != expected:
+        if expected and revision != expected and not self._later_revision(revision):
             return {"status": "pending", "message": f"at revision {revision}, waiting for {expected}"}
         return {"status": "ready", "message": ready.get("message", ""), "revision": revision}
+
+    def _later_revision(self, revision: str | None) -> bool:
+        """Whether ``revision`` (``<branch>@sha1:<sha>``) is a later commit of the branch that contains
+        the one pushed: another push (a cluster of the same branch, a person) came after ours and the
+        controller reports that one. Each revision is asked of git once."""
+        branch, _, sha = (revision or "").partition("@sha1:")
+        if branch != self.opts.branch or not sha or not self.result.head or self._repo is None:
+            return False
+        known = self._descendants.get(sha)
+        if known is None:
+            from ..errors import FluxOpsError
+
+            try:
+                known = self._repo.is_ancestor(self.result.head, sha)
+            except FluxOpsError as exc:  # asked again at the next poll
+                log.warning("cannot tell whether %s contains %s: %s", revision, self.result.head, exc)
+                return False
+            self._descendants[sha] = known
+        return known
 
     def _components_health(self) -> dict:
         """kstatus of Deployment ``<ns>/<component>`` for every selected component."""

@@ -66,10 +66,18 @@ def parse_time(text: Any) -> datetime | None:
 
 
 def _json(value: Any) -> str:
+    """``value`` as JSON text that fits a table property: a result or log too large to keep whole is
+    replaced by a note of what it was (the operation must still record the cluster's state)."""
     text = json.dumps(value, separators=(",", ":"), sort_keys=True)
-    if len(text) > MAX_PROPERTY_CHARS:
-        raise ValueError(f"value of {len(text)} characters does not fit a table property")
-    return text
+    if len(text) <= MAX_PROPERTY_CHARS:
+        return text
+    if isinstance(value, list):
+        while value and len(text) > MAX_PROPERTY_CHARS:
+            value = value[len(value) // 4 + 1:]
+            text = json.dumps(["…"] + value, separators=(",", ":"))
+        return text
+    keys = sorted(value)[:50] if isinstance(value, dict) else []
+    return json.dumps({"truncated": True, "characters": len(text), "keys": keys}, separators=(",", ":"))
 
 
 def _loads(text: Any, default: Any = None) -> Any:

@@ -37,6 +37,7 @@ import logging
 import os
 import pathlib
 import posixpath
+import re
 import secrets
 import shutil
 import stat
@@ -683,6 +684,34 @@ class Repository:
             return self._repo.refs[b"HEAD"].decode("ascii")
         except KeyError:
             return None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` is ``descendant`` or one of its ancestors (both 40 hex). A
+        ``descendant`` this clone does not have yet is fetched first: the branch's new commits, from
+        the same remote with the same credential and policy (e.g. another cluster of a shared branch
+        pushed after us, and a controller reports that later commit). False when the remote's branch
+        does not hold it either. Raises ``GitAuthError``/``GitError`` as :meth:`clone`."""
+        from dulwich.graph import can_fast_forward
+
+        if not all(isinstance(s, str) and re.fullmatch(r"[0-9a-f]{40}", s) for s in (ancestor, descendant)):
+            return False
+        if ancestor == descendant:
+            return True
+        repo = self._repo
+        want = descendant.encode("ascii")
+        if want not in repo.object_store:
+            def determine_wants(refs, depth=None):
+                sha = refs.get(self._ref)
+                return [sha] if sha is not None and sha not in repo.object_store else []
+
+            with _client(self.url, self._auth, self._policy) as (client, path), _translate(self.url, self._auth, "git fetch of"):
+                client.fetch(path, repo, determine_wants=determine_wants)
+            if want not in repo.object_store:
+                return False
+        try:
+            return can_fast_forward(repo, ancestor.encode("ascii"), want)
+        except KeyError:
+            return False
 
     # -- commit -------------------------------------------------------------------------------
     def _changed_paths(self) -> list[bytes]:

@@ -1,0 +1,155 @@
+"""Fleet upgrades (issue #12, point 2): ``POST /api/fleet/upgrade`` re-renders each registered cluster's
+gotk-components.yaml at the new version with its recorded options and pushes it; Flux's controllers
+(played on the Kubernetes API test servers by :mod:`tests.peers.flux_controllers`) apply it from Git; the
+worker checks health up to the new revision and the new controller images; waves run in order and a
+failed wave skips the later ones; a dry run gives each cluster's diff and writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.fleet.store import RUNNING
+from tests.fleet_peers import GOLDEN, fleet  # noqa: F401 - fixture
+from tests.peers.flux_controllers import FluxControllers
+from tests.peers.git_server import log as git_log
+from tests.peers.git_server import read_tree
+
+V283 = GOLDEN / "clickhouse_deployment-v2.8.3" / "gotk-components.yaml"
+V292 = GOLDEN / "talos-v2.9.2-6comp" / "gotk-components.yaml"
+V292_4 = GOLDEN / "talos-v2.9.2-4comp" / "gotk-components.yaml"  # the four default components, as Flux writes them
+NAMES = ["dev-a", "dev-b", "prod-a"]
+
+
+@pytest.fixture
+def fleet_at_283(fleet, monkeypatch):
+    """Three clusters bootstrapped at Flux v2.8.3 through the fleet, Flux's controllers following Git."""
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V283))
+    clusters = fleet.add_clusters(3)
+    for entry, name in zip(clusters, NAMES):
+        entry.update(path=f"clusters/{name}", clusterName=name)
+    resp, body = fleet.post_bootstrap(fleet.request(clusters, version="v2.8.3"))
+    assert resp.status_code == 202, body
+    listener = fleet.listener()
+    listener.drain(lambda: fleet.store.get(body["id"]).state != RUNNING, timeout=120)
+    assert fleet.operation(body["id"])["state"] == "succeeded"
+    controllers = FluxControllers(fleet.bare, fleet.servers)
+    controllers.reconcile()  # Flux has synced: from now on it upgrades itself from Git
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
+    fleet.controllers = controllers
+    yield fleet
+    controllers.stop()
+
+
+def _upgrade(fleet, body) -> str:
+    resp, payload = fleet.http("fleet_upgrade", "POST", "/api/fleet/upgrade", body)
+    assert resp.status_code == 202, payload
+    return payload["id"]
+
+
+def _images(server, name="source-controller"):
+    dep = server.get_object("apps/v1", "Deployment", name, "flux-system")
+    return [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
+
+
+def test_an_upgrade_rolls_out_wave_after_wave_and_checks_revision_and_images(fleet_at_283):
+    fleet = fleet_at_283
+    assert _images(fleet.servers[0]) == ["ghcr.io/fluxcd/source-controller:v1.8.1"] or \
+        _images(fleet.servers[0])[0].startswith("ghcr.io/fluxcd/source-controller:")
+    before = {s.url: _images(s) for s in fleet.servers}
+    fleet.controllers.start()
+    op_id = _upgrade(fleet, {"version": "v2.9.2", "waves": [["dev-*"], ["prod-*"]], "timeout": "60s"})
+    status = fleet.operation(op_id)
+    assert [w["clusters"] for w in status["waves"]] == [["dev-a", "dev-b"], ["prod-a"]]
+    fleet.listener().drain(lambda: fleet.store.get(op_id).state != RUNNING, timeout=180)
+    status = fleet.operation(op_id)
+    assert status["state"] == "succeeded", [(c["name"], c["error"]) for c in status["clusters"]]
+    assert [w["state"] for w in status["waves"]] == ["succeeded", "succeeded"]
+    # wave 2 started only after wave 1 was done
+    dev_done = max(c["finishedAt"] for c in status["clusters"] if c["wave"] == 1)
+    prod = next(c for c in status["clusters"] if c["name"] == "prod-a")
+    assert prod["startedAt"] > dev_done
+    result = prod["result"]
+    assert (result["fromVersion"], result["toVersion"]) == ("v2.8.3", "v2.9.2")
+    assert result["health"]["Kustomization"]["status"] == "ready"
+    assert result["health"]["images"]["status"] == "ready"
+    tree = read_tree(fleet.bare, "main")
+    for name, server in zip(NAMES, fleet.servers):
+        assert tree[f"clusters/{name}/flux-system/gotk-components.yaml"] == V292_4.read_bytes()
+        assert _images(server) != before[server.url]
+        assert _images(server)[0].startswith("ghcr.io/fluxcd/source-controller:")
+        assert fleet.registry.get(name).install["version"] == "v2.9.2"
+    upgrades = [c for c in git_log(fleet.bare, "main") if c["message"].strip() == "Add Flux v2.9.2 component manifests"]
+    assert len(upgrades) == 3
+
+
+def test_a_failed_wave_stops_the_later_ones(fleet_at_283):
+    fleet = fleet_at_283
+    fleet.controllers.fail(fleet.servers[1], "kustomize build failed: accumulating resources")
+    prod_before = read_tree(fleet.bare, "main")["clusters/prod-a/flux-system/gotk-components.yaml"]
+    fleet.controllers.start()
+    op_id = _upgrade(fleet, {"version": "v2.9.2", "waves": [["dev-*"], ["prod-a"]], "timeout": "5s"})
+    fleet.listener().drain(lambda: fleet.store.get(op_id).state != RUNNING, timeout=120)
+    status = fleet.operation(op_id)
+    assert status["state"] == "failed"
+    by_name = {c["name"]: c for c in status["clusters"]}
+    assert by_name["dev-a"]["state"] == "succeeded"
+    assert by_name["dev-b"]["state"] == "failed" and by_name["dev-b"]["error"]["code"] == "HealthCheckFailed"
+    assert "kustomize build failed" in by_name["dev-b"]["error"]["message"]
+    assert by_name["prod-a"]["state"] == "skipped" and "wave 1 failed" in by_name["prod-a"]["error"]["message"]
+    assert [w["state"] for w in status["waves"]] == ["failed", "skipped"]
+    tree = read_tree(fleet.bare, "main")
+    assert tree["clusters/prod-a/flux-system/gotk-components.yaml"] == prod_before  # never touched
+
+
+def test_a_dry_run_gives_each_clusters_diff_and_writes_nothing(fleet_at_283):
+    fleet = fleet_at_283
+    commits = git_log(fleet.bare, "main")
+    writes = [len([r for r in s.request_log if r.method != "GET"]) for s in fleet.servers]
+    op_id = _upgrade(fleet, {"version": "v2.9.2", "waves": [["dev-*"], ["prod-*"]], "dryRun": True})
+    fleet.listener().drain(lambda: fleet.store.get(op_id).state != RUNNING, timeout=60)
+    status = fleet.operation(op_id)
+    assert status["state"] == "succeeded" and status["dryRun"] is True
+    assert len(status["waves"]) == 1  # nothing is written: no reason to wait between waves
+    result = status["clusters"][0]["result"]
+    assert result["dryRun"] and (result["fromVersion"], result["toVersion"]) == ("v2.8.3", "v2.9.2")
+    file = result["diff"]["file"]
+    assert file["path"] == "clusters/dev-a/flux-system/gotk-components.yaml" and file["changed"]
+    assert "-# Flux Version: v2.8.3\n+# Flux Version: v2.9.2\n" in file["diff"]
+    changed = {c["object"]: c for c in result["diff"]["objects"]["changed"]}
+    images = changed["Deployment/flux-system/source-controller"]["images"]
+    assert images["from"] != images["to"] and images["to"][0].startswith("ghcr.io/fluxcd/source-controller:")
+    assert git_log(fleet.bare, "main") == commits
+    assert [len([r for r in s.request_log if r.method != "GET"]) for s in fleet.servers] == writes
+
+
+BAD_UPGRADES = [
+    ({"waves": [["dev-*"]]}, "version"),
+    ({"version": "2.9", "waves": [["dev-*"]]}, "version"),
+    ({"version": "v2.9.2"}, "waves"),
+    ({"version": "v2.9.2", "clusters": ["dev-a"], "waves": [["dev-a"]]}, "waves"),
+    ({"version": "v2.9.2", "waves": [["dev-*"], ["staging-*"]]}, "waves[1][0]"),
+    ({"version": "v2.9.2", "waves": [["dev-*"], []]}, "waves[1]"),
+    ({"version": "v2.9.2", "clusters": ["Dev_A"]}, "clusters[0]"),
+    ({"version": "v2.9.2", "clusters": ["*"], "dryRun": "yes"}, "dryRun"),
+    ({"version": "v2.9.2", "clusters": ["*"], "force": True}, "force"),
+    ({"version": "v9.9.9", "clusters": ["*"]}, "version"),
+]
+
+
+def test_bad_upgrade_requests_are_refused_naming_the_field(fleet_at_283):
+    fleet = fleet_at_283
+    for body, field in BAD_UPGRADES:
+        resp, payload = fleet.http("fleet_upgrade", "POST", "/api/fleet/upgrade", body)
+        assert resp.status_code == 400, (body, payload)
+        assert payload["error"]["field"] == field, (body, payload)
+    assert len(fleet.store.operations()) == 1  # the bootstrap only
+
+
+def test_a_cluster_registered_without_install_options_is_refused(fleet):
+    from shared.rotation.registry import ClusterRecord
+
+    fleet.registry.upsert(ClusterRecord(name="by-hand", kubeconfig_secret="x-kubeconfig", pat_secret="fleet-pat",
+                                        git_url=fleet.url, allow_insecure_http=True))
+    resp, payload = fleet.http("fleet_upgrade", "POST", "/api/fleet/upgrade", {"version": "v2.9.2", "clusters": ["by-*"]})
+    assert resp.status_code == 400 and payload["error"]["field"] == "clusters[0]"
+    assert "no recorded install options" in payload["error"]["message"]
