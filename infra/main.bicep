@@ -6,8 +6,8 @@
 //
 // One user-assigned managed identity is used for everything: storage (identity-based connections only,
 // no account keys), Key Vault (RBAC), Event Hubs (local auth disabled), Application Insights (Entra
-// auth) and the AKS clusters in aksClusterIds. Role assignments are in app/rbac.bicep and
-// app/aks-access.bicep. No secret is a parameter, an app setting or an output.
+// auth), the AKS clusters in aksClusterIds and the workload identities in workloadIdentityIds. Role
+// assignments are in app/rbac.bicep, app/aks-access.bicep and app/identity-access.bicep. No secret is a parameter, an app setting or an output.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -40,6 +40,9 @@ param principalType string = 'User'
 
 @description('Resource IDs of the AKS clusters the app bootstraps and rotates (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>), in any resource group or subscription. The identity gets Azure Kubernetes Service Cluster User Role and Azure Kubernetes Service RBAC Cluster Admin on each.')
 param aksClusterIds array = []
+
+@description('Resource IDs of the user-assigned managed identities that bootstraps with workloadIdentity.federate write federated identity credentials on (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>), in any resource group or subscription. The app identity gets Managed Identity Contributor on each.')
+param workloadIdentityIds array = []
 
 @description('Principal (object) IDs of the identities that the clusters\' notification-controllers use (workload identity, Flux >= 2.6): Azure Event Hubs Data Sender on the hub.')
 param clusterIdentityPrincipalIds array = []
@@ -230,6 +233,17 @@ module aksAccess 'app/aks-access.bicep' = [for (clusterId, i) in aksClusterIds: 
   scope: resourceGroup(split(clusterId, '/')[2], split(clusterId, '/')[4])
   params: {
     clusterName: last(split(clusterId, '/'))
+    identityPrincipalId: identity.outputs.principalId
+  }
+}]
+
+// One deployment at each workload identity's own resource group: Managed Identity Contributor on the identity
+// itself, for the federated identity credentials. ID layout as above, .../userAssignedIdentities/<8>
+module identityAccess 'app/identity-access.bicep' = [for (identityId, i) in workloadIdentityIds: {
+  name: take('identity-access-${i}-${uniqueString(identityId)}', 64)
+  scope: resourceGroup(split(identityId, '/')[2], split(identityId, '/')[4])
+  params: {
+    identityName: last(split(identityId, '/'))
     identityPrincipalId: identity.outputs.principalId
   }
 }]

@@ -51,16 +51,22 @@ class UsageError(Exception):
 #: Request/record field (JSON spelling) → flag, where :func:`flag_for`'s camelCase rule does not give it.
 FIELD_FLAGS = {"sourceSecret": "--secret-name", "eventHubSecret": "--eventhub-secret", "eventHubName": "--eventhub-name",
                "eventHubNamespace": "--eventhub-namespace", "name": "NAME", "caFileSecret": "--ca-file",
-               "registryCredsSecret": "--registry-creds", "passwordSecret": "--password-env"}
+               "registryCredsSecret": "--registry-creds", "passwordSecret": "--password-env",
+               "workloadIdentity": "--workload-identity-client-id", "workloadIdentity.clientId": "--workload-identity-client-id",
+               "workloadIdentity.tenantId": "--workload-identity-tenant-id",
+               "workloadIdentity.identityResourceId": "--workload-identity-resource-id",
+               "workloadIdentity.components": "--workload-identity-components",
+               "workloadIdentity.federate": "--workload-identity-federate",
+               "sops": "--sops-provider", "sops.provider": "--sops-provider"}
 
 
 def flag_for(field: str) -> str:
     """The flag a field error is about: ``componentsExtra`` → ``--components-extra``; names that are
     already flags (``--url``), environment variables (``FLUX_MANIFESTS``) or positionals pass through."""
-    if not field or field.startswith("-") or field.isupper() or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", field):
-        return field
     if field in FIELD_FLAGS:
         return FIELD_FLAGS[field]
+    if not field or field.startswith("-") or field.isupper() or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", field):
+        return field
     return "--" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", field).lower()
 
 
@@ -375,6 +381,24 @@ def _add_bootstrap_git_flags(git) -> None:
          help="The maximum burst queries-per-second of requests sent to the Kubernetes API. Accepted for Flux parity "
               "and ignored")
 
+    w = git.add_argument_group("workload identity flags (no secrets: Flux on Microsoft Entra workload identity)")
+    flag(w, "--source-provider", default="generic", choices=["generic", "azure"],
+         help="the GitRepository's provider: azure signs source-controller in to Azure DevOps with its workload identity "
+              "(Flux v2.4+); no source Secret and no PAT, the CLI pushes with your Entra ID token")
+    flag(w, "--workload-identity-client-id", metavar="GUID", example="00000000-0000-0000-0000-000000000000",
+         help="client ID of the user-assigned managed identity the controllers use (az identity show --query clientId)")
+    flag(w, "--workload-identity-tenant-id", metavar="GUID", help="its Microsoft Entra tenant ID (optional annotation)")
+    flag(w, "--workload-identity-resource-id", metavar="ID", help="its resource ID (az identity show --query id): the "
+         "client ID is checked against it, and the federated identity credentials are created on it")
+    flag(w, "--workload-identity-components", type=_csv, default=None, metavar="strings",
+         help="the controllers given the identity (default: the selected ones that talk to Azure: source-, kustomize-, "
+              "notification-, image-reflector- and image-automation-controller)")
+    w.add_argument("--workload-identity-federate", nargs="?", const=True, default=None, type=_go_bool, metavar="",
+                   help="create the federated identity credentials (default: true with --workload-identity-resource-id; "
+                        "needs --cluster-resource-id)")
+    flag(w, "--sops-provider", choices=["azure-keyvault"], help="turn on SOPS decryption in the flux-system Kustomization "
+         "(kustomize-controller decrypts with its workload identity)")
+
     r = git.add_argument_group("global flags")
     _add_global_flags(r, kube=True)
     bool_flag(r, "--verbose", help="print generated objects (the sync manifests, and the names and keys of the "
@@ -399,8 +423,8 @@ def _add_rotation_commands(sub) -> None:
     flag(add, "-n", "--namespace", default="flux-system", help="namespace of the Flux objects")
     flag(add, "--secret-name", dest="source_secret", default="flux-system", help="source Secret")
     flag(add, "--git-repository", default="flux-system", help="GitRepository to annotate")
-    flag(add, "--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "none"],
-         help="how source-controller authenticates: pat, entra-bearer, entra-password or none")
+    flag(add, "--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "workload-identity", "none"],
+         help="how source-controller authenticates: pat, entra-bearer, entra-password, workload-identity or none")
     flag(add, "-u", "--username", default="git", help="basic authentication username")
     flag(add, "--pat-secret", help="Key Vault secret holding the PAT (git auth pat)")
     flag(add, "--git-url", help="the repository URL the Git credential may be sent to "
@@ -493,7 +517,11 @@ def _bootstrap(args) -> int:
         raise InvalidInput("--with-bearer-token" if args.with_bearer_token else "--token-auth",
                            "is for https URLs; an ssh:// url authenticates with an SSH key (--private-key-file, "
                            "--private-key-secret, or one generated into Key Vault)")
-    if not ssh and not (args.token_auth or args.with_bearer_token):
+    azure = args.source_provider == "azure"  # workload identity: your Entra ID token pushes, no PAT
+    if azure and args.ssh_hostname is not None:
+        raise InvalidInput("--ssh-hostname", "is not used with --source-provider azure: source-controller syncs over https "
+                                             "with its workload identity")
+    if not ssh and not (args.token_auth or args.with_bearer_token or azure):
         raise InvalidInput("--token-auth", "is required: this CLI authenticates with a token (a PAT over HTTPS, or "
                                            "--with-bearer-token), or with an SSH key for an ssh:// url; add --token-auth")
     if (args.private_key_file or args.private_key_secret) and not ssh:
@@ -504,6 +532,14 @@ def _bootstrap(args) -> int:
     for name, value in vars(args).items():  # argv that is not UTF-8 arrives with lone surrogates
         check_text(value, "--" + name.replace("_", "-"))
     timeout = parse_timeout(args.timeout, "--timeout")
+    from .bootstrap import workload_identity as wi
+
+    wi_flags = {"clientId": args.workload_identity_client_id, "tenantId": args.workload_identity_tenant_id,
+                "identityResourceId": args.workload_identity_resource_id, "components": args.workload_identity_components,
+                "federate": args.workload_identity_federate}
+    workload = (wi.parse_workload_identity({k: v for k, v in wi_flags.items() if v is not None},
+                                           tuple(args.components) + tuple(args.components_extra))
+                if any(v is not None for v in wi_flags.values()) else None)
     opts = runner.BootstrapOptions(
         url=args.url, branch=args.branch, path=normalize_path(args.path, "--path"),
         interval=normalize_interval(args.interval, "--interval"), version=args.version,
@@ -518,18 +554,23 @@ def _bootstrap(args) -> int:
         toleration_keys=tuple(args.toleration_keys), image_pull_secret=args.image_pull_secret,
         recurse_submodules=args.recurse_submodules, sparse_checkout=tuple(args.sparse_checkout),
         ssh_hostname=args.ssh_hostname,
+        source_provider=wi.parse_source_provider(args.source_provider),
+        workload_identity=workload,
+        sops_provider=wi.parse_sops({"provider": args.sops_provider} if args.sops_provider else None),
     )
     opts.validate()
+    if azure and args.ca_file:
+        raise InvalidInput("--ca-file", "is not used with --source-provider azure: there is no source Secret to hold ca.crt")
     ca_crt = _ca_file(args.ca_file)
     registry_creds = _registry_creds(args)
-    password = os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
-    if not password and not ssh_url:
+    password = None if azure else os.environ.get(args.password_env) or os.environ.get("GIT_PASSWORD")
+    if not password and not ssh_url and not azure:
         raise InvalidInput("--password-env", f"environment variable {args.password_env} is empty or unset; export the PAT "
                                              f"in it ({args.password_env}=<PAT>) or name another with --password-env VAR")
     # The PAT (or the SSH key) goes only where GIT_ALLOWED_HOSTS allows, as in the Function.
     policy = GitPolicy.from_settings()
     destination = policy.destination(opts.git_url, allow_insecure_http=opts.allow_insecure_http,
-                                     bearer=args.with_bearer_token, field="url")
+                                     bearer=args.with_bearer_token or azure, field="url")
     policy.check_resolution(destination, field="url")
     sync_destination = destination
     if opts.sync_url != opts.git_url:  # SSH: where the cluster sends its key
@@ -550,10 +591,13 @@ def _bootstrap(args) -> int:
             raise InvalidInput("--context", "is only used with --kubeconfig")
         ref = ClusterRef.parse(cluster_resource_id=args.cluster_resource_id, context=args.context,
                                local_accounts=args.local_accounts)
+        wi.check_cluster(opts.workload_identity, ref)
         cluster = access.connect(ref, purpose=BOOTSTRAP, namespace=opts.namespace)
     else:
         if args.local_accounts:
             raise InvalidInput("--local-accounts", "is only used with --cluster-resource-id")
+        ref = ClusterRef()  # a kubeconfig file: no ARM view of the cluster
+        wi.check_cluster(opts.workload_identity, ref)
         kubeconfig_path = args.kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None) or str(Path.home() / ".kube" / "config")
         try:
             kubeconfig = Path(kubeconfig_path).expanduser().read_text()
@@ -568,19 +612,31 @@ def _bootstrap(args) -> int:
             f"check that {kubeconfig_path}" + (f" (context {args.context})" if args.context else "")
             + " names a running cluster this machine can reach, or name another with --kubeconfig/--context")
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
-    if args.with_bearer_token:
-        credentials = runner.Credentials(bearer_token=password)
-    elif ssh:  # with --ssh-hostname the PAT pushes over https; the key goes to the source Secret
-        credentials = runner.Credentials(password=None if ssh_url else password, ssh_key=ssh_key.key,
-                                         ssh_passphrase=ssh_key.passphrase)
-    else:
-        credentials = runner.Credentials(password=password)
+    try:
+        federation = None
+        if opts.workload_identity is not None:  # ARM reads: the OIDC issuer, the identity; nothing written yet
+            federation = wi.Federation.prepare(opts, ref, aks=access.aks if ref.resource_id is not None else None)
+        if azure:
+            from .bootstrap.service import entra_token
+
+            credentials = runner.Credentials(bearer_token=entra_token())
+        elif args.with_bearer_token:
+            credentials = runner.Credentials(bearer_token=password)
+        elif ssh:  # with --ssh-hostname the PAT pushes over https; the key goes to the source Secret
+            credentials = runner.Credentials(password=None if ssh_url else password, ssh_key=ssh_key.key,
+                                             ssh_passphrase=ssh_key.passphrase)
+        else:
+            credentials = runner.Credentials(password=password)
+    except BaseException:
+        cluster.close()
+        raise
     credentials.ca_crt, credentials.registry_creds = ca_crt, registry_creds
     if args.verbose:
         _print_generated(opts, credentials)
     try:
         bootstrapper = runner.Bootstrapper(opts, credentials, cluster, dist, progress=progress,
-                                           deadline=started + timeout if timeout > 0 else None, deadline_is_timeout=True)
+                                           deadline=started + timeout if timeout > 0 else None, deadline_is_timeout=True,
+                                           federation=federation)
         if ssh_key is not None and ssh_key.created and not _deploy_key_ready(bootstrapper, ssh_key, ssh_refs, silent=args.silent):
             return 0
         result = bootstrapper.run()
@@ -703,12 +759,15 @@ def _print_generated(opts, credentials) -> None:
 
     manifest = sync.generate(opts.sync_options())
     print(f"--- {manifest.path}\n{manifest.content}", file=sys.stderr, end="")
-    if credentials.ssh_key is not None:
-        keys = ["identity", "identity.pub", "known_hosts"] + (["password"] if credentials.ssh_passphrase else [])
+    if opts.source_provider == "azure":
+        print("--- no source Secret (provider azure: source-controller's workload identity)", file=sys.stderr)
     else:
-        keys = ["bearerToken"] if credentials.bearer_token else ["username", "password"]
-    keys += ["ca.crt"] if credentials.ca_crt else []
-    print(f"--- Secret {opts.namespace}/{opts.secret_name} (keys: {', '.join(keys)})", file=sys.stderr)
+        if credentials.ssh_key is not None:
+            keys = ["identity", "identity.pub", "known_hosts"] + (["password"] if credentials.ssh_passphrase else [])
+        else:
+            keys = ["bearerToken"] if credentials.bearer_token else ["username", "password"]
+        keys += ["ca.crt"] if credentials.ca_crt else []
+        print(f"--- Secret {opts.namespace}/{opts.secret_name} (keys: {', '.join(keys)})", file=sys.stderr)
     if credentials.registry_creds and opts.image_pull_secret:
         print(f"--- Secret {opts.namespace}/{opts.image_pull_secret} (type kubernetes.io/dockerconfigjson, "
               f"registry {opts.registry})", file=sys.stderr)

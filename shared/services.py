@@ -88,6 +88,12 @@ def _default_aks_token():
     return TokenProvider(credential())
 
 
+def _default_msi():
+    from .ports.azure.msi import MsiClient
+
+    return MsiClient.from_settings(credential())
+
+
 _keyvault = _Provider(_default_keyvault)
 _storage = _Provider(_default_storage)
 _registry = _Provider(_default_registry)
@@ -99,6 +105,7 @@ _fleet_store = _Provider(_default_fleet_store)
 _work_queue = _Provider(_default_work_queue)
 _aks = _Provider(_default_aks)
 _aks_token = _Provider(_default_aks_token)
+_msi = _Provider(_default_msi)
 _eventhub_publisher = _Provider(_default_eventhub_publisher)
 
 
@@ -166,6 +173,7 @@ def set_credential_factory(factory: Callable[[], object] | None) -> None:
     _credential.set_factory(factory)
     _aks.set_factory(None)
     _aks_token.set_factory(None)
+    _msi.set_factory(None)
 
 
 def aks():
@@ -183,6 +191,17 @@ def aks_token_provider():
     """The shared :class:`shared.ports.azure.aks.TokenProvider`: Entra ID tokens of :func:`credential` for
     the AKS server application (``6dae42f8-4368-4678-94ff-3960e28e3630/.default``)."""
     return _aks_token.get()
+
+
+def msi():
+    """The shared :class:`shared.ports.azure.msi.MsiClient` (ARM with :func:`credential`; app setting
+    ``AZURE_RESOURCE_MANAGER_ENDPOINT``): user-assigned identities and their federated identity credentials."""
+    return _msi.get()
+
+
+def set_msi_factory(factory: Callable[[], object] | None) -> None:
+    """Use ``factory()`` to build the ARM client for managed identities (None restores the default)."""
+    _msi.set_factory(factory)
 
 
 def devops_credential():

@@ -456,6 +456,7 @@ ROLES = [
     ("Azure Event Hubs Data Sender", "2b629674-e913-4c01-ae53-ef4638d8f975", "app/rbac.bicep", "Microsoft.EventHub/namespaces/eventhubs", "for clusterIdentityPrincipalIds"),
     ("Azure Kubernetes Service Cluster User Role", "4abbcc35-e782-43d8-92c5-2d3f1bd2253f", "app/aks-access.bicep", "Microsoft.ContainerService/managedClusters", APP),
     ("Azure Kubernetes Service RBAC Cluster Admin", "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b", "app/aks-access.bicep", "Microsoft.ContainerService/managedClusters", APP),
+    ("Managed Identity Contributor", "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59", "app/identity-access.bicep", "Microsoft.ManagedIdentity/userAssignedIdentities", APP),
     ("Key Vault Secrets Officer", "b86a8fe4-44ce-4948-aee5-eccb2c155cd7", "app/rbac.bicep", "Microsoft.KeyVault/vaults", "userPrincipalId"),
     ("Storage Blob Data Contributor", "ba92f5b4-2d11-453d-a403-e96b0029c9fe", "app/rbac.bicep", "Microsoft.Storage/storageAccounts", "userPrincipalId"),
     ("Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", "app/rbac.bicep", "Microsoft.Storage/storageAccounts", "userPrincipalId"),
@@ -542,6 +543,28 @@ def test_scopes_are_the_app_resources_and_each_cluster():
     assert bicep("app/aks-access.bicep")["resources"]["cluster"]["existing"] is True
     assert MAIN.doc["parameters"]["aksClusterIds"]["type"] == "array"
     assert MAIN.doc["parameters"]["clusterIdentityPrincipalIds"]["type"] == "array"
+
+
+def test_the_app_federates_only_the_workload_identities_it_is_given():
+    """workloadIdentity.federate writes federated identity credentials (shared.ports.azure.msi): Managed Identity
+    Contributor on each identity of workloadIdentityIds, by a deployment at that identity's own resource group."""
+    from shared.ports.azure.msi import MANAGED_IDENTITY_CONTRIBUTOR
+
+    mod = MAIN.doc["modules"]["identityAccess"]["config"]
+    assert mod["loop_type"]["detail"]["array_name"] == "workloadIdentityIds"
+    item = mod["loop_type"]["detail"]["item_name"]
+    split = {"function": {"type": "split", "parameters": {"input_string": item, "delimiter": "/"}}}
+    index = lambda i: {"operator": {"type": "index_accessor", "operands": {"operand_1": split, "operand_2": i}}}  # noqa: E731
+    assert fn(mod["config"]["scope"], "resource_group") == {"subscription_id": index(2), "resource_group_name": index(4)}
+    assert mod["config"]["params"]["identityName"] == {"function": {"type": "last", "parameters": {"arg_1": split}}}
+    assert accessor(mod["config"]["params"]["identityPrincipalId"]) == ["identity", "outputs", "principalId"]
+    access = bicep("app/identity-access.bicep")
+    assert access["resources"]["workloadIdentity"]["existing"] is True
+    assert access["variables"]["roles"]["value"] == {"managedIdentityContributor": MANAGED_IDENTITY_CONTRIBUTOR.id}
+    assert MAIN.doc["parameters"]["workloadIdentityIds"]["type"] == "array"
+    assert MAIN.doc["parameters"]["workloadIdentityIds"]["default"] == []
+    params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert params["workloadIdentityIds"]["value"] == "${WORKLOAD_IDENTITY_IDS=[]}"
 
 
 # --------------------------------------------------------------------------------------------------

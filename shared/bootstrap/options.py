@@ -8,6 +8,7 @@ Key Vault references of the run. Nothing here touches a repository, a cluster or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInput, shown
 from ..flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
@@ -25,6 +26,9 @@ from ..flux.options import (
     validate_dns_label,
     validate_version,
 )
+
+if TYPE_CHECKING:
+    from .workload_identity import WorkloadIdentity
 
 #: Azure Functions HTTP responses must come back within 230 s; keep health waits well inside.
 MAX_TIMEOUT_SECONDS = 150
@@ -81,6 +85,13 @@ class BootstrapOptions:
     #: ``--ssh-hostname``: the host[:port] the cluster syncs from over SSH (an https ``url`` is then
     #: pushed to with the PAT, and synced over SSH).
     ssh_hostname: str | None = None
+    #: ``sourceProvider``: ``azure`` (GitRepository ``provider: azure``: workload identity, no source Secret,
+    #: the app pushes with its Entra ID token) or None (secret-based); see :mod:`.workload_identity`.
+    source_provider: str | None = None
+    #: ``workloadIdentity``: a :class:`.workload_identity.WorkloadIdentity`, or None.
+    workload_identity: "WorkloadIdentity | None" = None
+    #: ``sops.provider``: ``azure-keyvault`` turns on SOPS decryption in the flux-system Kustomization.
+    sops_provider: str | None = None
 
     @property
     def ssh(self) -> bool:
@@ -149,9 +160,11 @@ class BootstrapOptions:
             target_path=self.path,
             namespace=self.namespace,
             name=self.namespace,
-            secret=self.secret_name,
+            # with workload identity there is no source Secret, and no secretRef (shared.flux.sync)
+            secret="" if self.source_provider == "azure" else self.secret_name,
             recurse_submodules=self.recurse_submodules,
             sparse_checkout=list(self.sparse_checkout),
+            provider=self.source_provider,
         )
 
     def kustomization_patches(self) -> list[dict]:
@@ -170,13 +183,21 @@ class BootstrapOptions:
 
         * ``sshHostkeyAlgos`` (given, or the Azure DevOps default of an SSH sync,
           :attr:`hostkey_algos`): ``--ssh-hostkey-algos=<algos>`` on source-controller and
-          image-automation-controller (Flux's Azure DevOps SSH page)."""
+          image-automation-controller (Flux's Azure DevOps SSH page).
+        * ``workloadIdentity``: the ServiceAccount annotation ``azure.workload.identity/client-id`` (and
+          ``tenant-id``) and the pod-template label ``azure.workload.identity/use: "true"`` on its
+          components (Flux's workload identity page).
+        * ``sops``: ``spec.decryption.provider: sops`` on the flux-system Kustomization."""
         from ..flux import patches
 
         entries: list[dict] = []
         if self.ssh_hostkey_algos is not None or self.hostkey_algos:
             entries.append(patches.ssh_hostkey_algos(self.ssh_hostkey_algos if self.ssh_hostkey_algos is not None
                                                      else self.hostkey_algos, field="sshHostkeyAlgos"))
+        if self.workload_identity is not None:
+            entries.extend(self.workload_identity.patches())
+        if self.sops_provider is not None:
+            entries.append(patches.sops_decryption(self.namespace, field="sops"))
         return entries
 
     def _check_sparse_checkout(self) -> None:
@@ -222,6 +243,10 @@ class BootstrapOptions:
         self.install_options().validate()
         if not isinstance(self.secret_name, str) or len(self.secret_name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(self.secret_name):
             raise InvalidInput("secretName", f"{shown(self.secret_name)} is not a valid Secret name (DNS-1123 subdomain)")
+        if self.source_provider is not None:  # before the generic URL checks, for the provider's message
+            from .workload_identity import check_source_url
+
+            check_source_url(self.url, allow_insecure_http=self.allow_insecure_http)
         self._validate_auth_mode()
         _ = self.git_url, self.sync_url  # scheme, host and password checks
         normalize_interval(self.interval)
@@ -242,6 +267,9 @@ class BootstrapOptions:
         check_text(list(self.toleration_keys), "tolerationKeys")
         check_text(self.image_pull_secret, "imagePullSecret")
         self._check_sparse_checkout()
+        from .workload_identity import check_options
+
+        check_options(self)  # sourceProvider, workloadIdentity, sops
         self.kustomization_patches()  # each option's patch can be written
         return self
 
@@ -288,6 +316,9 @@ class Credentials:
     ssh_passphrase: str | None = field(default=None, repr=False)
 
 
+_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "a list of strings", dict: "an object"}
+
+
 def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     """Decode the JSON body of ``POST /api/bootstrap``.
 
@@ -296,7 +327,10 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``, ``sshHostkeyAlgos``
-    (a list of SSH host key algorithm names), ``sshHostname``. Credentials are named,
+    (a list of SSH host key algorithm names), ``sshHostname``, and for Microsoft Entra workload identity
+    (:mod:`.workload_identity`) ``sourceProvider`` (``azure``: no source Secret and no PAT, the app
+    pushes with the Function's Entra ID token), ``workloadIdentity`` (``{clientId, tenantId?,
+    identityResourceId?, components?, federate?}``) and ``sops`` (``{provider: azure-keyvault}``). Credentials are named,
     never sent: ``passwordSecret`` (Key Vault secret holding the PAT, required for an https url unless
     ``withBearerToken``, where the Function's managed identity gets an Entra ID token for Azure
     DevOps instead, as ``flux bootstrap git --with-bearer-token`` sends a token; with an ``ssh://``
@@ -355,6 +389,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "tolerationKeys": (list, []), "imagePullSecret": (str, ""), "registryCredsSecret": (str, None),
         "recurseSubmodules": (bool, False), "sparseCheckout": (list, []), "caFileSecret": (str, None),
         "privateKeySecret": (str, None), "sshHostname": (str, None),
+        "sourceProvider": (str, None), "workloadIdentity": (dict, None), "sops": (dict, None),
     }
     unknown = sorted(set(body) - set(spec), key=repr)
     if unknown:
@@ -365,9 +400,12 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         if value is None:  # absent or JSON null: the default
             value = default
         elif not isinstance(value, typ):
-            raise InvalidInput(name, f"must be a {'string' if typ is str else 'boolean' if typ is bool else 'list of strings'}")
+            raise InvalidInput(name, f"must be {_TYPE_NAMES[typ]}")
         check_text(value, name)
         values[name] = value
+    from . import workload_identity as wi
+
+    source_provider = wi.parse_source_provider(values["sourceProvider"])
     bearer = values["withBearerToken"]
     if not values["url"]:
         raise InvalidInput("url", "is required")
@@ -379,7 +417,14 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         token_auth = bearer or not (ssh_url or values["sshHostname"] is not None)
     if bearer and values["passwordSecret"]:
         raise InvalidInput("passwordSecret", "is not used with withBearerToken (the Function's managed identity gets the token)")
-    if not bearer and not ssh_url and not values["passwordSecret"]:
+    if source_provider == wi.AZURE:
+        for name in ("passwordSecret", "caFileSecret", "privateKeySecret", "sshHostname"):
+            if values[name]:
+                raise InvalidInput(name, "is not used with sourceProvider azure: source-controller signs in to Azure DevOps "
+                                         "over https with workload identity, and the app pushes with the Function's Entra "
+                                         "ID token (no source Secret: nothing to hold a PAT, a CA or an SSH key)")
+    entra = bearer or source_provider == wi.AZURE  # the app's git credential is its Entra ID token
+    if not entra and not ssh_url and not values["passwordSecret"]:
         raise InvalidInput("passwordSecret", "is required")
     if values["privateKeySecret"] is not None and token_auth:
         raise InvalidInput("privateKeySecret", "is used with SSH auth only: an ssh:// url, or sshHostname")
@@ -392,6 +437,9 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     cluster = ClusterRef.parse(kubeconfig_secret=values["kubeconfigSecret"] or None,
                                cluster_resource_id=values["clusterResourceId"],
                                context=values["context"], local_accounts=values["localAccounts"])
+    components = tuple(values["components"]) if values["components"] is not None else DEFAULT_COMPONENTS
+    workload = wi.parse_workload_identity(values["workloadIdentity"], components + tuple(values["componentsExtra"]))
+    wi.check_cluster(workload, cluster)
     timeout = parse_timeout(values["timeout"], "timeout")
     if timeout > MAX_TIMEOUT_SECONDS:
         raise InvalidInput("timeout", f"must be at most {MAX_TIMEOUT_SECONDS}s (Azure answers an HTTP request within 230 s)")
@@ -401,7 +449,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         path=normalize_path(values["path"]),
         interval=normalize_interval(values["interval"], "interval"),
         version=values["version"],
-        components=tuple(values["components"]) if values["components"] is not None else DEFAULT_COMPONENTS,
+        components=components,
         components_extra=tuple(values["componentsExtra"]),
         namespace=values["namespace"],
         secret_name=values["secretName"],
@@ -425,6 +473,9 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         recurse_submodules=values["recurseSubmodules"],
         sparse_checkout=tuple(values["sparseCheckout"]),
         ssh_hostname=values["sshHostname"],
+        source_provider=source_provider,
+        workload_identity=workload,
+        sops_provider=wi.parse_sops(values["sops"]),
     ).validate()
     for name in ("caFileSecret", "registryCredsSecret"):
         if values[name] is not None:
@@ -435,7 +486,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     # Where the credential will go, and the image registry: app-setting allowlists (shared.trust),
     # checked before any Key Vault, cluster or git call.
     policy = GitPolicy.from_settings()
-    destination = policy.destination(opts.git_url, allow_insecure_http=opts.allow_insecure_http, bearer=bearer, field="url")
+    destination = policy.destination(opts.git_url, allow_insecure_http=opts.allow_insecure_http, bearer=entra, field="url")
     sync_destination = destination if opts.sync_url == opts.git_url else policy.destination(
         opts.sync_url, field="sshHostname" if opts.ssh_hostname else "url")
     check_registry(opts.registry, field="registry")

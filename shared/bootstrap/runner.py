@@ -9,7 +9,8 @@ Flux's progress messages:
    components on the cluster unless Kustomization ``<ns>/<ns>`` already has a
    ``lastAppliedRevision`` (Flux then upgrades itself from Git).
 2. ``reconcile_source_secret``: create or update the source Secret (``username``/``password``, or
-   ``bearerToken``; SSH: ``identity``, ``identity.pub``, ``known_hosts``).
+   ``bearerToken``; SSH: ``identity``, ``identity.pub``, ``known_hosts``); none with
+   ``sourceProvider: azure`` (workload identity).
 3. ``reconcile_sync``: write ``gotk-sync.yaml`` (always) and ``kustomization.yaml`` (when absent,
    or to add the options' patches, :meth:`BootstrapOptions.kustomization_patches`), commit ``Add
    Flux sync manifests`` and push when changed (on a non-fast-forward push: ``git conflict
@@ -31,7 +32,10 @@ request:
   leaves in the folder (ours and the user's, as far as :mod:`shared.flux.kustomize` applies them;
   the rest is reported, for kustomize-controller to apply once it syncs), as Flux installs
   ``kustomize build`` of an existing kustomization;
-* an overall ``deadline`` bounds the waits (Azure answers an HTTP trigger within 230 s).
+* an overall ``deadline`` bounds the waits (Azure answers an HTTP trigger within 230 s);
+* with ``workloadIdentity`` and ``federate``, the federated identity credentials are written on the
+  user-assigned identity after the first clone's checks and before the first push
+  (:class:`shared.bootstrap.workload_identity.Federation`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class BootstrapResult:
     changes: list = field(default_factory=list)
     health: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    #: with ``workloadIdentity``: :meth:`shared.bootstrap.workload_identity.Federation.summary` (and ``sops``)
+    workload_identity: dict | None = None
 
     def health_error(self) -> str | None:
         """Flux's aggregate, ``bootstrap failed with N health check failure(s): …``, when a health
@@ -125,6 +131,7 @@ class BootstrapResult:
                 "changes": [str(c) for c in self.changes],
             },
             "health": self.health,
+            **({"workloadIdentity": self.workload_identity} if self.workload_identity is not None else {}),
             "log": self.log,
         }
 
@@ -260,8 +267,13 @@ class Bootstrapper:
     #: non-fast-forward retries do)
     git_lock = None
 
-    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, deadline_is_timeout: bool = False, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, opts: BootstrapOptions, credentials: Credentials, cluster, distribution, *, progress: Progress | None = None, workdir: str | None = None, deadline: float | None = None, deadline_is_timeout: bool = False, clock=time.monotonic, sleep=time.sleep,
+                 federation=None):
         self.opts = opts
+        #: the Azure side of workload identity (:class:`shared.bootstrap.workload_identity.Federation`), read
+        #: before the run; its federated identity credentials are written after the first clone's checks
+        self.federation = federation
+        self._federated = False
         self.credentials = credentials
         self.cluster = cluster
         self.dist = distribution
@@ -477,8 +489,9 @@ class Bootstrapper:
         # Everything the run will write, as far as the cluster can check it now (objects whose
         # Namespace or CRD is still to be created are skipped by dry_run_apply).
         planned = list(self.component_objects) if self._must_install() else []
-        planned.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.opts.secret_name, "namespace": self.opts.namespace},
-                        "stringData": self._source_secret_data()})
+        if self._uses_source_secret():
+            planned.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.opts.secret_name, "namespace": self.opts.namespace},
+                            "stringData": self._source_secret_data()})
         pull_secret = self._image_pull_secret()
         if pull_secret is not None:
             planned.append(pull_secret)
@@ -626,6 +639,7 @@ class Bootstrapper:
         with self._git_section():
             self._clone()
             self._check_repository()
+            self._federate()
             for attempt in range(1, self.push_attempts + 1):
                 # planned from this clone, before its push (kustomize errors are found before any write)
                 install_objects = self._patched(self.component_objects, report=attempt == 1) if self._must_install() else None
@@ -651,6 +665,17 @@ class Bootstrapper:
                                                                      secret_type=sourcesecret.DOCKER_CONFIG_TYPE))
             self.progress.success(f"reconciled image pull secret {self.opts.image_pull_secret}")
         self.progress.success("reconciled components")
+
+    def _uses_source_secret(self) -> bool:
+        """Whether the GitRepository reads a source Secret (not with ``sourceProvider: azure``)."""
+        return self.opts.source_provider != "azure"
+
+    def _federate(self) -> None:
+        """With ``workloadIdentity``: write the federated identity credentials (once, after the first clone's
+        checks, before the first push, so the controllers can sign in as soon as they start)."""
+        if self.federation is not None and not self._federated:
+            self.federation.apply(self.progress)
+            self._federated = True
 
     def _write_components(self) -> None:
         self.progress.action("generating component manifests")
@@ -679,8 +704,16 @@ class Bootstrapper:
         bearer token, or an SSH key pair with the scanned ``known_hosts``), so it is created or
         updated (keys not written here survive, as in Flux; a leftover ``bearerToken`` next to a
         new PAT, or a leftover ``password`` next to an SSH key without passphrase, is reported as a
-        warning). SSH: the public key is printed, as Flux prints it."""
+        warning). SSH: the public key is printed, as Flux prints it. With ``sourceProvider: azure``
+        there is none: nothing is written, and a Secret left by an earlier bootstrap (a PAT the
+        GitRepository no longer reads) is reported as a warning."""
         key = f"{self.opts.namespace}/{self.opts.secret_name}"
+        if not self._uses_source_secret():
+            self.progress.success("no source secret: the GitRepository signs in with workload identity (provider azure)")
+            if self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) is not None:
+                self.progress.warning(f"source secret \"{key}\" is left from an earlier bootstrap and no longer used; "
+                                      f"delete it (kubectl -n {self.opts.namespace} delete secret {self.opts.secret_name})")
+            return
         self.progress.action(f"determining if source secret \"{key}\" exists")
         self.progress.action("generating source secret")
         data = self._source_secret_data()
@@ -863,11 +896,25 @@ class Bootstrapper:
             for step, name in ((self.preflight, "checking the cluster"), (self.reconcile_components, "the components"),
                                (self.reconcile_source_secret, "the source secret"), (self.reconcile_sync, "the sync manifests"),
                                (self.report_health, "the health checks")):
+                if step == self.report_health:
+                    self._report_workload_identity()  # what was written, before the waits
                 self._check_deadline(name)
                 step()
             return self.result
         finally:
             self._close_repo()
+
+    def _report_workload_identity(self) -> None:
+        """``result.workload_identity``: per controller its identity, federated credential and patches; SOPS."""
+        if self.federation is None and self.opts.sops_provider is None:
+            return
+        plan = self.kustomization
+        summary = self.federation.summary(plan.path if plan else None) if self.federation is not None else {}
+        if self.opts.sops_provider is not None:
+            summary["sops"] = {"provider": self.opts.sops_provider,
+                               "patch": {"target": f"Kustomization/{self.opts.namespace}",
+                                         "decryption": {"provider": "sops"}}}
+        self.result.workload_identity = summary
 
     def _close_repo(self) -> None:
         if self._repo is not None:
@@ -954,6 +1001,10 @@ def prepare(opts: BootstrapOptions, *, manifests: str | None = None, ca_file: st
     if distribution is not None and opts.version not in (None, "latest") and dist.version != opts.version:
         raise InvalidInput("version", f"requested {opts.version} but the distribution {dist.source} is {dist.version}")
     check_supported_version(dist.version)
+    if opts.source_provider == "azure":  # the distribution's version, also when none was asked for
+        from .workload_identity import check_version
+
+        check_version(dist.version)
     install.generate(dist, opts.install_options())  # raises InvalidInput for unknown/missing components
     return dist
 

@@ -147,7 +147,8 @@ def _vault_value(vault, name: str | None, field: str, check: Callable[[Any], str
 
 
 def credentials(request: Request, vault) -> Credentials:
-    """The credentials of ``request``: an Entra ID token (``withBearerToken``) or the PAT; the Git
+    """The credentials of ``request``: an Entra ID token (``withBearerToken``, or ``sourceProvider: azure``,
+    where the app pushes with its own token and no PAT exists) or the PAT; the Git
     server's CA (``caFileSecret``: PEM certificates only, :func:`shared.trust.ca_bundle`); the
     registry credentials (``registryCredsSecret``: ``user:password``, only for a registry its tag
     ``flux-registries`` lists, :func:`shared.trust.registry_credential`). Raises ``InvalidInput``
@@ -156,7 +157,7 @@ def credentials(request: Request, vault) -> Credentials:
     from ..trust import ca_bundle, registry_credential
 
     refs, opts = request.refs, request.opts
-    if opts.with_bearer_token:
+    if opts.with_bearer_token or opts.source_provider == "azure":  # the app's own Entra ID token
         creds = Credentials(bearer_token=entra_token())
     elif opts.git_url.startswith("ssh://"):  # the SSH key: ssh_key()
         creds = Credentials()
@@ -211,8 +212,9 @@ def register(request: Request, version: str) -> dict:
             cluster_resource_id=refs["clusterResourceId"],
             local_accounts=refs["localAccounts"],
             password_secret=None if opts.ssh else refs["passwordSecret"],
-            # an SSH key in the source Secret has nothing to rotate
-            git_auth="none" if opts.ssh else "entra-bearer" if opts.with_bearer_token else "pat",
+            # an SSH key in the source Secret has nothing to rotate, nor has workload identity
+            git_auth=("workload-identity" if opts.source_provider == "azure" else "none" if opts.ssh
+                      else "entra-bearer" if opts.with_bearer_token else "pat"),
             namespace=opts.namespace,
             secret_name=opts.secret_name,
             username=opts.username,
@@ -242,9 +244,13 @@ def run(request: Request, *, deadline: float | None = None, progress_sink: Calla
     ``vault``/``access`` default to :func:`shared.services.keyvault` and a
     :class:`~shared.clusters.ClusterAccess` on it.
 
+    With ``workloadIdentity``, the Azure side is read first (:meth:`.workload_identity.Federation.prepare`:
+    the cluster's OIDC issuer, the identity) and the federated identity credentials are written by the
+    run, after its checks and before its first push.
+
     Returns the :class:`Outcome` (a failed health check included: see :attr:`Outcome.failure`).
-    Raises :class:`shared.errors.FluxOpsError` before the run starts (credentials, cluster access:
-    nothing written yet) and :class:`RunFailed` once it has started."""
+    Raises :class:`shared.errors.FluxOpsError` before the run starts (credentials, cluster access,
+    the Azure side of workload identity: nothing written yet) and :class:`RunFailed` once it has started."""
     from .. import services
     from ..clusters import BOOTSTRAP, ClusterAccess
     from .runner import Bootstrapper, Progress
@@ -256,10 +262,20 @@ def run(request: Request, *, deadline: float | None = None, progress_sink: Calla
     key = ssh_key(request, vault, creds)
     access = access or ClusterAccess(keyvault=vault)
     cluster = access.connect(request.refs["cluster"], purpose=BOOTSTRAP, namespace=request.opts.namespace)
+    federation = None
+    if request.opts.workload_identity is not None:  # ARM reads (OIDC issuer, identity): nothing written yet
+        from .workload_identity import Federation
+
+        ref = request.refs["cluster"]
+        try:
+            federation = Federation.prepare(request.opts, ref, aks=access.aks if ref.resource_id is not None else None)
+        except BaseException:
+            cluster.close()
+            raise
     runner = None
     try:
         runner = Bootstrapper(request.opts, creds, cluster, request.dist, deadline=deadline,
-                              progress=Progress(sink=progress_sink))
+                              progress=Progress(sink=progress_sink), federation=federation)
         if push_attempts:
             runner.push_attempts = push_attempts
         runner.git_lock = git_lock

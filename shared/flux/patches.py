@@ -72,6 +72,11 @@ _SIMPLE_PATTERN = re.compile(r"^(?:\((?:[A-Za-z0-9_.-]+\|)*[A-Za-z0-9_.-]+\)|(?:
 # --- the patches -------------------------------------------------------------------------------
 
 
+def is_guid(value: object) -> bool:
+    """Whether ``value`` is a GUID (``8-4-4-4-12`` hex digits), as Entra client and tenant IDs are."""
+    return isinstance(value, str) and _GUID.match(value) is not None
+
+
 def _controllers(controllers: Iterable[str], field: str) -> list[str]:
     out: list[str] = []
     for name in controllers:
@@ -108,9 +113,9 @@ def workload_identity_serviceaccount(
     (``<field>.components``, ``<field>.clientId``, ``<field>.tenantId``) for an unknown
     component or an ID that is not a GUID (which also keeps the YAML free of injected text)."""
     names = _controllers(controllers, f"{field}.components")
-    if not isinstance(client_id, str) or not _GUID.match(client_id):
+    if not is_guid(client_id):
         raise InvalidInput(f"{field}.clientId", "must be a GUID (the managed identity's client ID)")
-    if tenant_id is not None and (not isinstance(tenant_id, str) or not _GUID.match(tenant_id)):
+    if tenant_id is not None and not is_guid(tenant_id):
         raise InvalidInput(f"{field}.tenantId", "must be a GUID (the Microsoft Entra tenant ID)")
     text = (
         "apiVersion: v1\n"

@@ -39,8 +39,12 @@ DEFAULT_TABLE = "fluxclusters"
 #: Git auth modes. ``pat``: the PAT from Key Vault secret ``patSecret`` goes to ``username``/``password``
 #: (what ``flux bootstrap git --token-auth`` writes). ``entra-bearer``: an Entra ID access token for Azure
 #: DevOps goes to ``bearerToken``. ``entra-password``: the same token goes to ``password`` with
-#: ``username``. ``none``: the app does not manage the Git credential (Event Hub only).
-GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "none")
+#: ``username``. ``workload-identity``: the GitRepository signs in with source-controller's own workload
+#: identity (``provider: azure``, ``sourceProvider: azure`` at bootstrap): there is no Git credential to rotate.
+#: ``none``: the app does not manage the Git credential (Event Hub only).
+GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "workload-identity", "none")
+#: Modes in which rotation writes no Git credential.
+NO_GIT_CREDENTIAL = ("workload-identity", "none")
 
 _CLUSTER_NAME = DNS1123_LABEL  # also safe as a RowKey
 _EVENTHUB_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?$")  # 1-256 chars
@@ -73,11 +77,12 @@ class ClusterRecord:
       ``flux-system``); ``git_repository`` [``gitRepository``]: the GitRepository annotated with
       ``reconcile.fluxcd.io/requestedAt`` after a change and whose ``spec.url`` the new credential is
       checked against (default ``flux-system``, as ``flux bootstrap``).
-    * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``); ``username``
+    * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``; ``workload-identity`` and
+      ``none`` leave the Git credential alone); ``username``
       [``username``]: written with ``password`` in ``pat``/``entra-password`` modes (default ``git``).
     * ``pat_secret`` [``patSecret``]: Key Vault secret holding the PAT (required in ``pat`` mode).
     * ``git_url`` [``gitUrl``]: the repository URL recorded when the cluster was registered (bootstrap
-      records its sync URL), required unless ``gitAuth`` is ``none``. Rotation sends a credential only
+      records its sync URL), required unless ``gitAuth`` is ``none`` or ``workload-identity``. Rotation sends a credential only
       there: a GitRepository whose ``spec.url`` names another repository fails the cluster (possible
       tampering; re-register to accept the new URL). It must pass ``GIT_ALLOWED_HOSTS``
       (:mod:`shared.trust`), checked on registration and on every rotation.
@@ -169,7 +174,7 @@ class ClusterRecord:
             raise errors.InvalidInput("allowInsecureHttp", "must be true or false")
         if self.git_url is not None:
             parse_git_url(self.git_url, "gitUrl")
-        elif self.git_auth != "none":
+        elif self.git_auth not in NO_GIT_CREDENTIAL:
             raise errors.InvalidInput("gitUrl", "is required: the repository URL the Git credential may be sent to "
                                                 "(the GitRepository's spec.url when the cluster was bootstrapped)")
         eh = {"eventHubSecret": self.eventhub_secret, "eventHubName": self.eventhub_name,
@@ -197,7 +202,7 @@ class ClusterRecord:
         ``InvalidInput("gitUrl")`` or ``SettingError``; returns self."""
         from shared.trust import GitPolicy
 
-        if self.git_url is not None and self.git_auth != "none":
+        if self.git_url is not None and self.git_auth not in NO_GIT_CREDENTIAL:
             GitPolicy.from_settings(environ).destination(
                 self.git_url, allow_insecure_http=self.allow_insecure_http,
                 bearer=self.git_auth.startswith("entra-"), field="gitUrl")
@@ -490,7 +495,8 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     Arguments are the bootstrap request's: the cluster, ``cluster_resource_id`` (``clusterResourceId``, with
     ``local_accounts``) or ``kubeconfig_secret`` (``kubeconfigSecret``),
     ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret; required when ``git_auth`` is
-    ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``entra-bearer`` for ``withBearerToken``, which
+    ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``workload-identity`` for ``sourceProvider: azure``,
+    ``entra-bearer`` for ``withBearerToken``, which
     writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
     ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
     (``allowInsecureHttp``), ``git_url`` (the sync URL the GitRepository got: rotation sends credentials

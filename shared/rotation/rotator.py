@@ -38,7 +38,11 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   ``https://eventhubs.azure.net/.default`` is minted and written as ``token`` with ``address`` = hub name
   (the keys of fluxcd/flux2 ``manifests/integrations/eventhub-credentials-sync``; notification-controller
   re-reads the Provider Secret for every event). Only a JWT that decodes, is not expired and, when it
-  names an audience, names Event Hubs is written.
+  names an audience, names Event Hubs is written. Static Event Hub JWTs are deprecated since Flux 2.7
+  (notification-controller v1.7.0): every run that refreshes one also warns, pointing at the
+  workload-identity form of the ``azureeventhub`` Provider (Flux 2.6+).
+* **Git, ``workload-identity``** (``sourceProvider: azure`` at bootstrap): source-controller signs in with
+  its own workload identity, so there is no Git credential to rotate: nothing is read or sent for Git.
 
 * **Reaching the cluster** (:class:`shared.clusters.ClusterAccess`, as bootstrap does): by its AKS
   resource ID (``clusterResourceId``: ARM with the Function's managed identity, endpoint and CA read at
@@ -68,6 +72,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from shared import errors
 from shared.clusters import ROTATION
+from shared.rotation.registry import NO_GIT_CREDENTIAL
 from shared.errors import SettingError
 
 log = logging.getLogger(__name__)
@@ -431,7 +436,7 @@ class Rotator:
         cluster = None
         try:
             parts = []
-            if record.git_auth != "none":
+            if record.git_auth not in NO_GIT_CREDENTIAL:  # workload identity: source-controller's own token
                 try:  # where the credential would go: checked before any Key Vault or cluster call
                     destination = self._destination(record)
                     parts.append(("git", functools.partial(self._rotate_git, destination=destination)))
@@ -606,6 +611,12 @@ class Rotator:
 
     def _rotate_eventhub(self, record, cluster, result: ClusterResult, redact: _Redactor) -> None:
         ns, name = record.namespace, record.eventhub_secret
+        # still refreshed, but on its way out (fluxcd/notification-controller CHANGELOG 1.7.0)
+        result.warnings.append(
+            f"the static Event Hub JWT in Secret {ns}/{name} is deprecated since Flux 2.7: give notification-controller "
+            f"workload identity instead (Flux 2.6+: an azureeventhub Provider with channel {record.eventhub_namespace}, "
+            f"address {record.eventhub_name} and no secretRef; README \"Notification forwarding\"), then drop the Event "
+            "Hub fields of this registry record")
         current = cluster.read_secret_data(ns, name) or {}
         redact.add(current.get("token"))
         now = self.clock()
