@@ -280,6 +280,8 @@ def _nothing_written(env: Env) -> None:
      "https://dev.azure.com/contoso/platform/_git/fleet"),
     ({"sourceProvider": "github"}, "sourceProvider", "must be one of generic, azure"),
     ({"passwordSecret": "fleet-pat"}, "passwordSecret", "is not used with sourceProvider azure"),
+    ({"sshHostname": "ssh.dev.azure.com"}, "sshHostname", "is not used with sourceProvider azure"),
+    ({"caFileSecret": "fleet-ca"}, "caFileSecret", "is not used with sourceProvider azure"),
     ({"withBearerToken": True}, "withBearerToken", "is not used with sourceProvider azure"),
     ({"version": "v2.3.0"}, "version", "came with Flux v2.4.0"),
     ({"sops": {"provider": "age"}}, "sops.provider", "must be one of azure-keyvault"),
