@@ -11,6 +11,8 @@
   the same answers.
 - ``GET /api/operations/{id}``: the operation and each cluster's state, result and error (200; 404);
   ``GET /api/operations``: the newest operations.
+- ``GET /api/fleet/status``: per registered cluster, Flux in Git and on the cluster, Ready, revisions,
+  suspension, last rotation, PAT expiry, last operation (:mod:`shared.fleet.status`).
 - ``fleet_worker``: queue trigger on ``FLEET_QUEUE`` (one cluster per message,
   :func:`shared.fleet.worker.handle`); ``fleet_poison``: its ``-poison`` queue.
 
@@ -124,6 +126,26 @@ def operations_list(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, "InvalidInput", "limit: must be a whole number from 1 to 200", "limit")
     try:
         return json_response({"operations": operations.recent(services.fleet_store(), int(raw))})
+    except Exception as exc:  # noqa: BLE001
+        return _failure(exc)
+
+
+@bp.function_name("fleet_status")
+@bp.route(route="fleet/status", methods=["GET"], auth_level=operation_auth_level())
+def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
+    """Every registered cluster's Flux, from Git and from the cluster (:mod:`shared.fleet.status`);
+    ``?names=<glob>`` narrows it."""
+    if (denied := require_operator(req)) is not None:
+        return denied
+    import re
+
+    from shared.fleet.status import fleet_status as read
+
+    names = req.params.get("names") or None
+    if names is not None and not re.fullmatch(r"[a-z0-9*?\[\]-]{1,63}", names):
+        return error_response(400, "InvalidInput", "names: must be a cluster name or glob (a-z, 0-9, '-', '*', '?')", "names")
+    try:
+        return json_response(read(names=names))
     except Exception as exc:  # noqa: BLE001
         return _failure(exc)
 

@@ -278,6 +278,7 @@ def build_parser() -> Parser:
                           description=_GIT_DESCRIPTION)
     _add_bootstrap_git_flags(git)
     _add_rotation_commands(sub)
+    _add_fleet_commands(sub)
     return parser
 
 
@@ -403,6 +404,33 @@ def _add_bootstrap_git_flags(git) -> None:
     _add_global_flags(r, kube=True)
     bool_flag(r, "--verbose", help="print generated objects (the sync manifests, and the names and keys of the "
               "Secrets, never their values) and debug logs")
+
+
+def _add_fleet_commands(sub) -> None:
+    """``fleet status [-o table|json] [--names GLOB] [--concurrency N]`` (issue #12): the fleet's status,
+    as ``GET /api/fleet/status``, with the app settings in the environment."""
+    fleet = sub.add_parser("fleet", help="the fleet's status")
+    fsub = fleet.add_subparsers(dest="action", required=True)
+    st = fsub.add_parser("status", help="per registered cluster: Flux in Git and on the cluster, Ready, revisions, "
+                                        "rotation, PAT expiry, last operation")
+    st.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    st.add_argument("--names", default=None, metavar="GLOB", help="only clusters whose registry name matches")
+    st.add_argument("--concurrency", type=int, default=None, help="clusters read at once (default $FLEET_STATUS_CONCURRENCY or 16)")
+
+
+def _fleet(args) -> int:
+    """Prints the status (a table, or ``-o json`` the JSON of ``GET /api/fleet/status``); exit 1 when a
+    cluster is failed or unreachable."""
+    import json
+
+    from .errors import InvalidInput
+    from .fleet.status import fleet_status, format_table
+
+    if args.concurrency is not None and not 1 <= args.concurrency <= 64:
+        raise InvalidInput("--concurrency", "must be from 1 to 64")
+    status = fleet_status(names=args.names, concurrency=args.concurrency)
+    print(json.dumps(status, indent=2) if args.output == "json" else format_table(status))
+    return 1 if any(r["state"] in ("failed", "unreachable") for r in status["clusters"]) else 0
 
 
 def _add_rotation_commands(sub) -> None:
@@ -849,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
             return _install(args)
         if args.command == "registry":
             return _registry(args)
+        if args.command == "fleet":
+            return _fleet(args)
         if args.command == "rotate":
             return _rotate(args)
         return _bootstrap(args)

@@ -125,6 +125,7 @@ var notifySettings = {
 var fleetSettings = {
   FLEET_QUEUE: fleetQueue
   FLEET_TABLE: fleetTable
+  FLEET_STATUS_CONCURRENCY: '16'
 }
 
 // Entra ID in front of the operation endpoints (App Service Authentication, below).

@@ -660,6 +660,9 @@ def rotate(records: Iterable, *, invalid: Iterable[tuple[str, str]] = (), **kwar
     from shared.notify import app_events
 
     app_events.announce_rotation(summary, records)
+    from shared.fleet.status import record_rotation
+
+    record_rotation(summary)  # the fleet status shows each cluster's last result
     return summary
 
 
