@@ -3,7 +3,7 @@ first and a repeated bootstrap against the local peers (git smart-HTTP, Kubernet
 with the cluster named two ways side by side: a kubeconfig, and an AKS resource ID (the ARM test
 server through the real ContainerServiceClient, the Kubernetes API test server in its Entra ID mode,
 the managed identity's token), counting the ARM round trips of each run (two the first time, none on
-a re-run within the process). Run: ``.venv/bin/python bench/bootstrap_bench.py [--runs N]``."""
+a re-run within the process). Run: ``.venv/bin/python -m bench.bootstrap_bench [--runs N]``."""
 
 from __future__ import annotations
 

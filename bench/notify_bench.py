@@ -1,6 +1,6 @@
 """Benchmark: 10,000 Flux events through routing, dedupe and delivery to local webhooks answering after 20 ms.
 
-    .venv/bin/python bench/notify_bench.py [--events 10000] [--delay 0.02] [--targets 2]
+    .venv/bin/python -m bench.notify_bench [--events 10000] [--delay 0.02] [--targets 2]
                                            [--concurrency 32] [--store table|memory]
 
 The batch goes through the real :class:`shared.notify.delivery.Forwarder` (the Event Hub function's
