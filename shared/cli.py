@@ -108,7 +108,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return re.sub(r" \]", "]", super()._format_usage(usage, actions, groups, prefix))
 
     def _format_action_invocation(self, action):
-        if not action.option_strings or action.nargs == 0 or getattr(action, "is_bool", False):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        if action.nargs == 0 or getattr(action, "is_bool", False):
             return ", ".join(action.option_strings)
         return ", ".join(action.option_strings) + " " + self._metavar_formatter(action, action.dest)(1)[0]
 
@@ -850,15 +852,13 @@ def _rotate(args) -> int:
 def _configure_logging(verbose: bool) -> None:
     import logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        # urllib3 logs each retry of an unreachable host ("Retrying (Retry(total=2...)) after connection
-        # broken by ...") before the one ✗ line that says the same; the kubernetes client retries 3 times.
-        logging.getLogger("urllib3").setLevel(logging.ERROR)
-    else:
-        for noisy in ("urllib3", "azure", "msal", "kubernetes"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
+    # urllib3 logs each retry of an unreachable host ("Retrying (Retry(total=2...)) after connection
+    # broken by ...") before the one ✗ line that says the same; the kubernetes client retries 3 times.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    if verbose:  # our own debug lines (never a secret); libraries stay at INFO (request bodies are DEBUG)
+        logging.getLogger("shared").setLevel(logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:

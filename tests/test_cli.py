@@ -203,6 +203,9 @@ def test_help_lists_every_flag_with_text_and_default():
     assert '--branch string Git branch (default "main")' in text
     assert "--network-policy setup Kubernetes network policies" in text
     assert "instead of the SSH deploy key (required for an https --url" in text  # --token-auth is required, and says so
+    top = run("--help").stdout.decode()
+    for command in ("install", "bootstrap", "registry", "rotate"):
+        assert f"\n    {command}" in top, top  # every command is listed by name
 
 
 def test_url_errors_say_what_to_write_instead(tmp_path):
