@@ -327,7 +327,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``, ``sshHostkeyAlgos``
-    (a list of SSH host key algorithm names), ``sshHostname``, and for Microsoft Entra workload identity
+    (a list of SSH host key algorithm names), ``sshHostname``, ``tolerationKeys``, ``imagePullSecret``,
+    ``recurseSubmodules``, ``sparseCheckout``, and for Microsoft Entra workload identity
     (:mod:`.workload_identity`) ``sourceProvider`` (``azure``: no source Secret and no PAT, the app
     pushes with the Function's Entra ID token), ``workloadIdentity`` (``{clientId, tenantId?,
     identityResourceId?, components?, federate?}``) and ``sops`` (``{provider: azure-keyvault}``). Credentials are named,
@@ -354,7 +355,10 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``destination``: the :class:`shared.trust.GitDestination` the URL cloned and pushed passed,
     ``GIT_ALLOWED_HOSTS``; ``syncDestination``: the same for the sync URL, where the source
     Secret's key goes; ``sshKeySecret``: the Key Vault secret of the SSH key, ``privateKeySecret``
-    or the generated key's name, None for token auth; ``registry`` passed ``FLUX_ALLOWED_REGISTRIES``).
+    or the generated key's name, None for token auth; ``caFileSecret``/``registryCredsSecret``: Key
+    Vault secrets holding the Git server's CA (PEM) and the registry's ``user:password`` (needs
+    ``imagePullSecret``), read by :mod:`shared.bootstrap.service`; ``registry`` passed
+    ``FLUX_ALLOWED_REGISTRIES``).
 
     Raises InvalidInput naming the first bad field (text with a lone surrogate included; a refused
     destination or registry is a :class:`shared.trust.DestinationRefused`); unknown fields, and credential values
