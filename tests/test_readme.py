@@ -37,7 +37,12 @@ def _table_names(text: str) -> list[str]:
 def required_settings() -> set[str]:
     settings, connections, _ = code_settings()
     assert connections, "the scan lost the identity-based connections"
-    return set(settings) | set(LIBRARY_SETTINGS) | {f"{p}__fullyQualifiedNamespace" for p in connections}
+    return set(settings) | set(LIBRARY_SETTINGS)
+
+
+def _connections_covered(names) -> list[str]:
+    """Identity-based connections (``connection="X"``) are set as ``X`` or ``X__<property>``."""
+    return sorted(p for p in code_settings()[1] if not any(n == p or n.startswith(p + "__") for n in names))
 
 
 def test_every_app_setting_is_in_the_readme_table_once():
@@ -48,6 +53,7 @@ def test_every_app_setting_is_in_the_readme_table_once():
     assert not missing, f"app settings the code reads but README 'App settings' does not list: {missing}"
     stale = sorted(set(names) - required_settings() - HOST_SETTINGS)
     assert not stale, f"README 'App settings' lists settings nothing reads: {stale}"
+    assert not _connections_covered(names), f"connections README 'App settings' does not list: {_connections_covered(names)}"
 
 
 def test_every_app_setting_is_in_local_settings_example():
@@ -58,6 +64,7 @@ def test_every_app_setting_is_in_local_settings_example():
         assert name not in EXAMPLE, f"{name} must not be in the example: {why}"
     stale = sorted(set(EXAMPLE) - required_settings() - HOST_SETTINGS)
     assert not stale, f"local.settings.json.example holds settings nothing reads: {stale}"
+    assert not _connections_covered(EXAMPLE), f"connections the example lacks: {_connections_covered(EXAMPLE)}"
 
 
 def test_every_cli_environment_variable_is_documented():
