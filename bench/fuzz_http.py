@@ -2,7 +2,7 @@
 ``FUZZ_EXAMPLES`` examples per function (default 2,000; CI runs 120), then prints, per function, the
 examples run, the answers by status and the time taken.
 
-    .venv/bin/python bench/fuzz_http.py [--examples N] [-k EXPR]
+    .venv/bin/python -m bench.fuzz_http [--examples N] [-k EXPR]
 
 A failure prints hypothesis' shrunk example and exits 1, as the test does.
 """
