@@ -13,6 +13,7 @@
   ``GET /api/operations``: the newest operations.
 - ``GET /api/fleet/status``: per registered cluster, Flux in Git and on the cluster, Ready, revisions,
   suspension, last rotation, PAT expiry, last operation (:mod:`shared.fleet.status`).
+- ``GET /api/fleet``: the fleet page (functions/fleet_page.html: no build step) over those two APIs.
 - ``fleet_worker``: queue trigger on ``FLEET_QUEUE`` (one cluster per message,
   :func:`shared.fleet.worker.handle`); ``fleet_poison``: its ``-poison`` queue.
 
@@ -148,6 +149,45 @@ def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(read(names=names))
     except Exception as exc:  # noqa: BLE001
         return _failure(exc)
+
+
+_PAGE = None
+
+
+def _page() -> tuple[bytes, str]:
+    """The page (functions/fleet_page.html, the app's own file) and its Content-Security-Policy: its
+    one inline script and style allowed by hash, everything else only from this origin."""
+    global _PAGE
+    if _PAGE is None:
+        import base64
+        import hashlib
+        import re
+        from pathlib import Path
+
+        text = (Path(__file__).with_name("fleet_page.html")).read_text(encoding="utf-8")
+
+        def sha(tag: str) -> str:
+            body = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S).group(1)
+            return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+
+        csp = (f"default-src 'none'; script-src {sha('script')}; style-src {sha('style')}; connect-src 'self'; "
+               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        _PAGE = (text.encode("utf-8"), csp)
+    return _PAGE
+
+
+@bp.function_name("fleet_page")
+@bp.route(route="fleet", methods=["GET"], auth_level=operation_auth_level())
+def fleet_page(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/fleet``: one HTML page over ``/api/fleet/status`` and ``/api/operations``, behind the
+    same operator auth (master key as ``?code=``, which the page sends on as ``x-functions-key``, or
+    the Easy Auth session)."""
+    if (denied := require_operator(req)) is not None:
+        return denied
+    body, csp = _page()
+    return func.HttpResponse(body, status_code=200, mimetype="text/html", charset="utf-8", headers={
+        "Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
 @bp.function_name("fleet_worker")

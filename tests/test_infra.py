@@ -640,5 +640,5 @@ def test_funcignore_leaves_only_the_app_in_the_package():
     assert {"function_app.py", "host.json", "requirements.txt"} <= set(package)
     assert {str(p.relative_to(ROOT)) for p in app_modules()} <= set(package)
     outside = [f for f in package if not (f in ("function_app.py", "host.json", "requirements.txt")
-                                          or re.match(r"(functions|shared)/[\w/]+\.(py|yaml|json)$", f))]
+                                          or re.match(r"(functions|shared)/[\w/]+\.(py|yaml|json|html)$", f))]
     assert outside == [], f"not part of the app, add to .funcignore: {outside}"
