@@ -135,7 +135,7 @@ def test_missing_identity_is_invalid_input(arm_server, msi):
 def test_concurrent_writers_on_one_identity_are_serialised_by_retries(arm_server, arm_credential, msi):
     """The service refuses a write to an identity while another is in flight; two bootstraps federating their
     clusters with one identity at once both succeed (the refused write waits and tries again)."""
-    identity = arm_server.add_identity("id-flux", write_delay=0.3)
+    identity = arm_server.add_identity("id-flux", write_delay=1.0)  # wide enough for the two to overlap
     other = MsiClient(arm_credential, base_url=arm_server.url, connection_verify=arm_server.ca_file)
     failures: list = []
 
