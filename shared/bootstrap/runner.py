@@ -695,7 +695,8 @@ class Bootstrapper:
         import random
 
         self.progress.waiting("git conflict detected, retrying with a fresh clone")
-        self._sleep(random.uniform(0, 0.2 * attempt))
+        if self.git_lock is None or attempt > 1:  # under the lock the first retry cannot meet a local push
+            self._sleep(random.uniform(0, 0.2 * attempt))
         self._clone(quiet=True)
         self._check_repository()
 
