@@ -453,12 +453,13 @@ def _add_rotation_commands(sub) -> None:
     flag(add, "-n", "--namespace", default="flux-system", help="namespace of the Flux objects")
     flag(add, "--secret-name", dest="source_secret", default="flux-system", help="source Secret")
     flag(add, "--git-repository", default="flux-system", help="GitRepository to annotate")
-    flag(add, "--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "workload-identity", "none"],
-         help="how source-controller authenticates: pat, entra-bearer, entra-password, workload-identity or none")
+    flag(add, "--git-auth", default="pat", choices=["pat", "entra-bearer", "entra-password", "workload-identity", "ssh", "none"],
+         help="how source-controller authenticates: pat, entra-bearer, entra-password, workload-identity, ssh (an SSH "
+              "key in the source Secret, not rotated; --git-url is the ssh:// URL it syncs from) or none")
     flag(add, "-u", "--username", default="git", help="basic authentication username")
     flag(add, "--pat-secret", help="Key Vault secret holding the PAT (git auth pat)")
     flag(add, "--git-url", help="the repository URL the Git credential may be sent to "
-         "(the GitRepository's spec.url; required unless --git-auth none)")
+         "(the GitRepository's spec.url; required unless --git-auth none or workload-identity)")
     bool_flag(add, "--allow-insecure-http", help="allows insecure HTTP connections")
     flag(add, "--eventhub-secret", help="notification Provider Secret (keys token, address)")
     flag(add, "--eventhub-name", help="Event Hub name (written as address)")

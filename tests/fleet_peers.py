@@ -150,3 +150,33 @@ def fleet(azurite, ado_git_server, git_pat, keyvault_server, keyvault, functions
         store.close()
         queue.close()
         registry.close()
+
+
+@pytest.fixture
+def fleet_queue(azurite, functions_by_name, monkeypatch):
+    """The fleet's own storage alone (a fresh fleet table and work queue on the session's Azurite, wired
+    into :mod:`shared.services`), for tests whose repository, vault, registry and clusters come from
+    other fixtures: ``fleet_queue(git=..., url=..., bare=..., vault_server=..., registry=...)`` returns
+    the :class:`Fleet` over them (its ``http``, ``operation`` and ``listener`` helpers)."""
+    from shared.fleet.store import OperationStore
+    from shared.ports.azure.queue import WorkQueue
+
+    suffix = uuid.uuid4().hex[:10]
+    store = OperationStore.from_connection_string(azurite.connection_string, f"fleet{suffix}")
+    queue_name = f"fleet-{suffix}"
+    queue = WorkQueue.from_connection_string(azurite.connection_string, queue_name)
+    monkeypatch.setenv("FLEET_QUEUE", queue_name)
+    services.set_fleet_store_factory(lambda: store)
+    services.set_work_queue_factory(lambda: queue)
+
+    def make(*, git, url, bare, vault_server, registry, pat=None) -> Fleet:
+        return Fleet(azurite=azurite, git=git, url=url, bare=bare, vault_server=vault_server, store=store, queue=queue,
+                     queue_name=queue_name, registry=registry, pat=pat, functions=functions_by_name)
+
+    try:
+        yield make
+    finally:
+        services.set_fleet_store_factory(None)
+        services.set_work_queue_factory(None)
+        store.close()
+        queue.close()

@@ -119,8 +119,10 @@ def test_generated_key_then_bootstrap_over_ssh_then_rerun(functions_by_name, ssh
     repo = ssh["cluster"].get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
     assert repo["spec"]["url"] == ssh["ssh_url"] and repo["spec"]["secretRef"] == {"name": "flux-system"}
     assert _args(ssh["cluster"], "source-controller")[-1] == FLAG
-    # Nothing to rotate for an SSH key (and no Event Hub fields): not registered, and said so.
-    assert body["registry"]["status"] == "skipped" and "SSH key" in body["registry"]["message"]
+    # Registered in its own Git auth mode: an SSH key, nothing for rotation to write (tests/test_fleet_ssh.py)
+    assert body["registry"] == {"status": "registered", "cluster": "aks-weu-1"}
+    record = ssh["registry"].get("aks-weu-1")
+    assert (record.git_auth, record.git_url, record.pat_secret) == ("ssh", ssh["ssh_url"], None)
 
     # 4. A re-run: no commit, nothing changed on the cluster.
     status, again = call(functions_by_name, ssh_request(ssh))
@@ -170,6 +172,9 @@ def test_a_key_of_your_own_with_a_passphrase(functions_by_name, ssh):
     assert data["identity.pub"] == public + "\n"
     assert data["password"] == "correct horse"  # the passphrase, as Flux writes it
     assert "correct horse" not in json.dumps(body)
+    install = ssh["registry"].get("aks-weu-1").install  # names, for an upgrade to read them again
+    assert (install["privateKeySecret"], install["passwordSecret"]) == ("fleet-ssh-key", "fleet-ssh-passphrase")
+    assert "correct horse" not in json.dumps(install)
 
 
 def test_a_wrong_key_fails_clearly_and_writes_nothing(functions_by_name, ssh, kube_server):
@@ -266,6 +271,12 @@ def test_bootstrap_over_https_while_the_cluster_syncs_over_ssh(functions_by_name
     assert set(data) == {"identity", "identity.pub", "known_hosts"}  # the PAT is not in the source Secret
     assert data["known_hosts"] == ssh["ssh"].known_hosts_line
     assert done["sshKey"]["publicKey"] == first["sshKey"]["publicKey"]
+    # registered with the SSH URL the cluster syncs from; what an upgrade pushes with is in install
+    record = ssh["registry"].get("aks-weu-1")
+    assert (record.git_auth, record.git_url, record.pat_secret) == ("ssh", sync_url, None)
+    assert {k: record.install.get(k) for k in ("url", "sshHostname", "sshHostkeyAlgos", "passwordSecret", "privateKeySecret")} == {
+        "url": ssh["url"], "sshHostname": host, "sshHostkeyAlgos": ["rsa-sha2-512", "rsa-sha2-256"],
+        "passwordSecret": "fleet-pat", "privateKeySecret": None}
 
 
 def test_the_peer_refuses_sha1_clients_as_azure_devops_does(ssh):

@@ -153,3 +153,42 @@ def test_a_cluster_registered_without_install_options_is_refused(fleet):
     resp, payload = fleet.http("fleet_upgrade", "POST", "/api/fleet/upgrade", {"version": "v2.9.2", "clusters": ["by-*"]})
     assert resp.status_code == 400 and payload["error"]["field"] == "clusters[0]"
     assert "no recorded install options" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    # a workload identity record of an earlier release: no sourceProvider recorded next to its options
+    ({"git_auth": "workload-identity", "pat_secret": None}, "before its workload identity options were recorded"),
+    # synced over SSH, pushed over https: without the PAT's name the upgrade could not push
+    ({"git_auth": "ssh", "pat_secret": None, "git_url": "ssh://git@127.0.0.1:2222/contoso/platform/_git/fleet",
+      "install": {"sshHostname": "127.0.0.1:2222"}}, "names no PAT to push with"),
+    # the Entra token as a password is rotated, but a bootstrap never registers it: no push credential recorded
+    ({"git_auth": "entra-password", "pat_secret": None}, "uses Git auth 'entra-password'"),
+])
+def test_a_record_an_upgrade_cannot_push_for_is_refused_before_anything_runs(fleet, fields, message):
+    from shared.rotation.registry import ClusterRecord
+
+    install = {"version": "v2.8.3", "branch": "main", "path": "./clusters/old", **fields.pop("install", {})}
+    if "sshHostname" in install:
+        install["url"] = fleet.url
+    record = {"name": "old-a", "kubeconfig_secret": "x-kubeconfig", "pat_secret": "fleet-pat", "git_url": fleet.url,
+              "allow_insecure_http": True, "install": install, **fields}
+    fleet.registry.upsert(ClusterRecord(**record))
+    commits = git_log(fleet.bare, "main")
+    resp, payload = fleet.http("fleet_upgrade", "POST", "/api/fleet/upgrade", {"version": "v2.9.2", "clusters": ["old-*"]})
+    assert resp.status_code == 400 and payload["error"]["field"] == "clusters[0]", payload
+    assert message in payload["error"]["message"]
+    assert fleet.store.operations() == [] and git_log(fleet.bare, "main") == commits
+
+
+def test_a_workload_identity_record_without_identity_patches_is_upgradable():
+    """``sourceProvider: azure`` with the controllers' identity set up outside the app (no
+    ``workloadIdentity`` at bootstrap): re-rendered as bootstrapped, without patches."""
+    from shared.fleet.upgrade import _check_record, _options_body
+    from shared.rotation.registry import ClusterRecord
+
+    record = ClusterRecord(name="wi-a", kubeconfig_secret="x-kubeconfig", git_auth="workload-identity",
+                           git_url="https://dev.azure.com/contoso/platform/_git/fleet",
+                           install={"version": "v2.8.3", "branch": "main", "sourceProvider": "azure"}).validate()
+    _check_record(record, "clusters[0]")
+    body = _options_body(record, "v2.9.2")
+    assert body["sourceProvider"] == "azure" and "workloadIdentity" not in body and "passwordSecret" not in body

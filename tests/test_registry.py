@@ -48,7 +48,9 @@ def full(**kw) -> dict:
     (full(namespace="Flux_System"), "namespace"),
     (full(sourceSecret="bad/name"), "sourceSecret"),
     (full(gitRepository="-x"), "gitRepository"),
-    (full(gitAuth="ssh"), "gitAuth"),
+    (full(gitAuth="kerberos"), "gitAuth"),
+    (full(gitAuth="ssh", patSecret=None), "gitUrl"),  # an https URL: ssh records name the ssh:// URL synced from
+    (full(gitAuth="ssh", patSecret=None, gitUrl=None), "gitUrl"),
     (full(patSecret=None), "patSecret"),
     (full(patSecret="bad_name"), "patSecret"),
     (full(username="a:b"), "username"),
@@ -111,7 +113,7 @@ def test_crud_on_table_storage(registry):
 
 def _break(registry, name: str) -> None:
     registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": name, "name": name,
-                                   "kubeconfigSecret": "k", "gitAuth": "ssh"})
+                                   "kubeconfigSecret": "k", "gitAuth": "kerberos"})
 
 
 def test_register_from_bootstrap_creates_then_updates_keeping_eventhub(registry):
@@ -184,7 +186,7 @@ def test_registry_endpoints(registry_functions, registry):
     assert _call(one, "GET", "aks-1")[1]["patSecret"] == "pat-2"
     assert [c["name"] for c in _call(many, "GET")[1]["clusters"]] == ["aks-1"]
 
-    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "gitAuth": "ssh"})
+    status, body = _call(one, "PUT", "aks-2", {"kubeconfigSecret": "k", "gitAuth": "kerberos"})
     assert status == 400 and body["error"]["field"] == "gitAuth"
     status, body = _call(one, "PUT", "aks-2", {"name": "other", "kubeconfigSecret": "k", "patSecret": "p"})
     assert status == 400 and body["error"]["field"] == "name"
@@ -208,6 +210,59 @@ def test_registry_endpoints(registry_functions, registry):
     assert _call(one, "DELETE", "aks-1") == (204, None)
     assert _call(one, "DELETE", "aks-1")[0] == 404
     assert _call(one, "GET", "aks-1")[0] == 404
+
+
+SSH_URL = "ssh://git@ssh.dev.azure.com/v3/contoso/platform/fleet"
+INSTALL = {"version": "v2.9.2", "branch": "main", "path": "./clusters/aks-weu-1"}
+
+
+def test_ssh_records_name_the_ssh_url_they_sync_from():
+    """``gitAuth: ssh``: what an SSH bootstrap registers; rotation writes nothing for it, and its install
+    options keep what an upgrade needs to render and push it again."""
+    record = ClusterRecord.from_dict(full(gitAuth="ssh", patSecret=None, gitUrl=SSH_URL, install={
+        **INSTALL, "sshHostkeyAlgos": ["rsa-sha2-512", "rsa-sha2-256"], "privateKeySecret": "fleet-ssh-key",
+        "passwordSecret": "fleet-ssh-passphrase"}))
+    assert record.git_auth == "ssh" and ClusterRecord.from_dict(record.to_dict()) == record
+    # over HTTPS with a PAT, syncing over SSH from sshHostname: gitUrl is the SSH URL on that host
+    hostname = ClusterRecord.from_dict(full(gitAuth="ssh", patSecret=None, gitUrl=SSH_URL, install={
+        **INSTALL, "sshHostname": "ssh.dev.azure.com", "url": URL, "passwordSecret": "fleet-pat"}))
+    assert hostname.install["url"] == URL
+
+
+@pytest.mark.parametrize("overrides, install, field", [
+    ({}, {"sshHostname": "ssh.dev.azure.com"}, "install.sshHostname"),  # SSH options on a pat record
+    ({}, {"privateKeySecret": "k"}, "install.privateKeySecret"),
+    ({}, {"sourceProvider": "azure"}, "install.sourceProvider"),
+    ({"gitAuth": "workload-identity", "patSecret": None}, {"sourceProvider": "generic"}, "install.sourceProvider"),
+    ({}, {"sourceProvider": "github"}, "install.sourceProvider"),
+    ({}, {"workloadIdentity": {"clientId": "not-a-guid"}}, "install.workloadIdentity.clientId"),
+    ({}, {"workloadIdentity": {"clientId": "8f3a0c4e-6b1d-4e2a-9c7f-0a1b2c3d4e5f", "components": ["image-automation-controller"]}},
+     "install.workloadIdentity.components"),  # not installed
+    ({}, {"workloadIdentity": "8f3a0c4e"}, "install.workloadIdentity"),
+    ({}, {"sops": {"provider": "age"}}, "install.sops.provider"),
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL}, {"sshHostkeyAlgos": ["ssh-rsa"]}, "install.sshHostkeyAlgos"),
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL}, {"privateKeySecret": "bad_name"}, "install.privateKeySecret"),
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL}, {"url": URL}, "install.url"),  # url only with sshHostname
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL}, {"sshHostname": "a@b"}, "install.sshHostname"),
+    # the recorded options would sync from another repository than gitUrl: an upgrade would move the cluster
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL}, {"sshHostname": "ssh.dev.azure.com",
+                                                                "url": "https://dev.azure.com/contoso/platform/_git/other"}, "gitUrl"),
+    ({"gitAuth": "ssh", "patSecret": None, "gitUrl": SSH_URL, "username": "flux"}, {}, "gitUrl"),  # user git in gitUrl
+])
+def test_install_options_of_each_git_auth_mode_are_checked(overrides, install, field):
+    with pytest.raises(InvalidInput) as err:
+        ClusterRecord.from_dict(full(**overrides, install={**INSTALL, **install}))
+    assert err.value.field == field, err.value
+
+
+def test_registry_put_and_cli_take_the_ssh_mode(registry_functions, registry, capsys):
+    status, body = _call(registry_functions["registry_cluster"], "PUT", "aks-ssh",
+                         {"kubeconfigSecret": "k", "gitAuth": "ssh", "gitUrl": SSH_URL})
+    assert status == 201 and body["gitAuth"] == "ssh" and body["gitUrl"] == SSH_URL
+    assert cli.main(["registry", "add", "aks-ssh-2", "--kubeconfig-secret", "k", "--git-auth", "ssh", "--git-url", SSH_URL]) == 0
+    assert registry.get("aks-ssh-2").git_auth == "ssh"
+    assert cli.main(["registry", "add", "aks-ssh-3", "--kubeconfig-secret", "k", "--git-auth", "ssh", "--git-url", URL]) == 1
+    assert "✗ --git-url: must be the ssh:// URL" in capsys.readouterr().err
 
 
 # -- CLI ----------------------------------------------------------------------------------------------

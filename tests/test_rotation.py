@@ -530,7 +530,7 @@ def test_timer_function_rotates_registered_clusters(rotation_functions, wired, f
     for m in fleet.members:
         registry.upsert(fleet.record(m))
     registry._table.upsert_entity({"PartitionKey": "cluster", "RowKey": "hand-edited", "name": "hand-edited",
-                                   "kubeconfigSecret": "k", "gitAuth": "ssh"})  # a row edited by hand
+                                   "kubeconfigSecret": "k", "gitAuth": "kerberos"})  # a row edited by hand
     new = new_pat_version(keyvault_server, ado_git_server)
     fleet.members[2].server.unreachable()
     caplog.set_level(logging.INFO)

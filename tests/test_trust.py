@@ -519,6 +519,9 @@ GOOD = {"kubeconfigSecret": "aks-1-kubeconfig", "patSecret": "fleet-pat", "gitUr
     ({**GOOD, "gitUrl": "https://evil.example/o/p/_git/r"}, "gitUrl"),
     ({**GOOD, "gitUrl": None}, "gitUrl"),
     ({**GOOD, "gitAuth": "entra-bearer", "patSecret": None, "gitUrl": "https://ado.corp.example/c/p/_git/r"}, "gitUrl"),
+    # an SSH cluster's key goes to its gitUrl (the cluster syncs from it, upgrades push there): the allowlist holds
+    ({**GOOD, "gitAuth": "ssh", "patSecret": None, "gitUrl": "ssh://git@evil.example/v3/o/p/r"}, "gitUrl"),
+    ({**GOOD, "gitAuth": "ssh", "patSecret": None, "gitUrl": "ssh://git@169.254.169.254/v3/o/p/r"}, "gitUrl"),
     ({**GOOD, "username": "git\n"}, "username"),
     ({**GOOD, "username": "gît€"}, "username"),
     ({**GOOD, "namespace": "kube-system"}, "namespace"),

@@ -340,18 +340,7 @@ class Bootstrapper:
         return max(1.0, min(wanted, self.deadline - self._clock()))
 
     def _git_auth(self):
-        from ..ports.git import GitAuth
-
-        if self.opts.git_url.startswith("ssh://"):
-            import paramiko
-
-            from ..ports.ssh import SSHIdentity
-
-            identity = SSHIdentity(pkey=paramiko.RSAKey(key=self.credentials.ssh_key.key), host_key=self.host_key,
-                                   algos=self.opts.hostkey_algos)
-            return GitAuth(username=self.opts.username, ssh=identity)
-        return GitAuth(username=self.opts.username, password=self.credentials.password, bearer_token=self.credentials.bearer_token,
-                       ca_pem=self.credentials.ca_crt)
+        return git_auth(self.opts, self.credentials, self.host_key)
 
     def _source_secret_data(self) -> dict[str, str]:
         """The source Secret's ``stringData`` (:func:`shared.flux.sourcesecret.string_data`): the PAT
@@ -379,50 +368,9 @@ class Bootstrapper:
                               "applied stays, a re-run with a longer --timeout picks up from there")
 
     def _scan_host_keys(self) -> None:
-        """SSH: the host key of the sync URL's server (for ``known_hosts``) and of the URL pushed to
-        (pinned for clone and push; the same scan when it is the same server), offering only
-        :attr:`BootstrapOptions.hostkey_algos`, as Flux's ``ScanHostKey``; then
-        :meth:`_check_known_host`."""
-        from ..ports.ssh import scan_host_key
-        from ..trust import GitPolicy, parse_git_url
-
-        policy = GitPolicy.from_settings()
-        algos = self.opts.hostkey_algos
-        sync_url = parse_git_url(self.opts.sync_url, "url")
-        field = "sshHostname" if self.opts.ssh_hostname else "url"
-        targets = [(sync_url.host, sync_url.effective_port, field)]
-        git_url = parse_git_url(self.opts.git_url, "url")
-        if git_url.scheme == "ssh" and (git_url.host, git_url.effective_port) != targets[0][:2]:
-            targets.append((git_url.host, git_url.effective_port, "url"))
-        keys = []
-        for host, port, where in targets:
-            self.progress.action(f"scanning the SSH host key of {host}:{port}" + (f" ({','.join(algos)})" if algos else ""))
-            keys.append(scan_host_key(host, port, algos, policy=policy, field=where))
-            self.progress.success(f"host key {keys[-1].key_type} {_fingerprint(keys[-1].key)}")
-        self.sync_host_key = keys[0]
-        if git_url.scheme == "ssh":
-            self.host_key = keys[-1]
-        self._check_known_host()
-
-    def _check_known_host(self) -> None:
-        """A host key that changed since the last run: the existing source Secret's ``known_hosts``
-        pins another key for the sync host. Conflict (409) unless ``force``, which pins the new one
-        (a warning says so)."""
-        from ..flux.sourcesecret import KNOWN_HOSTS, known_host_keys
-
-        current = self.cluster.read_secret_data(self.opts.namespace, self.opts.secret_name) or {}
-        scanned = self.sync_host_key
-        pinned = known_host_keys(current.get(KNOWN_HOSTS, ""), scanned.host, scanned.port)
-        if not pinned or (scanned.key_type, scanned.key) in pinned:
-            return
-        where = f"{scanned.host}:{scanned.port}"
-        message = (f"the SSH host key of {where} changed: source secret \"{self.opts.namespace}/{self.opts.secret_name}\" pins "
-                   f"{', '.join(f'{t} {_fingerprint(k)}' for t, k in pinned)}, the server now presents "
-                   f"{scanned.key_type} {_fingerprint(scanned.key)}")
-        if not self.opts.force:
-            raise HostKeyChanged(f"{message}; if the server's key was replaced on purpose, set force to pin the new key; "
-                                 "nothing was written")
-        self.progress.warning(f"{message}; pinning the new key (force)")
+        """SSH: :func:`scan_host_keys` (the sync host's key for ``known_hosts``, the key pinned for
+        clone and push, checked against the source Secret's ``known_hosts``)."""
+        self.sync_host_key, self.host_key = scan_host_keys(self.opts, self.cluster, self.progress)
 
     def _clone(self, *, quiet: bool = False):
         from ..ports.git import Repository
@@ -924,6 +872,73 @@ class Bootstrapper:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def git_auth(opts: BootstrapOptions, credentials: Credentials, host_key=None):
+    """The :class:`shared.ports.git.GitAuth` a run clones and pushes ``opts.git_url`` with: over SSH
+    (an ``ssh://`` url) the key of ``credentials`` and the pinned ``host_key``
+    (:func:`scan_host_keys`), offering :attr:`BootstrapOptions.hostkey_algos`; else the PAT or the
+    bearer token, with the Git server's CA."""
+    from ..ports.git import GitAuth
+
+    if opts.git_url.startswith("ssh://"):
+        import paramiko
+
+        from ..ports.ssh import SSHIdentity
+
+        identity = SSHIdentity(pkey=paramiko.RSAKey(key=credentials.ssh_key.key), host_key=host_key,
+                               algos=opts.hostkey_algos)
+        return GitAuth(username=opts.username, ssh=identity)
+    return GitAuth(username=opts.username, password=credentials.password, bearer_token=credentials.bearer_token,
+                   ca_pem=credentials.ca_crt)
+
+
+def scan_host_keys(opts: BootstrapOptions, cluster, progress: Progress | None = None):
+    """SSH: the host key of the sync URL's server (for ``known_hosts``) and of the URL pushed to
+    (pinned for clone and push; the same scan when it is the same server), offering only
+    :attr:`BootstrapOptions.hostkey_algos`, as Flux's ``ScanHostKey``; then
+    :func:`check_known_host` against ``cluster``'s source Secret. Returns ``(sync host key, pinned
+    key or None for an https url)`` (:class:`shared.ports.ssh.HostKey`). Raises
+    :class:`HostKeyChanged` (409), and the scan's errors."""
+    from ..ports.ssh import scan_host_key
+    from ..trust import GitPolicy, parse_git_url
+
+    progress = progress or Progress()
+    policy = GitPolicy.from_settings()
+    algos = opts.hostkey_algos
+    sync_url = parse_git_url(opts.sync_url, "url")
+    field = "sshHostname" if opts.ssh_hostname else "url"
+    targets = [(sync_url.host, sync_url.effective_port, field)]
+    git_url = parse_git_url(opts.git_url, "url")
+    if git_url.scheme == "ssh" and (git_url.host, git_url.effective_port) != targets[0][:2]:
+        targets.append((git_url.host, git_url.effective_port, "url"))
+    keys = []
+    for host, port, where in targets:
+        progress.action(f"scanning the SSH host key of {host}:{port}" + (f" ({','.join(algos)})" if algos else ""))
+        keys.append(scan_host_key(host, port, algos, policy=policy, field=where))
+        progress.success(f"host key {keys[-1].key_type} {_fingerprint(keys[-1].key)}")
+    check_known_host(opts, cluster, keys[0], progress)
+    return keys[0], (keys[-1] if git_url.scheme == "ssh" else None)
+
+
+def check_known_host(opts: BootstrapOptions, cluster, scanned, progress: Progress | None = None) -> None:
+    """A host key that changed since the last run: the existing source Secret's ``known_hosts``
+    pins another key for the sync host than ``scanned``. :class:`HostKeyChanged` (409) unless
+    ``opts.force``, which pins the new one (a warning says so)."""
+    from ..flux.sourcesecret import KNOWN_HOSTS, known_host_keys
+
+    current = cluster.read_secret_data(opts.namespace, opts.secret_name) or {}
+    pinned = known_host_keys(current.get(KNOWN_HOSTS, ""), scanned.host, scanned.port)
+    if not pinned or (scanned.key_type, scanned.key) in pinned:
+        return
+    where = f"{scanned.host}:{scanned.port}"
+    message = (f"the SSH host key of {where} changed: source secret \"{opts.namespace}/{opts.secret_name}\" pins "
+               f"{', '.join(f'{t} {_fingerprint(k)}' for t, k in pinned)}, the server now presents "
+               f"{scanned.key_type} {_fingerprint(scanned.key)}")
+    if not opts.force:
+        raise HostKeyChanged(f"{message}; if the server's key was replaced on purpose, set force to pin the new key; "
+                             "nothing was written")
+    (progress or Progress()).warning(f"{message}; pinning the new key (force)")
 
 
 class HostKeyChanged(Conflict):

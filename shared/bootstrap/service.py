@@ -171,22 +171,53 @@ def credentials(request: Request, vault) -> Credentials:
     return creds
 
 
-def ssh_key(request: Request, vault, creds: Credentials):
+def ssh_key(request: Request, vault, creds: Credentials, *, generate: bool = True):
     """SSH runs: the key (:func:`shared.bootstrap.sshkeys.resolve`: ``privateKeySecret``, the stored
-    generated key, or a new one not stored yet), set into ``creds``; None for token auth."""
+    generated key, or, with ``generate``, a new one not stored yet), set into ``creds``; None for
+    token auth."""
     from . import sshkeys
 
     if not request.opts.ssh:
         return None
-    key = sshkeys.resolve(vault, request.opts, request.refs)
+    key = sshkeys.resolve(vault, request.opts, request.refs, generate=generate)
     creds.ssh_key, creds.ssh_passphrase = key.key, key.passphrase
     return key
 
 
-def install_record(opts: BootstrapOptions, version: str) -> dict:
+def clone_to_read(request: Request, vault, folder: str, *, cluster=None):
+    """Clone the branch of ``request`` into ``folder`` only to read it (a fleet upgrade's dry run,
+    fleet status), with the credentials a bootstrap of it would use (:func:`credentials`; over SSH
+    the cluster's stored key, none generated: :func:`ssh_key`). Pushing to an ``ssh://`` url, the
+    server's host key is scanned and must be the one ``cluster``'s source Secret pins
+    (:func:`shared.bootstrap.runner.scan_host_keys`: ``cluster`` is required then). Writes nothing
+    anywhere. Returns the :class:`shared.ports.git.Repository` (the caller closes it). Raises as
+    :func:`credentials`, :func:`ssh_key`, the scan and the clone do."""
+    from ..ports.git import Repository
+    from .runner import Progress, git_auth, scan_host_keys
+
+    opts = request.opts
+    creds = credentials(request, vault)
+    ssh_key(request, vault, creds, generate=False)
+    host_key = None
+    if opts.git_url.startswith("ssh://"):
+        if cluster is None:
+            raise ValueError("clone_to_read of an ssh:// url needs the cluster (its source Secret pins the host key)")
+        _, host_key = scan_host_keys(opts, cluster, Progress())
+    return Repository.clone(opts.git_url, opts.branch, git_auth(opts, creds, host_key), folder,
+                            allow_insecure_http=opts.allow_insecure_http)
+
+
+def install_record(opts: BootstrapOptions, version: str, refs: dict | None = None) -> dict:
     """The install options a registry record keeps (:data:`shared.rotation.registry.INSTALL_FIELDS`):
-    what a fleet upgrade needs to render the cluster's gotk-components.yaml again and push it."""
-    return {
+    what a fleet upgrade needs to render the cluster's files again as this bootstrap rendered them
+    (gotk-components.yaml, and the same gotk-sync.yaml and kustomization.yaml patches) and push
+    them the same way. Besides the install options: with workload identity ``sourceProvider``,
+    ``workloadIdentity`` (its components resolved, so the same controllers stay patched) and ``sops``;
+    over SSH the request's ``sshHostkeyAlgos`` (when given), ``sshHostname`` with the https ``url``
+    pushed to, and from ``refs`` the Key Vault secret names ``privateKeySecret`` (absent: the
+    generated key ``flux-ssh-<clusterName>``) and ``passwordSecret`` (the key's passphrase, or with
+    ``sshHostname`` the PAT pushed with). Names only, never a value."""
+    record = {
         "version": version, "branch": opts.branch, "path": opts.path, "interval": opts.interval,
         "components": list(opts.components), "componentsExtra": list(opts.components_extra),
         "registry": opts.registry, "networkPolicy": opts.network_policy,
@@ -195,11 +226,35 @@ def install_record(opts: BootstrapOptions, version: str) -> dict:
         "commitMessageAppendix": opts.commit_message_appendix,
         "tolerationKeys": list(opts.toleration_keys), "imagePullSecret": opts.image_pull_secret,
     }
+    if opts.source_provider:
+        record["sourceProvider"] = opts.source_provider
+    wi = opts.workload_identity
+    if wi is not None:
+        record["workloadIdentity"] = {"clientId": wi.client_id, "components": list(wi.components), "federate": wi.federate}
+        if wi.tenant_id:
+            record["workloadIdentity"]["tenantId"] = wi.tenant_id
+        if wi.identity_resource_id is not None:
+            record["workloadIdentity"]["identityResourceId"] = str(wi.identity_resource_id)
+    if opts.sops_provider:
+        record["sops"] = {"provider": opts.sops_provider}
+    if opts.ssh:
+        if opts.ssh_hostkey_algos is not None:
+            record["sshHostkeyAlgos"] = list(opts.ssh_hostkey_algos)
+        if opts.ssh_hostname is not None:
+            record["sshHostname"] = opts.ssh_hostname
+            record["url"] = opts.git_url
+        for key in ("privateKeySecret", "passwordSecret"):
+            if (refs or {}).get(key):
+                record[key] = refs[key]
+    return record
 
 
 def register(request: Request, version: str) -> dict:
-    """Register the cluster for credential rotation (and fleet upgrades, with its install options).
-    The bootstrap has succeeded by now, so a registry failure is returned (and logged), not raised:
+    """Register the cluster for credential rotation, fleet status and fleet upgrades (with its install
+    options, :func:`install_record`). Its Git auth mode: ``workload-identity`` (``sourceProvider:
+    azure``), ``ssh`` (an SSH key in the source Secret: nothing for rotation to write, ``gitUrl`` the SSH
+    sync URL), ``entra-bearer`` (``withBearerToken``) or ``pat``. The bootstrap has succeeded by now,
+    so a registry failure is returned (and logged), not raised:
     ``{"status": "registered"|"failed", "cluster"[, "message"]}``."""
     from .. import services
     from ..rotation.registry import register_from_bootstrap
@@ -211,9 +266,10 @@ def register(request: Request, version: str) -> dict:
             kubeconfig_secret=refs["kubeconfigSecret"],
             cluster_resource_id=refs["clusterResourceId"],
             local_accounts=refs["localAccounts"],
+            # over SSH passwordSecret is the key's passphrase, or with sshHostname the PAT pushed with
+            # (kept in install for upgrades): the source Secret holds no PAT, so none is rotated
             password_secret=None if opts.ssh else refs["passwordSecret"],
-            # an SSH key in the source Secret has nothing to rotate, nor has workload identity
-            git_auth=("workload-identity" if opts.source_provider == "azure" else "none" if opts.ssh
+            git_auth=("workload-identity" if opts.source_provider == "azure" else "ssh" if opts.ssh
                       else "entra-bearer" if opts.with_bearer_token else "pat"),
             namespace=opts.namespace,
             secret_name=opts.secret_name,
@@ -221,20 +277,17 @@ def register(request: Request, version: str) -> dict:
             context=refs["context"],
             allow_insecure_http=opts.allow_insecure_http,
             git_url=opts.sync_url,
-            install=install_record(opts, version),
+            install=install_record(opts, version, refs),
             registry=services.registry(),
         )
     except FluxOpsError as exc:
-        if opts.ssh and getattr(exc, "field", None) == "gitAuth":  # no Event Hub fields either
-            return {"status": "skipped", "cluster": refs["clusterName"],
-                    "message": "not registered for rotation: the SSH key of the source Secret is not rotated"}
         log.error("cluster %s not registered for rotation: %s", refs["clusterName"], exc)
         return {"status": "failed", "cluster": refs["clusterName"], "message": str(exc)}
     return {"status": "registered", "cluster": record.name}
 
 
 def run(request: Request, *, deadline: float | None = None, progress_sink: Callable[[str], None] | None = None,
-        push_attempts: int | None = None, git_lock=None, vault=None, access=None) -> Outcome:
+        push_attempts: int | None = None, git_lock=None, vault=None, access=None, generate_key: bool = True) -> Outcome:
     """Bootstrap the cluster of ``request`` and register it.
 
     ``deadline`` (a ``time.monotonic()`` value) bounds the run's waits; ``progress_sink`` receives
@@ -242,7 +295,8 @@ def run(request: Request, *, deadline: float | None = None, progress_sink: Calla
     :attr:`~shared.bootstrap.runner.Bootstrapper.push_attempts` and ``git_lock``
     :attr:`~shared.bootstrap.runner.Bootstrapper.git_lock` (many clusters of one branch);
     ``vault``/``access`` default to :func:`shared.services.keyvault` and a
-    :class:`~shared.clusters.ClusterAccess` on it.
+    :class:`~shared.clusters.ClusterAccess` on it. ``generate_key`` false (a fleet upgrade): over SSH
+    the cluster's stored key must exist (``InvalidInput("privateKeySecret")`` otherwise), none is generated.
 
     With ``workloadIdentity``, the Azure side is read first (:meth:`.workload_identity.Federation.prepare`:
     the cluster's OIDC issuer, the identity) and the federated identity credentials are written by the
@@ -259,7 +313,7 @@ def run(request: Request, *, deadline: float | None = None, progress_sink: Calla
 
     vault = vault or services.keyvault()
     creds = credentials(request, vault)
-    key = ssh_key(request, vault, creds)
+    key = ssh_key(request, vault, creds, generate=generate_key)
     access = access or ClusterAccess(keyvault=vault)
     cluster = access.connect(request.refs["cluster"], purpose=BOOTSTRAP, namespace=request.opts.namespace)
     federation = None
@@ -311,5 +365,5 @@ def _with_key_hint(exc: FluxOpsError, key) -> FluxOpsError:
     return exc
 
 
-__all__ = ["Outcome", "Request", "RunFailed", "check_request", "credentials", "entra_token", "install_record",
+__all__ = ["Outcome", "Request", "RunFailed", "check_request", "clone_to_read", "credentials", "entra_token", "install_record",
            "pat", "register", "run", "ssh_key"]

@@ -139,18 +139,22 @@ class StatusReader:
         from shared.trust import GitPolicy, git_credential
 
         branch = (record.install or {}).get("branch", "main")
+        if record.git_auth == "ssh":
+            return self._ssh_clone(record, tmp)
         policy = GitPolicy.from_settings()
+        entra = record.git_auth.startswith("entra-") or record.git_auth == "workload-identity"
         destination = policy.destination(record.git_url, allow_insecure_http=record.allow_insecure_http,
-                                         bearer=record.git_auth.startswith("entra-"), field="gitUrl")
+                                         bearer=entra, field="gitUrl")
 
         def clone():
             if record.git_auth == "pat":
                 auth = GitAuth(record.username, password=git_credential(self._secret(record.pat_secret), destination,
                                                                         field="patSecret"))
-            elif record.git_auth in ("entra-bearer", "entra-password"):
+            elif record.git_auth in ("entra-bearer", "entra-password", "workload-identity"):
+                # workload identity: the app reads (and upgrades push) with the Function's Entra ID token
                 token = service.entra_token()
-                auth = (GitAuth(record.username, bearer_token=token) if record.git_auth == "entra-bearer"
-                        else GitAuth(record.username, password=token))
+                auth = (GitAuth(record.username, password=token) if record.git_auth == "entra-password"
+                        else GitAuth(record.username, bearer_token=token))
             else:
                 raise errors.InvalidInput("gitAuth", f"Git auth {record.git_auth!r}: the repository is not read")
             folder = tempfile.mkdtemp(prefix="fleet-status-", dir=tmp)
@@ -158,6 +162,31 @@ class StatusReader:
                                     policy=policy)
 
         return self._git.get((str(destination), branch), clone)
+
+    def _ssh_clone(self, record, tmp: str):
+        """A cluster bootstrapped over SSH: the repository read as its upgrade would push it
+        (:func:`shared.bootstrap.service.clone_to_read` of the record's request): with its stored SSH key,
+        the host key checked against the cluster's ``known_hosts`` (or with ``sshHostname`` over https
+        with the recorded PAT). One clone per URL pushed to and branch, as for the other modes."""
+        from shared.bootstrap import options_from_request, service
+        from shared.clusters import ROTATION
+
+        from .upgrade import _options_body
+
+        opts, refs = options_from_request(_options_body(record, record.install["version"]))
+        request = service.Request(opts, refs, None)
+
+        def clone():
+            folder = tempfile.mkdtemp(prefix="fleet-status-", dir=tmp)
+            if not opts.git_url.startswith("ssh://"):
+                return service.clone_to_read(request, self.vault, folder)
+            cluster = self.access.connect(record.cluster_ref, purpose=ROTATION, namespace=record.namespace)
+            try:
+                return service.clone_to_read(request, self.vault, folder, cluster=cluster)
+            finally:
+                cluster.close()
+
+        return self._git.get((opts.git_url, opts.branch), clone)
 
     def _git_row(self, record, tmp: str) -> dict:
         install = record.install or {}
@@ -222,11 +251,14 @@ class StatusReader:
     # -- rows -------------------------------------------------------------------------------------------
 
     def _pat(self, record) -> dict | None:
-        if record.git_auth != "pat" or not record.pat_secret:
+        name = record.pat_secret if record.git_auth == "pat" else None
+        if record.git_auth == "ssh" and "sshHostname" in (record.install or {}):
+            name = record.install.get("passwordSecret")  # the PAT the app pushes with over https
+        if not name:
             return None
-        out: dict[str, Any] = {"secret": record.pat_secret}
+        out: dict[str, Any] = {"secret": name}
         try:
-            secret = self._secret(record.pat_secret)
+            secret = self._secret(name)
         except errors.FluxOpsError as exc:
             out["error"] = str(exc)
             return out

@@ -63,19 +63,41 @@ def _patterns(body: dict) -> tuple[list[list[str]], str]:
     return waves, field
 
 
+#: ``install`` fields passed to the bootstrap request as they are (request spelling)
+_PASSED = ("branch", "path", "interval", "components", "componentsExtra", "registry", "networkPolicy",
+           "watchAllNamespaces", "logLevel", "clusterDomain", "authorName", "authorEmail", "commitMessageAppendix",
+           "tolerationKeys", "imagePullSecret", "workloadIdentity", "sops", "sshHostkeyAlgos", "sshHostname",
+           "privateKeySecret")
+#: Git auth modes an upgrade can push with: the PAT, the Function's Entra ID token (entra-bearer, and
+#: workload-identity, where the app pushes with it too), or the cluster's SSH key (ssh)
+UPGRADABLE = ("pat", "entra-bearer", "workload-identity", "ssh")
+
+
 def _options_body(record, version: str) -> dict:
-    """The bootstrap request that re-renders ``record``'s cluster at ``version`` (request spelling)."""
+    """The bootstrap request that re-renders ``record``'s cluster at ``version`` (request spelling):
+    the record's own fields, its recorded install options (:data:`shared.rotation.registry.INSTALL_FIELDS`;
+    a field a record of an earlier release lacks is the bootstrap's default), and how it pushes:
+    ``passwordSecret`` = ``patSecret`` (pat), ``withBearerToken`` (entra-bearer), ``sourceProvider:
+    azure`` with the recorded ``workloadIdentity``/``sops`` (workload-identity), or over SSH the
+    recorded key (``privateKeySecret``, else the generated ``flux-ssh-<name>`` the cluster name
+    gives) and ``passwordSecret`` (its passphrase; with ``sshHostname``, ``url`` the https URL
+    pushed to and ``passwordSecret`` its PAT)."""
     install = dict(record.install or {})
     body = {"url": record.git_url, "namespace": record.namespace, "secretName": record.source_secret,
             "username": record.username, "allowInsecureHttp": record.allow_insecure_http, "clusterName": record.name,
             "version": version}
-    for key in ("branch", "path", "interval", "components", "componentsExtra", "registry", "networkPolicy",
-                "watchAllNamespaces", "logLevel", "clusterDomain", "authorName", "authorEmail",
-                "commitMessageAppendix", "tolerationKeys", "imagePullSecret"):
+    for key in _PASSED:
         if key in install:
             body[key] = install[key]
     if record.git_auth == "entra-bearer":
         body["withBearerToken"] = True
+    elif record.git_auth == "workload-identity":
+        body["sourceProvider"] = "azure"
+    elif record.git_auth == "ssh":
+        if install.get("url"):  # sshHostname: pushed over https, synced over SSH from gitUrl
+            body["url"] = install["url"]
+        if install.get("passwordSecret"):
+            body["passwordSecret"] = install["passwordSecret"]
     else:
         body["passwordSecret"] = record.pat_secret
     if record.cluster_resource_id:
@@ -94,9 +116,19 @@ def _check_record(record, where: str) -> None:
         raise InvalidInput(where, f"cluster {record.name!r} has no recorded install options (registered by hand, or "
                                   "bootstrapped before they were recorded): bootstrap it once with POST /api/bootstrap "
                                   "or /api/fleet/bootstrap")
-    if record.git_auth not in ("pat", "entra-bearer") or not record.git_url:
+    if record.git_auth not in UPGRADABLE or not record.git_url:
         raise InvalidInput(where, f"cluster {record.name!r} uses Git auth {record.git_auth!r}; an upgrade pushes with "
-                                  "the PAT (pat) or the Function's Entra ID token (entra-bearer)")
+                                  "the PAT (pat), the Function's Entra ID token (entra-bearer, workload-identity) or the "
+                                  "cluster's SSH key (ssh)")
+    if record.git_auth == "workload-identity" and record.install.get("sourceProvider") != "azure":
+        # a record of an earlier release: re-rendering without its workloadIdentity (which a record since
+        # keeps next to sourceProvider) could drop the controllers' identity patches
+        raise InvalidInput(where, f"cluster {record.name!r} was registered before its workload identity options were "
+                                  "recorded: bootstrap it once again (POST /api/bootstrap with its sourceProvider and "
+                                  "workloadIdentity), then upgrade it")
+    if record.git_auth == "ssh" and "sshHostname" in record.install and not record.install.get("passwordSecret"):
+        raise InvalidInput(where, f"cluster {record.name!r} syncs over SSH but was bootstrapped over https "
+                                  "(sshHostname): its record names no PAT to push with (install.passwordSecret)")
 
 
 def plan_upgrade(body: Any, *, registry=None) -> Plan:
@@ -243,15 +275,22 @@ def dry_run(request, vault=None) -> dict:
     from shared import services
     from shared.bootstrap import service
     from shared.flux import install
-    from shared.ports.git import GitAuth, Repository
 
     opts = request.opts
-    creds = service.credentials(request, vault or services.keyvault())
+    vault = vault or services.keyvault()
     manifest = install.generate(request.dist, opts.install_options())
+    cluster = None
     with tempfile.TemporaryDirectory(prefix="flux-upgrade-") as tmp:
-        repo = Repository.clone(opts.sync_url, opts.branch, GitAuth(opts.username, password=creds.password,
-                                                                    bearer_token=creds.bearer_token),
-                                tmp, allow_insecure_http=opts.allow_insecure_http)
+        try:
+            if opts.git_url.startswith("ssh://"):  # the host key must be the one the source Secret pins
+                from shared.clusters import ROTATION, ClusterAccess
+
+                cluster = ClusterAccess(keyvault=vault).connect(request.refs["cluster"], purpose=ROTATION,
+                                                                namespace=opts.namespace)
+            repo = service.clone_to_read(request, vault, tmp, cluster=cluster)
+        finally:
+            if cluster is not None:
+                cluster.close()
         try:
             current = repo.read_file(manifest.path)
             head = repo.head()
@@ -311,7 +350,7 @@ def run_upgrade(op, item: Item, progress, deadline: float) -> dict:
             return {"dryRun": True, **result}
         progress(f"► upgrading {record.name} from Flux {before} to {version}")
         outcome = service.run(request, deadline=deadline, progress_sink=progress, push_attempts=PUSH_ATTEMPTS,
-                              git_lock=branch_lock(request.opts.sync_url, request.opts.branch))
+                              git_lock=branch_lock(request.opts.sync_url, request.opts.branch), generate_key=False)
     except service.RunFailed as failed:
         raise ItemFailed(_error(failed.error), retryable=_retryable(failed.error)) from None
     except errors.FluxOpsError as exc:

@@ -41,10 +41,17 @@ DEFAULT_TABLE = "fluxclusters"
 #: DevOps goes to ``bearerToken``. ``entra-password``: the same token goes to ``password`` with
 #: ``username``. ``workload-identity``: the GitRepository signs in with source-controller's own workload
 #: identity (``provider: azure``, ``sourceProvider: azure`` at bootstrap): there is no Git credential to rotate.
+#: ``ssh``: the source Secret holds an SSH deploy key from Key Vault (``identity``, ``identity.pub``,
+#: ``known_hosts``: a bootstrap over SSH, an ``ssh://`` url or ``sshHostname``); a key is not rotated, so
+#: rotation writes no Git credential; ``gitUrl`` is the ``ssh://`` URL the GitRepository syncs from.
 #: ``none``: the app does not manage the Git credential (Event Hub only).
-GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "workload-identity", "none")
-#: Modes in which rotation writes no Git credential.
-NO_GIT_CREDENTIAL = ("workload-identity", "none")
+GIT_AUTH_MODES = ("pat", "entra-bearer", "entra-password", "workload-identity", "ssh", "none")
+#: Modes in which rotation writes no Git credential (and reads none: no Key Vault read, no ``ls-remote``).
+NO_GIT_CREDENTIAL = ("workload-identity", "ssh", "none")
+#: Modes in which ``gitUrl`` may be left out (nothing of the app's goes to the repository for the cluster).
+_GIT_URL_OPTIONAL = ("workload-identity", "none")
+#: ``install`` fields that only a bootstrap over SSH records (``gitAuth: ssh``).
+SSH_INSTALL_FIELDS = ("sshHostkeyAlgos", "sshHostname", "privateKeySecret", "passwordSecret", "url")
 
 _CLUSTER_NAME = DNS1123_LABEL  # also safe as a RowKey
 _EVENTHUB_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?$")  # 1-256 chars
@@ -77,15 +84,18 @@ class ClusterRecord:
       ``flux-system``); ``git_repository`` [``gitRepository``]: the GitRepository annotated with
       ``reconcile.fluxcd.io/requestedAt`` after a change and whose ``spec.url`` the new credential is
       checked against (default ``flux-system``, as ``flux bootstrap``).
-    * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``; ``workload-identity`` and
-      ``none`` leave the Git credential alone); ``username``
+    * ``git_auth`` [``gitAuth``]: one of :data:`GIT_AUTH_MODES` (default ``pat``; ``workload-identity``,
+      ``ssh`` and ``none`` leave the Git credential alone: :data:`NO_GIT_CREDENTIAL`); ``username``
       [``username``]: written with ``password`` in ``pat``/``entra-password`` modes (default ``git``).
     * ``pat_secret`` [``patSecret``]: Key Vault secret holding the PAT (required in ``pat`` mode).
     * ``git_url`` [``gitUrl``]: the repository URL recorded when the cluster was registered (bootstrap
       records its sync URL), required unless ``gitAuth`` is ``none`` or ``workload-identity``. Rotation sends a credential only
       there: a GitRepository whose ``spec.url`` names another repository fails the cluster (possible
       tampering; re-register to accept the new URL). It must pass ``GIT_ALLOWED_HOSTS``
-      (:mod:`shared.trust`), checked on registration and on every rotation.
+      (:mod:`shared.trust`), checked on registration and on every rotation. With ``gitAuth: ssh`` it is
+      the ``ssh://`` URL the cluster syncs from (its source Secret's key goes there): the bootstrap's
+      ``url``, or with ``sshHostname`` the SSH URL on that host (``install.url`` then keeps the https
+      URL the bootstrap pushed to).
     * ``allow_insecure_http`` [``allowInsecureHttp``]: allow an ``http://`` ``gitUrl`` (only to a host
       listed exactly in ``GIT_ALLOWED_HOSTS``, e.g. local test servers; default false).
     * ``eventhub_secret`` [``eventHubSecret``], ``eventhub_name`` [``eventHubName``],
@@ -98,8 +108,14 @@ class ClusterRecord:
       request spelling: ``version``, ``branch``, ``path``, ``interval``, ``components``,
       ``componentsExtra``, ``registry``, ``networkPolicy``, ``watchAllNamespaces``, ``logLevel``,
       ``clusterDomain``, ``authorName``, ``authorEmail``, ``commitMessageAppendix``, ``tolerationKeys``,
-      ``imagePullSecret``; the namespace, URL,
-      source Secret and username are the record's own fields). None for a cluster registered by hand.
+      ``imagePullSecret``; for workload identity ``sourceProvider``, ``workloadIdentity`` (``{clientId,
+      tenantId?, identityResourceId?, components, federate}``, components resolved) and ``sops``; over SSH
+      (``gitAuth: ssh`` only, :data:`SSH_INSTALL_FIELDS`) ``sshHostkeyAlgos``, ``sshHostname``, ``url``
+      (with ``sshHostname``: the https URL pushed to), ``privateKeySecret`` (absent: the generated key
+      ``flux-ssh-<name>``) and ``passwordSecret`` (the key's passphrase with an ``ssh://`` url, the PAT
+      pushed with when ``sshHostname`` is set: Key Vault secret names, bound by their tags as at
+      bootstrap); the namespace, sync URL, source Secret and username are the record's own fields; a
+      field left out is the bootstrap's default). None for a cluster registered by hand.
       Stored in the table as JSON text.
     """
 
@@ -173,10 +189,18 @@ class ClusterRecord:
         if not isinstance(self.allow_insecure_http, bool):
             raise errors.InvalidInput("allowInsecureHttp", "must be true or false")
         if self.git_url is not None:
-            parse_git_url(self.git_url, "gitUrl")
-        elif self.git_auth not in NO_GIT_CREDENTIAL:
+            parsed = parse_git_url(self.git_url, "gitUrl")
+            if self.git_auth == "ssh" and parsed.scheme != "ssh":
+                raise errors.InvalidInput("gitUrl", "must be the ssh:// URL the cluster's GitRepository syncs from in the "
+                                                    "'ssh' Git auth mode (with sshHostname: ssh://git@<sshHostname>/...)")
+        elif self.git_auth == "ssh":
+            raise errors.InvalidInput("gitUrl", "is required in the 'ssh' Git auth mode: the ssh:// URL the cluster's "
+                                                "GitRepository syncs from, where its SSH key goes")
+        elif self.git_auth not in _GIT_URL_OPTIONAL:
             raise errors.InvalidInput("gitUrl", "is required: the repository URL the Git credential may be sent to "
                                                 "(the GitRepository's spec.url when the cluster was bootstrapped)")
+        if self.install is not None:
+            self._check_install_mode()
         eh = {"eventHubSecret": self.eventhub_secret, "eventHubName": self.eventhub_name,
               "eventHubNamespace": self.eventhub_namespace}
         given = [k for k, v in eh.items() if v is not None]
@@ -195,6 +219,38 @@ class ClusterRecord:
             raise errors.InvalidInput("gitAuth", "'none' leaves nothing to rotate unless the Event Hub fields are set")
         return self
 
+    def _check_install_mode(self) -> None:
+        """``install`` fields that belong to one Git auth mode: ``sourceProvider: azure`` to
+        ``workload-identity``, the SSH fields (:data:`SSH_INSTALL_FIELDS`) to ``ssh``, whose recorded
+        ``url``/``sshHostname`` must give the SSH URL ``gitUrl`` names (what a fleet upgrade renders into
+        gotk-sync.yaml again). Raises ``InvalidInput("install.<field>")`` or ``InvalidInput("gitUrl")``."""
+        from shared.flux.options import ssh_sync_url
+        from shared.trust import parse_git_url
+
+        install = self.install
+        if install.get("sourceProvider") == "azure" and self.git_auth != "workload-identity":
+            raise errors.InvalidInput("install.sourceProvider", "azure is recorded for gitAuth workload-identity only")
+        if self.git_auth == "workload-identity" and install.get("sourceProvider", "azure") != "azure":
+            raise errors.InvalidInput("install.sourceProvider", "must be azure with gitAuth workload-identity")
+        if self.git_auth != "ssh":
+            extra = next((k for k in SSH_INSTALL_FIELDS if k in install), None)
+            if extra is not None:
+                raise errors.InvalidInput(f"install.{extra}", "is recorded for gitAuth ssh only (a bootstrap over SSH)")
+            return
+        if "url" in install and "sshHostname" not in install:
+            raise errors.InvalidInput("install.url", "is recorded with sshHostname only (the https URL pushed to while "
+                                                     "the cluster syncs over SSH); otherwise gitUrl is the URL")
+        pushed = install.get("url", self.git_url)
+        parse_git_url(pushed, "install.url")
+        synced = ssh_sync_url(pushed, username=self.username, ssh_hostname=install.get("sshHostname"), field="install.url")
+        synced_url, recorded = parse_git_url(synced, "gitUrl"), parse_git_url(self.git_url, "gitUrl")
+        if not synced_url.same_repository(recorded) or synced_url.user != recorded.user:
+            from shared.errors import shown
+
+            raise errors.InvalidInput("gitUrl", f"is not the URL the recorded install options sync from ({shown(synced, 200)}); "
+                                                "with sshHostname, gitUrl is the SSH URL on that host and install.url the "
+                                                "https URL pushed to")
+
     def check_policy(self, environ: Mapping[str, str] = os.environ) -> "ClusterRecord":
         """Check the record against the app settings' trust policy (:mod:`shared.trust`): ``gitUrl``
         must pass ``GIT_ALLOWED_HOSTS`` (and ``GIT_BEARER_TOKEN_HOSTS`` in an ``entra-*`` mode).
@@ -202,7 +258,8 @@ class ClusterRecord:
         ``InvalidInput("gitUrl")`` or ``SettingError``; returns self."""
         from shared.trust import GitPolicy
 
-        if self.git_url is not None and self.git_auth not in NO_GIT_CREDENTIAL:
+        # ssh: rotation sends nothing, but the cluster sends its key there and upgrades push there
+        if self.git_url is not None and self.git_auth not in _GIT_URL_OPTIONAL:
             GitPolicy.from_settings(environ).destination(
                 self.git_url, allow_insecure_http=self.allow_insecure_http,
                 bearer=self.git_auth.startswith("entra-"), field="gitUrl")
@@ -428,7 +485,12 @@ INSTALL_FIELDS: dict[str, type] = {
     "version": str, "branch": str, "path": str, "interval": str, "components": list, "componentsExtra": list,
     "registry": str, "networkPolicy": bool, "watchAllNamespaces": bool, "logLevel": str, "clusterDomain": str,
     "authorName": str, "authorEmail": str, "commitMessageAppendix": str, "tolerationKeys": list, "imagePullSecret": str,
+    # workload identity (shared.bootstrap.workload_identity)
+    "sourceProvider": str, "workloadIdentity": dict, "sops": dict,
+    # SSH (gitAuth ssh): SSH_INSTALL_FIELDS
+    "sshHostkeyAlgos": list, "sshHostname": str, "privateKeySecret": str, "passwordSecret": str, "url": str,
 }
+_TYPE_NAMES = {str: "string", bool: "bool", list: "list of strings", dict: "JSON object"}
 _INSTALL_MAX_CHARS = 16 * 1024
 
 
@@ -460,7 +522,7 @@ def _check_install(value: Any) -> None:
 
             raise errors.InvalidInput(f"install.{safe_field_name(key)}", "unknown field")
         if not isinstance(item, typ) or (typ is list and not all(isinstance(i, str) for i in item)):
-            raise errors.InvalidInput(f"install.{key}", f"must be a {'list of strings' if typ is list else typ.__name__}")
+            raise errors.InvalidInput(f"install.{key}", f"must be a {_TYPE_NAMES[typ]}")
         check_text(item, f"install.{key}")
     for key in ("version", "branch"):
         if key not in value:
@@ -474,14 +536,45 @@ def _check_install(value: Any) -> None:
             raise errors.InvalidInput("path", "must be in Flux's normalised form (./clusters/x)")
         if "interval" in value:
             normalize_interval(value["interval"])
-        flux_install.InstallOptions(
+        options = flux_install.InstallOptions(
             components=tuple(value.get("components", flux_install.DEFAULT_COMPONENTS)),
             components_extra=tuple(value.get("componentsExtra", ())),
             registry=value.get("registry", flux_install.DEFAULT_REGISTRY),
             log_level=value.get("logLevel", "info"), cluster_domain=value.get("clusterDomain", "cluster.local"),
-        ).validate()
+        )
+        options.validate()
     except errors.InvalidInput as exc:
         raise errors.InvalidInput(f"install.{exc.field}", exc.message) from None
+    _check_install_extras(value, tuple(options.selected()))
+
+
+def _check_install_extras(value: Mapping[str, Any], selected: tuple[str, ...]) -> None:
+    """The workload identity and SSH fields of ``install``, as the bootstrap request's are checked
+    (offline: no app setting read). Raises ``InvalidInput("install.<field>[.<key>]")``."""
+    from shared.bootstrap import workload_identity as wi
+    from shared.ports.azure.keyvault import validate_secret_name
+    from shared.ports.ssh import check_algorithms
+    from shared.trust import parse_git_url
+
+    if "sourceProvider" in value:
+        wi.parse_source_provider(value["sourceProvider"], where="install.sourceProvider")
+    if "workloadIdentity" in value:
+        # (federate needs clusterResourceId: checked when an upgrade decodes the record's request)
+        wi.parse_workload_identity(value["workloadIdentity"], selected, where="install.workloadIdentity")
+    if "sops" in value:
+        wi.parse_sops(value["sops"], where="install.sops")
+    if "sshHostkeyAlgos" in value:
+        check_algorithms(value["sshHostkeyAlgos"], field="install.sshHostkeyAlgos")
+    if "sshHostname" in value:
+        host = value["sshHostname"]
+        if "@" in host or "/" in host:
+            raise errors.InvalidInput("install.sshHostname", "must be a host name with an optional port (host[:port])")
+        parse_git_url(f"ssh://{host}/x", "install.sshHostname")
+    for key in ("privateKeySecret", "passwordSecret"):
+        if key in value:
+            validate_secret_name(value[key], f"install.{key}")
+    if "url" in value:
+        parse_git_url(value["url"], "install.url")
 
 
 def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, cluster_resource_id: str | None = None,
@@ -496,7 +589,8 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
     ``local_accounts``) or ``kubeconfig_secret`` (``kubeconfigSecret``),
     ``password_secret`` (``passwordSecret``, the PAT's Key Vault secret; required when ``git_auth`` is
     ``pat``), ``git_auth`` (``pat`` for a PAT bootstrap, ``workload-identity`` for ``sourceProvider: azure``,
-    ``entra-bearer`` for ``withBearerToken``, which
+    ``ssh`` for a bootstrap over SSH (an ``ssh://`` url or ``sshHostname``: ``git_url`` is then the SSH sync
+    URL, and ``install`` keeps the SSH options), ``entra-bearer`` for ``withBearerToken``, which
     writes ``bearerToken`` as ``flux bootstrap git --with-bearer-token`` does), ``namespace``,
     ``secret_name`` (``secretName``, the source Secret), ``username``, ``context``, ``allow_insecure_http``
     (``allowInsecureHttp``), ``git_url`` (the sync URL the GitRepository got: rotation sends credentials
@@ -525,4 +619,5 @@ def register_from_bootstrap(*, name: str, kubeconfig_secret: str | None = None, 
 
 
 __all__ = ["ClusterRecord", "InvalidRecord", "Registry", "SettingError", "GIT_AUTH_MODES", "INSTALL_FIELDS",
+           "NO_GIT_CREDENTIAL", "SSH_INSTALL_FIELDS",
            "register_from_bootstrap"]

@@ -43,6 +43,10 @@ raised), with what each Flux consumer reads (``../shared/docs/notifications-and-
   workload-identity form of the ``azureeventhub`` Provider (Flux 2.6+).
 * **Git, ``workload-identity``** (``sourceProvider: azure`` at bootstrap): source-controller signs in with
   its own workload identity, so there is no Git credential to rotate: nothing is read or sent for Git.
+* **Git, ``ssh``** (a bootstrap over SSH): the source Secret holds an SSH deploy key from Key Vault
+  (``identity``, ``identity.pub``, ``known_hosts``); a key is not rotated, so nothing is read or sent
+  for Git either (no Key Vault read, no ``ls-remote``, no write to the source Secret): only the Event
+  Hub JWT, when the record has one, and otherwise the cluster is not even connected to.
 
 * **Reaching the cluster** (:class:`shared.clusters.ClusterAccess`, as bootstrap does): by its AKS
   resource ID (``clusterResourceId``: ARM with the Function's managed identity, endpoint and CA read at
@@ -436,7 +440,7 @@ class Rotator:
         cluster = None
         try:
             parts = []
-            if record.git_auth not in NO_GIT_CREDENTIAL:  # workload identity: source-controller's own token
+            if record.git_auth not in NO_GIT_CREDENTIAL:  # workload identity, an SSH key: nothing to rotate
                 try:  # where the credential would go: checked before any Key Vault or cluster call
                     destination = self._destination(record)
                     parts.append(("git", functools.partial(self._rotate_git, destination=destination)))

@@ -7,9 +7,12 @@ For each cluster (a :class:`tests.peers.kube_api.KubeApiServer`), :meth:`FluxCon
 1. reads the branch head of the cluster's GitRepository ``flux-system`` from the bare repository (as
    source-controller fetches it) and sets its status Ready with ``artifact.revision`` =
    ``<branch>@sha1:<head>``;
-2. applies ``<path>/flux-system/gotk-components.yaml`` of that revision with server-side apply, field
-   manager ``kustomize-controller`` (what kustomize-controller applies from the folder), and sets the
-   Kustomization Ready with ``lastAppliedRevision``/``lastAttemptedRevision`` = that revision;
+2. applies ``<path>/flux-system/gotk-components.yaml`` of that revision with the ``patches`` of the
+   folder's ``kustomization.yaml`` (what kustomize-controller builds there: the SSH and workload
+   identity patches included; :func:`shared.flux.kustomize.apply_kustomization`, checked against
+   kustomize's bytes in test_flux_patches) with server-side apply, field manager
+   ``kustomize-controller``, and sets the Kustomization Ready with
+   ``lastAppliedRevision``/``lastAttemptedRevision`` = that revision;
 3. marks every Deployment of the namespace available at its generation.
 
 ``fail(server, message)`` makes a cluster's Kustomization report ``Ready=False`` instead (a broken
@@ -34,8 +37,12 @@ def _ready(obj: dict, extra: dict, *, ok: bool = True, message: str = "Applied r
 
 
 class FluxControllers:
-    def __init__(self, bare, servers, namespace: str = "flux-system"):
+    """``kubeconfig(server)`` gives the controllers' access (default the server's token kubeconfig; a
+    server in Entra ID mode takes its admin client certificate)."""
+
+    def __init__(self, bare, servers, namespace: str = "flux-system", kubeconfig=None):
         self.bare, self.servers, self.namespace = bare, list(servers), namespace
+        self.kubeconfig = kubeconfig or (lambda server: server.kubeconfig())
         self.failing: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,6 +63,7 @@ class FluxControllers:
         """One pass over every cluster (see the module doc)."""
         import yaml
 
+        from shared.flux.kustomize import apply_kustomization
         from shared.ports.kube import Cluster
 
         ns = self.namespace
@@ -82,7 +90,10 @@ class FluxControllers:
             text = self._file(head, f"{path}/{ns}/gotk-components.yaml".lstrip("/"))
             if text:
                 docs = [d for d in yaml.safe_load_all(text) if d]
-                with Cluster.from_kubeconfig(server.kubeconfig(), field_manager="kustomize-controller") as cluster:
+                kustomization = self._file(head, f"{path}/{ns}/kustomization.yaml".lstrip("/"))
+                if kustomization:
+                    docs = apply_kustomization(docs, kustomization).objects
+                with Cluster.from_kubeconfig(self.kubeconfig(server), field_manager="kustomize-controller") as cluster:
                     cluster.apply(docs, poll_interval=0.05)
             ks = server.get_object(_KUSTOMIZE, "Kustomization", ns, ns)
             server.set_status(_KUSTOMIZE, "Kustomization", ns, ns, _ready(ks, {
