@@ -636,6 +636,10 @@ def _bootstrap(args) -> int:
             raise InvalidInput("--kubeconfig", f"cannot read {kubeconfig_path}: {exc.strerror}; name the cluster's kubeconfig "
                                                "file with --kubeconfig FILE, or an AKS cluster with --cluster-resource-id") from None
         try:  # the kubelogin form of an AKS user gets a token of your Azure identity; the plugin never runs
+            from .ports.kube import flatten_local_files
+
+            # your own file may name its certificates and token files (minikube's do), as kubectl reads them
+            kubeconfig = flatten_local_files(kubeconfig, Path(kubeconfig_path).expanduser().parent)
             cluster = access.from_kubeconfig(kubeconfig, args.context, field="--kubeconfig")
         except InvalidInput as exc:
             raise InvalidInput("--kubeconfig", f"{kubeconfig_path}: {exc.message}") from None

@@ -282,3 +282,41 @@ def test_system_python_without_the_dependencies_gets_one_line_not_a_traceback():
     line = _one_line(out)
     assert "Traceback" not in out.stderr.decode()
     assert line.startswith("✗ Python module ") and "run 'bash .ci/setup' once, then use .venv/bin/python -m shared" in line
+
+
+def test_a_kubeconfig_of_your_own_may_name_its_certificate_files(ado_git_server, git_pat, kube_server, tmp_path):
+    """minikube's kubeconfig names its CA and client certificate files: the CLI reads them as kubectl
+    does (relative to the kubeconfig's folder), so the bootstrap runs with the client certificate;
+    a file that cannot be read is one ✗ line naming the key and the path."""
+    import base64
+
+    import yaml
+
+    ado_git_server.create_repo("contoso", "platform", "files")
+    url = ado_git_server.url("contoso", "platform", "files")
+    cfg = yaml.safe_load(kube_server.kubeconfig(client_cert=True))
+    certs = tmp_path / "profiles"
+    certs.mkdir()
+    cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+    for key, name, holder in (("certificate-authority", "ca.crt", cluster), ("client-certificate", "client.crt", user),
+                              ("client-key", "client.key", user)):
+        (certs / name).write_bytes(base64.b64decode(holder.pop(f"{key}-data")))
+        holder[key] = str(certs / name) if key == "certificate-authority" else f"profiles/{name}"  # absolute and relative
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump(cfg))
+    before = len(kube_server.received)
+    out = run("bootstrap", "git", "--url", url, "--path", "clusters/files", "--token-auth", "--password-env", "FLEET_PAT",
+              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292), "--timeout", "0s",
+              env={"FLEET_PAT": git_pat})
+    assert out.returncode == 0, out.stderr.decode()
+    assert kube_server.get_object("v1", "Secret", "flux-system", "flux-system") is not None
+    received = kube_server.received[before:]  # the server takes a request without a token only with a client certificate
+    assert received and not [r for r in received if "authorization" in r.headers]
+
+    (certs / "client.key").unlink()
+    out = run("bootstrap", "git", "--url", url, "--token-auth", "--password-env", "FLEET_PAT", "--allow-insecure-http",
+              "--kubeconfig", str(kubeconfig), "--manifests", str(V292), env={"FLEET_PAT": git_pat})
+    assert out.returncode == 1
+    assert out.stderr.decode().strip().splitlines() == [
+        f"✗ --kubeconfig: {kubeconfig}: users[0].user.client-key: cannot read {tmp_path / 'profiles/client.key'}: "
+        "No such file or directory"]

@@ -241,6 +241,67 @@ def _inline_hint(key: str) -> str:
     return "e.g. `kubectl config view --flatten --raw`"
 
 
+#: the most a file named by the operator's own kubeconfig may hold (a CA bundle, a key, a token)
+_LOCAL_FILE_MAX_BYTES = 1024 * 1024
+
+
+def flatten_local_files(kubeconfig: str, base_dir, *, field: str = "--kubeconfig") -> str:
+    """The operator's **own** kubeconfig file (the CLI's ``--kubeconfig``, never a stored one) with
+    the files its clusters and users name put inline, as ``kubectl config view --flatten --raw``
+    writes it: ``certificate-authority`` → ``certificate-authority-data``, ``client-certificate`` →
+    ``client-certificate-data``, ``client-key`` → ``client-key-data`` (base64 of the file's bytes),
+    ``tokenFile`` → ``token`` (the file's text, surrounding whitespace trimmed as client-go's
+    ``tokenFile`` reader does). A relative path is resolved against ``base_dir``, the kubeconfig
+    file's folder, as client-go's ``ResolveLocalPaths`` (k8s.io/client-go/tools/clientcmd/loader.go)
+    does. Text without such keys is returned as it is; anything else (plugins, unknown keys) is left
+    for :meth:`Cluster.from_kubeconfig` to check and refuse.
+
+    Returns the YAML text. Raises ``InvalidInput(field, …)`` for YAML that does not parse, or a
+    named file that cannot be read or is over 1 MiB (naming the key and the path, never the
+    content)."""
+    from pathlib import Path
+
+    import yaml
+
+    from shared import safe_yaml
+
+    try:
+        doc = safe_yaml.load(kubeconfig, safe_yaml.KUBECONFIG)
+    except safe_yaml.YAMLRefused as exc:
+        where = f" (line {exc.line}, column {exc.column})" if exc.line is not None else ""
+        raise InvalidInput(field, f"not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        return kubeconfig
+    changed = False
+    for section, inner, keys in (("clusters", "cluster", ("certificate-authority",)),
+                                 ("users", "user", ("client-certificate", "client-key", "tokenFile"))):
+        entries = doc.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            body = entry.get(inner) if isinstance(entry, dict) else None
+            if not isinstance(body, dict):
+                continue
+            for key in keys:
+                path = body.get(key)
+                if not isinstance(path, str) or not path:
+                    continue
+                where = f"{section}[{i}].{inner}.{key}"
+                target = Path(path) if Path(path).is_absolute() else Path(base_dir) / path
+                try:
+                    with open(target, "rb") as fh:
+                        data = fh.read(_LOCAL_FILE_MAX_BYTES + 1)
+                except OSError as exc:
+                    raise InvalidInput(field, f"{where}: cannot read {str(target)[:200]}: {exc.strerror}") from None
+                if len(data) > _LOCAL_FILE_MAX_BYTES:
+                    raise InvalidInput(field, f"{where}: {str(target)[:200]} is over 1 MiB")
+                del body[key]
+                if key == "tokenFile":
+                    body.setdefault("token", data.decode("utf-8", "replace").strip())
+                else:
+                    body.setdefault(f"{key}-data", base64.b64encode(data).decode())
+                changed = True
+    return yaml.safe_dump(doc, sort_keys=False) if changed else kubeconfig
+
+
 def _header_value(value: Any, where: str) -> str:
     """A credential that goes into an HTTP header as it is: printable ASCII without spaces. A line
     break would otherwise reach ``http.client``, whose ``ValueError`` quotes the whole header

@@ -2016,29 +2016,13 @@ def kubeconfig_text(request, local_kube_server):
 
 def flatten_kubeconfig(path: str) -> str:
     """The kubeconfig file at ``path`` with its file references inlined, as ``kubectl config view
-    --flatten --raw`` does (``certificate-authority`` → ``certificate-authority-data``,
-    ``client-certificate``/``client-key`` → ``…-data``, ``tokenFile`` → ``token``), since the app
-    refuses kubeconfigs that name local files. Relative paths are relative to the file's folder."""
-    base = os.path.dirname(os.path.abspath(path))
+    --flatten --raw`` does: what the CLI does with its ``--kubeconfig``
+    (:func:`shared.ports.kube.flatten_local_files`), since the app refuses stored kubeconfigs that name
+    local files. Relative paths are relative to the file's folder."""
+    from shared.ports.kube import flatten_local_files
+
     with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
-
-    def read(p: str) -> bytes:
-        with open(os.path.join(base, os.path.expanduser(p)), "rb") as fh:
-            return fh.read()
-
-    for entry in cfg.get("clusters") or []:
-        c = entry.get("cluster") or {}
-        if "certificate-authority" in c:
-            c["certificate-authority-data"] = base64.b64encode(read(c.pop("certificate-authority"))).decode()
-    for entry in cfg.get("users") or []:
-        u = entry.get("user") or {}
-        for key in ("client-certificate", "client-key"):
-            if key in u:
-                u[f"{key}-data"] = base64.b64encode(read(u.pop(key))).decode()
-        if "tokenFile" in u:
-            u["token"] = read(u.pop("tokenFile")).decode().strip()
-    return yaml.safe_dump(cfg, sort_keys=False)
+        return flatten_local_files(f.read(), os.path.dirname(os.path.abspath(path)), field="TEST_KUBECONFIG")
 
 
 def reset_flux_sync(kubeconfig: str, namespace: str = "flux-system") -> None:

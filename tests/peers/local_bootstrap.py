@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.rotation.registry import Registry
 
     if args.kubeconfig:
+        from shared.errors import InvalidInput
         from tests.peers.kube_api import flatten_kubeconfig
 
         try:
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig = flatten_kubeconfig(args.kubeconfig)
         except OSError as exc:
             _say(f"✗ --kubeconfig: cannot read {args.kubeconfig}: {exc.strerror}")
+            return 1
+        except InvalidInput as exc:  # a file it names cannot be read, not YAML
+            _say(f"✗ --kubeconfig: {args.kubeconfig}: {exc.message}")
             return 1
     pat = secrets.token_urlsafe(32)
     # Every peer is stopped on the way out, also after a failure (Azurite is a child process).
