@@ -265,6 +265,11 @@ def _case_reader_only(env):
     return {}, (502, "AuthenticationFailed", "clusterResourceId", "User does not have access to the resource in Azure")
 
 
+def _case_neither(env):
+    return {"clusterResourceId": None}, (400, "InvalidInput", "clusterResourceId",
+                                         "is required: the AKS cluster's resource ID (az aks show --query id), or kubeconfigSecret")
+
+
 def _case_private_unreachable(env):
     env.mc.private, env.mc.private_fqdn = True, "localhost"
     env.kube.stop()
@@ -273,7 +278,7 @@ def _case_private_unreachable(env):
 
 @pytest.mark.parametrize("case", [_case_malformed, _case_both, _case_not_found, _case_no_group, _case_forbidden,
                                   _case_stopped, _case_local_accounts_disabled, _case_no_rbac_role, _case_reader_only,
-                                  _case_private_unreachable], ids=lambda c: c.__name__[6:])
+                                  _case_private_unreachable, _case_neither], ids=lambda c: c.__name__[6:])
 def test_failures_answer_status_field_message_and_write_nothing(functions_by_name, env, case):
     overrides, (status, code, field, text) = case(env)
     got, body = call(functions_by_name, request(env, **overrides))
@@ -283,8 +288,12 @@ def test_failures_answer_status_field_message_and_write_nothing(functions_by_nam
     assert git_log(env.bare, "main") == []
     if case is not _case_private_unreachable:
         assert kube_writes(env.kube) == []
-    if case in (_case_malformed, _case_both):
+    if case in (_case_malformed, _case_both, _case_neither):
         assert env.arm.request_log == []  # refused before any call
+    if case is _case_reader_only:  # a reader of flux-system cannot even read the CRDs: the hint names the role to grant
+        assert "Azure Kubernetes Service RBAC Cluster Admin (b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b)" in body["error"]["message"]
+        refused = [r for r in env.kube.request_log if r.status == 403]
+        assert refused and "/customresourcedefinitions/" in refused[0].path, env.kube.request_log
     if case in (_case_forbidden, _case_stopped, _case_not_found):
         assert env.kube.request_log == []  # stopped at ARM
 

@@ -96,3 +96,20 @@ def test_the_timeout_the_readme_cites_is_host_json():
     cited = re.findall(r"(\d+)-minute (?:function |Consumption-plan |Function )?timeout", README)
     assert cited, "the README no longer cites the function timeout"
     assert {float(c) for c in cited} == {minutes}, (cited, value)
+
+
+def test_every_deployment_parameter_is_in_the_deploy_section():
+    """Each ``param`` of infra/main.bicep, and each azd environment variable main.parameters.json
+    maps to one, is named in README "Deploy to Azure": a parameter nobody can find is not set."""
+    import json
+    import re
+
+    section = README.split("## Deploy to Azure", 1)[1].split("\n## ", 1)[0]
+    params = re.findall(r"^param (\w+) ", (ROOT / "infra" / "main.bicep").read_text(), re.M)
+    assert len(params) > 10
+    missing = [p for p in params if f"`{p}`" not in section]
+    assert not missing, f"infra/main.bicep parameters not in README Deploy to Azure: {missing}"
+    mapped = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    variables = [re.match(r"\$\{(\w+)", v["value"]).group(1) for v in mapped.values() if isinstance(v["value"], str)]
+    missing = [v for v in variables if v not in section]
+    assert not missing, f"azd environment variables not in README Deploy to Azure: {missing}"
