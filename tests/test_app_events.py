@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -27,7 +28,7 @@ from tests.peers.entra_tokens import JwtTestCredential
 from tests.peers.local_notify import seed_secrets, unwire, wire
 from tests.test_eventhub_publish import HUB, WrongAudience, publisher_for
 from tests.test_bootstrap_e2e import cluster_registry, env  # noqa: F401 - fixtures
-from tests.test_rotation import fleet, gitrepo_crd, new_pat_version  # noqa: F401 - fixtures
+from tests.test_rotation import fleet, gitrepo_crd, new_pat_version, wired  # noqa: F401 - fixtures
 
 FAST = RotationSettings(concurrency=4)
 
@@ -49,6 +50,18 @@ targets:
   - {name: ado-fleet, type: azuredevops, organization: contoso, project: platform, repository: fleet,
      patSecret: ado-status-pat, baseUrl: "{base}", timeout: 1.5}
 """
+
+
+@pytest.fixture
+def fleet_table(azurite):
+    """A fresh fleet table on Azurite as :func:`shared.services.fleet_store` (where PAT warnings are remembered)."""
+    from shared.fleet.store import OperationStore
+
+    store = OperationStore.from_connection_string(azurite.connection_string, f"fleet{uuid.uuid4().hex[:10]}")
+    services.set_fleet_store_factory(lambda: store)
+    yield store
+    services.set_fleet_store_factory(None)
+    store.close()
 
 
 @pytest.fixture
@@ -140,41 +153,77 @@ def test_a_bad_setting_is_reported_by_publish_never_raised():
 # --- rotation: the whole loop ------------------------------------------------------------------------
 
 
-def test_pat_near_expiry_reaches_teams_and_slack_once_then_dedupe_keeps_the_next_run_quiet(
-        fleet, keyvault_server, keyvault, ado_git_server, wired_publisher, forwarder_env, caplog):
+def timer_run(functions_by_name) -> None:
+    from azure.functions.timer import TimerRequest
+
+    assert functions_by_name["rotate_credentials"].get_user_function()(TimerRequest(past_due=False)) is None
+
+
+def test_a_pat_near_expiry_warns_once_per_version_and_interval_through_the_timer(
+        functions_by_name, wired, fleet_table, fleet, keyvault_server, ado_git_server, wired_publisher, forwarder_env,
+        caplog):
+    """50 clusters sharing a PAT used to send 50 cards every 10 minutes: now one event per secret version,
+    naming its clusters, at most once per ROTATION_PAT_WARNING_INTERVAL (24h), remembered in the fleet table."""
     caplog.set_level(logging.INFO)
+    registry, _ = wired
     peer, t = wired_publisher, forwarder_env.targets
+    for m in fleet.members:
+        registry.upsert(fleet.record(m))
     expires = datetime.now(timezone.utc) + timedelta(days=3, hours=2)
     pat = new_pat_version(keyvault_server, ado_git_server, expires_on=expires)
-    m = fleet.members[0]
-    records = [fleet.record(m)]
+    version = keyvault_server.versions("fleet-pat")[-1]
 
-    summary = rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=FAST)
+    timer_run(functions_by_name)
 
-    assert summary.clusters[0].status == "updated" and len(summary.clusters[0].warnings) == 1
-    [ev] = decoded(peer)
-    assert ev["involvedObject"] == {"kind": "FleetCluster", "name": m.name, "namespace": m.namespace}
+    [ev] = decoded(peer)  # one event for the version, not one per cluster
+    assert ev["involvedObject"] == {"kind": "FleetCluster", "name": "fleet"}
     assert (ev["reason"], ev["severity"], ev["reportingController"]) == ("PATExpiringSoon", "error",
                                                                          "flux-aks-functions")
-    version = keyvault_server.versions("fleet-pat")[-1]
-    assert ev["metadata"] == {"cluster": m.name, "secret": "fleet-pat", "secretVersion": version,
-                              "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:00Z")}
-    assert f"expires on {expires:%Y-%m-%d %H:%M} UTC, in 3 days" in ev["message"]
+    assert ev["metadata"] == {"cluster": "fleet", "secret": "fleet-pat", "secretVersion": version,
+                              "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:00Z"), "clusters": "c0, c1, c2",
+                              "clusterCount": "3"}
+    assert ev["message"] == (f"PAT in Key Vault secret fleet-pat (version {version}) expires on "
+                             f"{expires:%Y-%m-%d %H:%M} UTC, in 3 days; used by 3 cluster(s): c0, c1, c2; create a "
+                             "new PAT in Azure DevOps and store it as a new version of the secret")
     assert "rotation events: 1 event(s) published" in caplog.text
+    assert set(fleet_table.pat_warning("fleet-pat", version)) == {"PATExpiringSoon"}
     assert forwarder_env.feed(peer) == 1
     [card] = t.delivered("/teams/")
     items = card.json()["attachments"][0]["content"]["body"][0]["items"]
-    assert items[0]["text"] == f"fleetcluster/{m.name}.{m.namespace}" and "expires on" in items[1]["text"]
+    # Flux's card title is kind/name.namespace; the fleet has no namespace
+    assert items[0]["text"] == "fleetcluster/fleet." and "used by 3 cluster(s): c0, c1, c2" in items[1]["text"]
     [slack] = t.delivered("/slack/")
     assert slack.json()["channel"] == "#fleet" and "fleet-pat" in slack.json()["attachments"][0]["text"]
     assert t.received("/contoso/") == []  # no commit to put a status on
 
-    # the next run, within the dedupe window: the same event is published, and dropped as a duplicate
-    rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=FAST)
-    assert len(peer.bodies(HUB)) == 2 and forwarder_env.feed(peer) == 1
-    assert len(t.delivered("/teams/")) == 1 and len(t.delivered("/slack/")) == 1
+    # the next timer runs, within the interval: nothing is published (the result still warns)
+    caplog.clear()
+    timer_run(functions_by_name)
+    timer_run(functions_by_name)
+    assert len(peer.received) == 1
+    assert "rotation events: 2 held back" not in caplog.text  # one per run
+    assert caplog.text.count("rotation events: 1 held back (PATExpiringSoon): already sent within "
+                             "ROTATION_PAT_WARNING_INTERVAL (24h)") == 2
+    assert "rotation: cluster c0: PAT in Key Vault secret fleet-pat" in caplog.text
+
+    # a day later (the stored time moved back 25 h): the reminder goes out again, once
+    fleet_table.set_pat_warning("fleet-pat", version, "PATExpiringSoon",
+                                datetime.now(timezone.utc) - timedelta(hours=25))
+    timer_run(functions_by_name)
+    timer_run(functions_by_name)
+    assert [e["metadata"]["secretVersion"] for e in decoded(peer)] == [version, version]
+    assert fleet_table.pat_warning("fleet-pat", version)["PATExpiringSoon"] > datetime.now(timezone.utc) - timedelta(minutes=5)
+
+    # a new PAT version, also near its expiry: warned at once, whatever the old version's time
+    expires2 = datetime.now(timezone.utc) + timedelta(days=5, hours=1)
+    new = new_pat_version(keyvault_server, ado_git_server, expires_on=expires2)
+    version2 = keyvault_server.versions("fleet-pat")[-1]
+    timer_run(functions_by_name)
+    timer_run(functions_by_name)
+    assert [e["metadata"]["secretVersion"] for e in decoded(peer)] == [version, version, version2]
+    assert "in 5 days" in decoded(peer)[-1]["message"]
     for body in peer.bodies(HUB):
-        assert pat.encode() not in body and fleet.old_pat.encode() not in body
+        assert all(v.encode() not in body for v in (pat, new, fleet.old_pat))
 
 
 def test_failures_give_one_event_per_cluster_and_a_run_summary_in_one_batch(
@@ -188,11 +237,10 @@ def test_failures_give_one_event_per_cluster_and_a_run_summary_in_one_batch(
 
     summary = rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=FAST)
 
-    assert summary.failed == 3
+    assert summary.failed == 3 and summary.to_dict()["events"] == {"published": 3, "failed": 0}
     events = decoded(peer)
-    by = {(e["reason"], e["involvedObject"]["name"]) for e in events}
-    assert by == {("PATExpired", "c0"), ("PATExpired", "c1"), ("RotationFailed", "lost"),
-                  ("RotationRunFailed", "fleet")}
+    by = [(e["reason"], e["involvedObject"]["name"]) for e in events]
+    assert by == [("PATExpired", "fleet"), ("RotationFailed", "lost"), ("RotationRunFailed", "fleet")]
     run = next(e for e in events if e["reason"] == "RotationRunFailed")
     assert run["message"] == ("credential rotation: 3 of 3 cluster(s) failed: c0, c1, lost; "
                               "they are tried again next run")
@@ -201,9 +249,58 @@ def test_failures_give_one_event_per_cluster_and_a_run_summary_in_one_batch(
     assert "lost-kubeconfig" in lost["message"] and lost["severity"] == "error"
     pat_ev = next(e for e in events if e["reason"] == "PATExpired")
     assert "expired on" in pat_ev["message"] and " ago" not in pat_ev["message"]  # stable across runs
+    assert "used by 2 cluster(s): c0, c1; nothing written" in pat_ev["message"]
+    assert (pat_ev["metadata"]["clusters"], pat_ev["metadata"]["clusterCount"]) == ("c0, c1", "2")
     got = peer.received
     assert all(r.batched for r in got) and len({(r.connection, r.partition) for r in got}) == 1  # one batch
     assert all(expired.encode() not in r.body and fleet.old_pat.encode() not in r.body for r in got)
+
+
+def test_an_expired_pat_is_reported_once_per_interval_not_every_run(fleet, keyvault_server, keyvault, ado_git_server,
+                                                                     wired_publisher, fleet_table, caplog):
+    """A run whose only failures are an expired PAT already reported within the interval publishes nothing:
+    neither PATExpired nor the run summary; a cluster failing for another reason is reported as before."""
+    peer = wired_publisher
+    now = datetime.now(timezone.utc)
+    new_pat_version(keyvault_server, ado_git_server, expires_on=now - timedelta(hours=3))
+    records = [fleet.record(m) for m in fleet.members[:2]]
+    day = RotationSettings(concurrency=4)  # the default interval: 24h
+
+    first = rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=day)
+    assert [e["reason"] for e in decoded(peer)] == ["PATExpired", "RotationRunFailed"]
+    assert first.to_dict()["events"] == {"published": 2, "failed": 0}
+    caplog.set_level(logging.INFO)
+    second = rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=day)
+    assert second.failed == 2 and len(peer.received) == 2
+    assert second.to_dict()["events"] == {"published": 0, "failed": 0}
+    assert "rotation events: 2 held back (PATExpired, RotationRunFailed)" in caplog.text
+
+    lost = ClusterRecord(name="lost", kubeconfig_secret="lost-kubeconfig", pat_secret="fleet-pat",
+                         git_url=fleet.url, allow_insecure_http=True).validate()
+    rotation.rotate(records + [lost], keyvault=keyvault, credential=JwtTestCredential(), settings=day)
+    assert [e["reason"] for e in decoded(peer)[2:]] == ["RotationFailed", "RotationRunFailed"]
+    assert "3 of 3 cluster(s) failed: c0, c1, lost" in decoded(peer)[-1]["message"]
+
+    # ROTATION_PAT_WARNING_INTERVAL=0: every run warns (the forwarder's dedupe still applies)
+    every = RotationSettings.from_settings({"ROTATION_PAT_WARNING_INTERVAL": "0"})
+    rotation.rotate(records, keyvault=keyvault, credential=JwtTestCredential(), settings=every)
+    assert [e["reason"] for e in decoded(peer)[4:]] == ["PATExpired", "RotationRunFailed"]
+
+
+@pytest.mark.parametrize("value, seconds", [("", 86400), ("24h", 86400), ("1h30m", 5400), ("45s", 45), ("600", 600),
+                                            ("0", 0)])
+def test_the_warning_interval_setting(value, seconds):
+    assert RotationSettings.from_settings({"ROTATION_PAT_WARNING_INTERVAL": value}).pat_warning_interval == \
+        timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value", ["1d", "-5", "soon", "721h"])
+def test_a_bad_warning_interval_is_a_setting_error(value):
+    from shared.errors import SettingError
+
+    with pytest.raises(SettingError) as err:
+        RotationSettings.from_settings({"ROTATION_PAT_WARNING_INTERVAL": value})
+    assert err.value.field == "ROTATION_PAT_WARNING_INTERVAL"
 
 
 def test_an_all_well_run_publishes_nothing(fleet, keyvault_server, keyvault, ado_git_server, wired_publisher):
@@ -214,7 +311,7 @@ def test_an_all_well_run_publishes_nothing(fleet, keyvault_server, keyvault, ado
 
 
 def test_a_dead_hub_costs_the_rotation_nothing_but_a_logged_failure(fleet, keyvault_server, keyvault, ado_git_server,
-                                                                   caplog):
+                                                                   fleet_table, caplog):
     from tests.peers.eventhub_amqp import EventHubPeer
 
     with EventHubPeer() as gone:  # a port where a hub was and is no more
@@ -232,17 +329,20 @@ def test_a_dead_hub_costs_the_rotation_nothing_but_a_logged_failure(fleet, keyva
         services.set_eventhub_publisher_factory(None)
     d = summary.to_dict()
     assert (d["checked"], d["updated"], d["failed"], d["warnings"]) == (3, 3, 0, 3)
+    assert d["events"] == {"published": 0, "failed": 1}  # one event for the PAT version the three share
     for m in fleet.members:
         from shared.rotation import digest
 
         assert digest(m.secret()["password"]) == digest(new)
     [warning] = [r for r in caplog.records if "publish failed" in r.getMessage()]
     assert warning.levelno == logging.WARNING
-    assert "3 of 3 event(s) not sent (PATExpiringSoon)" in warning.getMessage()
+    assert "1 of 1 event(s) not sent (PATExpiringSoon)" in warning.getMessage()
     assert f"hub {HUB} in {gone.namespace}" in warning.getMessage()
     after = app_events.stats()
-    assert after["failed"] - before["failed"] == 3 and after["failedPublishes"] - before["failedPublishes"] == 1
+    assert after["failed"] - before["failed"] == 1 and after["failedPublishes"] - before["failedPublishes"] == 1
     assert took < 15
+    # not sent, so not remembered: the next run (with a hub) warns
+    assert fleet_table.pat_warning("fleet-pat", keyvault_server.versions("fleet-pat")[-1]) == {}
 
 
 # --- bootstrap --------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ PartitionKey           RowKey               what
 ``idem``               sha256 of the key    ``Idempotency-Key`` → operation id and request digest
 ``last``               cluster name         the cluster's last operation (id, kind, state, when)
 ``rotation``           cluster name         the cluster's last rotation result
+``patwarning``         secret.version       when the app last warned about this PAT secret version, per
+                                            reason (``PATExpiringSoon``, ``PATExpired``)
 =====================  ===================  =============================================================
 
 Times are ISO 8601 UTC text, structured values JSON text (a table property holds no object). Rows are
@@ -40,6 +42,7 @@ PK_OPERATIONS = "op"
 PK_IDEMPOTENCY = "idem"
 PK_LAST = "last"
 PK_ROTATION = "rotation"
+PK_PAT_WARNING = "patwarning"
 
 #: an item's states; the last three are final
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "pending", "running", "succeeded", "failed", "skipped"
@@ -87,6 +90,18 @@ def _loads(text: Any, default: Any = None) -> Any:
         return json.loads(text)
     except ValueError:
         return default
+
+
+def _pat_row(secret: str, version: str) -> str:
+    """RowKey of a PAT secret version: ``<secret>.<version>`` (Key Vault's alphabet has no ``.``), or the
+    sha256 of both for names outside it (a RowKey may not hold ``/``, ``\\``, ``#``, ``?``)."""
+    import re
+
+    if re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret) and re.fullmatch(r"[0-9A-Za-z]{0,64}", version):
+        return f"{secret}.{version}"
+    import hashlib
+
+    return hashlib.sha256(f"{secret}\n{version}".encode()).hexdigest()
 
 
 class Conflict(errors.Conflict):
@@ -409,6 +424,27 @@ class OperationStore:
     def set_rotation(self, cluster: str, value: Mapping[str, Any]) -> None:
         """The cluster's last rotation result (:meth:`shared.rotation.ClusterResult.to_dict` + ``at``)."""
         self._update({"PartitionKey": PK_ROTATION, "RowKey": cluster, "value": _json(dict(value))}, None)
+
+    def pat_warning(self, secret: str, version: str) -> dict[str, datetime]:
+        """When the app last warned about Key Vault secret ``secret`` at ``version``: reason
+        (``PATExpiringSoon``, ``PATExpired``) → aware UTC datetime; empty when never."""
+        entity = self._get(PK_PAT_WARNING, _pat_row(secret, version)) or {}
+        out = {}
+        for key, value in entity.items():
+            when = parse_time(value) if key.startswith("PAT") else None
+            if when is not None:
+                out[key] = when
+        return out
+
+    def set_pat_warning(self, secret: str, version: str, reason: str, at: datetime) -> None:
+        """Remember that a ``reason`` warning about ``secret`` at ``version`` was published at ``at``
+        (other reasons of the same version are kept: the row is merged)."""
+        import re
+
+        if not re.fullmatch(r"PAT[A-Za-z]{1,60}", reason):
+            raise ValueError(f"not a PAT warning reason: {reason!r}")
+        self._update({"PartitionKey": PK_PAT_WARNING, "RowKey": _pat_row(secret, version), "secret": secret,
+                      "secretVersion": version, reason: iso(at)}, None)
 
     def last_operations(self) -> dict[str, dict]:
         return {e["RowKey"]: _loads(e.get("value"), {}) for e in self._query(PK_LAST)}

@@ -6,19 +6,22 @@ delivers it like any Flux event: route them with ``eventSources: [{kind: FleetCl
 
     {"involvedObject": {"kind": "FleetCluster", "name": "aks-weu-1", "namespace": "flux-system"},
      "severity": "error", "reason": "PATExpiringSoon",
-     "message": "PAT in Key Vault secret fleet-pat (version 3f2a...) expires on 2026-09-01 00:00 UTC, in 3 days; ...",
+     "message": "PAT in Key Vault secret fleet-pat (version 3f2a...) expires on 2026-09-01 00:00 UTC, in 3 days; used by 1 cluster(s): aks-weu-1; ...",
      "metadata": {"cluster": "aks-weu-1", "secret": "fleet-pat", "secretVersion": "3f2a...",
-                  "expiresAt": "2026-09-01T00:00:00Z"},
+                  "expiresAt": "2026-09-01T00:00:00Z", "clusters": "aks-weu-1", "clusterCount": "1"},
      "reportingController": "flux-aks-functions", "reportingInstance": "<host>",
      "timestamp": "2026-08-29T07:10:00Z"}
 
 - ``involvedObject``: kind ``FleetCluster``, ``name`` = the cluster's name in the registry, ``namespace`` =
-  its Flux namespace; the rotation run summary names the fleet (``name: fleet``). The app keeps no UID
+  its Flux namespace; the rotation run summary, and a PAT event about a PAT several clusters use, name the
+  fleet (``name: fleet``). The app keeps no UID
   of the cluster's objects, so there is none.
 - ``severity`` as Flux maps Kubernetes event types (``fluxcd/pkg`` ``runtime/events`` ``eventTypeToSeverity``):
   what needs action (a warning or a failure) is ``error``, the rest ``info``.
-- ``reason``: :data:`PAT_EXPIRING` (``PATExpiringSoon``), :data:`PAT_EXPIRED`, :data:`ROTATION_FAILED` (one per
-  failed cluster), :data:`ROTATION_RUN_FAILED` (the run, when a cluster failed), :data:`BOOTSTRAP_SUCCEEDED`,
+- ``reason``: :data:`PAT_EXPIRING` (``PATExpiringSoon``) and :data:`PAT_EXPIRED` (one per PAT secret version,
+  naming the clusters using it; at most once per ``ROTATION_PAT_WARNING_INTERVAL``, default 24h, per version
+  and reason: :func:`hold_reminders`), :data:`ROTATION_FAILED` (one per failed cluster),
+  :data:`ROTATION_RUN_FAILED` (the run, when a cluster failed), :data:`BOOTSTRAP_SUCCEEDED`,
   :data:`BOOTSTRAP_FAILED`; fleet operations name their own reasons through :func:`fleet_operation`.
 - ``message``: stable for what it reports, so the forwarder's dedupe (object, message, revisions and the
   cluster, within ``dedupeWindow``) drops repeats: the PAT warning counts whole days ("in 3 days", "within a
@@ -101,51 +104,71 @@ def _days(left: timedelta) -> str:
     return "within a day" if days < 1 else ("in 1 day" if days == 1 else f"in {days} days")
 
 
-def from_rotation(summary, records: Iterable = ()) -> list[dict]:
-    """The events of a :class:`shared.rotation.RotationSummary`: per cluster, :data:`PAT_EXPIRING` for a PAT
-    whose Key Vault expiry is within ``ROTATION_PAT_WARNING_DAYS``, :data:`PAT_EXPIRED` for one past it, and
-    :data:`ROTATION_FAILED` for its other errors; then :data:`ROTATION_RUN_FAILED` when any cluster failed.
-    ``records`` (:class:`shared.rotation.registry.ClusterRecord`) give each cluster's namespace. An
-    all-well run has no events."""
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:_LISTED]) + (f" (+{len(names) - _LISTED} more)" if len(names) > _LISTED else "")
+
+
+def from_rotation(summary, records: Iterable = (), *, now: datetime | None = None) -> list[dict]:
+    """The events of a :class:`shared.rotation.RotationSummary`, in this order:
+
+    - per PAT secret version (not per cluster: 50 clusters sharing a PAT get one event), :data:`PAT_EXPIRING`
+      when its Key Vault expiry is within ``ROTATION_PAT_WARNING_DAYS``, :data:`PAT_EXPIRED` when it has
+      passed; the message and ``metadata.clusters`` name the clusters using it (the first 20, then
+      ``(+N more)``), ``metadata.clusterCount`` counts them. ``involvedObject`` is that cluster when one
+      uses it (its namespace too), else the fleet (:data:`FLEET`);
+    - per cluster, :data:`ROTATION_FAILED` for its other errors;
+    - :data:`ROTATION_RUN_FAILED` when any cluster failed.
+
+    ``records`` (:class:`shared.rotation.registry.ClusterRecord`) give each cluster's namespace; ``now``
+    (aware UTC, default the clock) stamps the events and counts the days left. An all-well run has no
+    events. Reminders are held back by :func:`announce_rotation`, not here."""
     namespaces = {r.name: r.namespace for r in records}
-    now = datetime.now(timezone.utc)
-    out: list[dict] = []
+    now = now or datetime.now(timezone.utc)
+    pats: dict[tuple[str, str, str], dict] = {}  # (reason, secret, version) -> {"exp", "clusters"}
+    others: list[dict] = []
     for c in summary.clusters:
-        ns = namespaces.get(c.cluster, "")
-        for w in c.warnings:
-            m = _PAT_WARNING_RE.search(w)
-            if not m:
-                continue
-            exp = datetime.strptime(m["when"], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
-            out.append(event(
-                c.cluster, PAT_EXPIRING, severity="error", namespace=ns, when=now,
-                message=(f"PAT in Key Vault secret {m['secret']} (version {m['version']}) expires on {m['when']} UTC, "
-                         f"{_days(exp - now)}; create a new PAT in Azure DevOps and store it as a new version of "
-                         "the secret"),
-                metadata={"secret": m["secret"], "secretVersion": m["version"], "expiresAt": _rfc3339(exp)}))
-        others = []
+        found = [(PAT_EXPIRING, _PAT_WARNING_RE.search(w)) for w in c.warnings]
+        rest = []
         for e in c.errors:
             m = _PAT_EXPIRED_RE.search(e)
+            if m:
+                found.append((PAT_EXPIRED, m))
+            else:
+                rest.append(e)
+        for reason, m in found:
             if not m:
-                others.append(e)
                 continue
-            exp = datetime.strptime(m["when"], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
-            out.append(event(
-                c.cluster, PAT_EXPIRED, severity="error", namespace=ns, when=now,
-                message=(f"PAT in Key Vault secret {m['secret']} (version {m['version']}) expired on {m['when']} UTC; "
-                         "nothing written, the cluster keeps its current credential until a new PAT is stored as "
-                         "a new version of the secret"),
-                metadata={"secret": m["secret"], "secretVersion": m["version"], "expiresAt": _rfc3339(exp)}))
-        if others:
-            out.append(event(c.cluster, ROTATION_FAILED, "credential rotation failed: " + "; ".join(others),
-                             severity="error", namespace=ns, when=now))
+            entry = pats.setdefault((reason, m["secret"], m["version"]), {
+                "exp": datetime.strptime(m["when"], "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc), "clusters": []})
+            if c.cluster not in entry["clusters"]:
+                entry["clusters"].append(c.cluster)
+        if rest:
+            others.append(event(c.cluster, ROTATION_FAILED, "credential rotation failed: " + "; ".join(rest),
+                                severity="error", namespace=namespaces.get(c.cluster, ""), when=now))
+    out: list[dict] = []
+    for (reason, secret, version), entry in pats.items():
+        exp, clusters = entry["exp"], entry["clusters"]
+        when = f"{exp:%Y-%m-%d %H:%M} UTC"
+        used = f"used by {len(clusters)} cluster(s): {_names(clusters)}"
+        if reason == PAT_EXPIRING:
+            text = (f"expires on {when}, {_days(exp - now)}; {used}; create a new PAT in Azure DevOps and store it "
+                    "as a new version of the secret")
+        else:
+            text = (f"expired on {when}; {used}; nothing written, they keep their current credential until a new "
+                    "PAT is stored as a new version of the secret")
+        one = clusters[0] if len(clusters) == 1 else None
+        out.append(event(
+            one or FLEET, reason, f"PAT in Key Vault secret {secret} (version {version}) {text}", severity="error",
+            namespace=namespaces.get(one, "") if one else "", when=now,
+            metadata={"secret": secret, "secretVersion": version, "expiresAt": _rfc3339(exp),
+                      "clusters": _names(clusters), "clusterCount": str(len(clusters))}))
+    out.extend(others)
     failed = [c.cluster for c in summary.clusters if c.status == "failed"]
     if failed:
-        names = ", ".join(failed[:_LISTED]) + (f" (+{len(failed) - _LISTED} more)" if len(failed) > _LISTED else "")
         d = summary.to_dict()
         out.append(event(
             FLEET, ROTATION_RUN_FAILED, severity="error", when=now,
-            message=(f"credential rotation: {len(failed)} of {d['checked']} cluster(s) failed: {names}; "
+            message=(f"credential rotation: {len(failed)} of {d['checked']} cluster(s) failed: {_names(failed)}; "
                      "they are tried again next run"),
             metadata={"checked": str(d["checked"]), "failed": str(len(failed)), "updated": str(d["updated"])}))
     return out
@@ -237,14 +260,93 @@ def stats() -> dict:
         return dict(_stats)
 
 
-def announce_rotation(summary, records: Iterable = ()):
-    """Publish :func:`from_rotation` of a run (the rotation job's hook). Never raises."""
+def _pat_key(ev: dict) -> tuple[str, str] | None:
+    if ev["reason"] not in (PAT_EXPIRING, PAT_EXPIRED):
+        return None
+    return ev["metadata"]["secret"], ev["metadata"]["secretVersion"]
+
+
+def hold_reminders(events: list[dict], *, interval: timedelta, now: datetime, store=None) -> tuple[list[dict], list[dict]]:
+    """Split :func:`from_rotation`'s ``events`` into ``(due, held)``: a :data:`PAT_EXPIRING` or
+    :data:`PAT_EXPIRED` event is held when the app published one of the same reason about the same secret
+    version less than ``interval`` before ``now`` (a new version is a new row, so it warns at once); then
+    :data:`ROTATION_RUN_FAILED` is held too when nothing else of the run's failures is due (its only
+    failures were expired PATs already reported). ``interval`` 0 holds nothing.
+
+    The last warning times are rows of the fleet table (:meth:`shared.fleet.store.OperationStore.pat_warning`;
+    ``store`` default :func:`shared.services.fleet_store`), so they outlive the instance. If that table
+    cannot be read, nothing is held (a warning too many rather than none) and a WARNING is logged."""
+    if interval <= timedelta(0) or not any(_pat_key(e) for e in events):
+        return list(events), []
+    due, held = [], []
     try:
-        events = from_rotation(summary, records)
+        if store is None:
+            from shared import services
+
+            store = services.fleet_store()
+        seen: dict[tuple[str, str], dict] = {}
+        for ev in events:
+            key = _pat_key(ev)
+            if key is None:
+                due.append(ev)
+                continue
+            if key not in seen:
+                seen[key] = store.pat_warning(*key)
+            last = seen[key].get(ev["reason"])
+            (held if last is not None and now - last < interval else due).append(ev)
+    except Exception as exc:  # noqa: BLE001 - storage down, a bad setting: warn rather than stay silent
+        log.warning("rotation events: when PAT warnings were last sent could not be read (%s); sending them",
+                    str(exc)[:300] or type(exc).__name__)
+        return list(events), []
+    if held and not any(e["reason"] in (ROTATION_FAILED, PAT_EXPIRED) for e in due):
+        held += [e for e in due if e["reason"] == ROTATION_RUN_FAILED]
+        due = [e for e in due if e["reason"] != ROTATION_RUN_FAILED]
+    return due, held
+
+
+def remember_reminders(events: list[dict], *, now: datetime, store=None) -> None:
+    """Record ``now`` as the last warning time of each PAT event in ``events`` (published ones). Never
+    raises: a failure is logged at WARNING (the next run warns again)."""
+    keys = [(k, e["reason"]) for e in events if (k := _pat_key(e))]
+    if not keys:
+        return
+    try:
+        if store is None:
+            from shared import services
+
+            store = services.fleet_store()
+        for (secret, version), reason in keys:
+            store.set_pat_warning(secret, version, reason, now)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("rotation events: could not record that PAT warnings were sent (%s); the next run sends them "
+                    "again", str(exc)[:300] or type(exc).__name__)
+
+
+def announce_rotation(summary, records: Iterable = (), *, interval: timedelta = timedelta(hours=24),
+                      now: datetime | None = None, store=None):
+    """Publish :func:`from_rotation` of a run (the rotation job's hook), PAT warnings about one secret
+    version at most once per ``interval`` (``ROTATION_PAT_WARNING_INTERVAL``; :func:`hold_reminders`), and
+    remember the ones the hub accepted. Returns :func:`publish`'s result (None: nothing to send or
+    publishing off). Never raises."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        events = from_rotation(summary, records, now=now)
     except Exception:  # noqa: BLE001 - the run's result stands whatever happens here
         log.exception("rotation events: could not be built")
         return None
-    return publish(events, what="rotation events")
+    due, held = hold_reminders(events, interval=interval, now=now, store=store)
+    if held:
+        log.info("rotation events: %d held back (%s): already sent within ROTATION_PAT_WARNING_INTERVAL (%s)",
+                 len(held), ", ".join(sorted({e["reason"] for e in held})), _interval_text(interval))
+    result = publish(due, what="rotation events")
+    if result is not None and not result.failed:
+        remember_reminders(due, now=now, store=store)
+    return result
+
+
+def _interval_text(interval: timedelta) -> str:
+    s = int(interval.total_seconds())
+    return f"{s // 3600}h" + (f"{s % 3600 // 60}m" if s % 3600 else "")
 
 
 def announce_bootstrap(cluster: str, **kwargs):

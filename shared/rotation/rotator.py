@@ -95,22 +95,30 @@ class RotationSettings:
     ``pat_warning_days`` (``ROTATION_PAT_WARNING_DAYS``, default 7): warn when the PAT's Key Vault
     ``exp`` is closer than this. ``token_min_remaining`` (``ROTATION_TOKEN_MIN_REMAINING_MINUTES``, default
     20): refresh Entra/Event Hub tokens with less lifetime left. ``concurrency``
-    (``ROTATION_CONCURRENCY``, default 16): clusters handled at once.
+    (``ROTATION_CONCURRENCY``, default 16): clusters handled at once. ``pat_warning_interval``
+    (``ROTATION_PAT_WARNING_INTERVAL``, default ``24h``, at most ``720h``; ``0`` warns every run): the
+    app's own ``PATExpiringSoon``/``PATExpired`` event about one PAT secret version is published at most
+    once per interval (:func:`shared.notify.app_events.announce_rotation`); the run's result and log
+    still carry the warning every run.
     """
 
     pat_warning_days: float = 7.0
     token_min_remaining: timedelta = timedelta(minutes=20)
     concurrency: int = 16
+    pat_warning_interval: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "RotationSettings":
         """Raises :class:`shared.rotation.registry.SettingError` (field = the setting's name) for a value that is
-        not a number in range (days 0-365, minutes 0-1440, concurrency a whole number 1-128)."""
-        from shared.settings import number
+        not a number in range (days 0-365, minutes 0-1440, concurrency a whole number 1-128) or, for the
+        warning interval, not a duration of 0-720h."""
+        from shared.settings import duration, number
 
         return cls(pat_warning_days=number(environ, "ROTATION_PAT_WARNING_DAYS", 7, maximum=365),
                    token_min_remaining=timedelta(minutes=number(environ, "ROTATION_TOKEN_MIN_REMAINING_MINUTES", 20, maximum=1440)),
-                   concurrency=number(environ, "ROTATION_CONCURRENCY", 16, integer=True, minimum=1, maximum=128))
+                   concurrency=number(environ, "ROTATION_CONCURRENCY", 16, integer=True, minimum=1, maximum=128),
+                   pat_warning_interval=timedelta(seconds=duration(environ, "ROTATION_PAT_WARNING_INTERVAL", 86400,
+                                                                   maximum=720 * 3600)))
 
 
 @dataclass
@@ -140,11 +148,15 @@ class ClusterResult:
 class RotationSummary:
     """A run: per-cluster results (in registry order) and counts. ``to_dict()`` is the JSON the HTTP
     endpoint returns: ``{"checked", "updated", "unchanged", "failed", "warnings", "startedAt",
-    "durationSeconds", "clusters": [ClusterResult.to_dict(), ...]}``."""
+    "durationSeconds", "events": {"published", "failed"}, "clusters": [ClusterResult.to_dict(), ...]}``;
+    ``events`` counts the app's own events of the run that the hub accepted and that failed to publish
+    (both 0 when there was nothing to say, publishing is off, or a reminder was held back)."""
 
     clusters: list[ClusterResult]
     started_at: datetime
     duration_s: float
+    #: the app's own events of the run (:mod:`shared.notify.app_events`): ``{"published": n, "failed": n}``
+    events: dict = field(default_factory=lambda: {"published": 0, "failed": 0})
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.clusters if c.status == status)
@@ -158,7 +170,7 @@ class RotationSummary:
                 "unchanged": self.count("unchanged"), "failed": self.failed,
                 "warnings": sum(len(c.warnings) for c in self.clusters),
                 "startedAt": self.started_at.isoformat(), "durationSeconds": round(self.duration_s, 3),
-                "clusters": [c.to_dict() for c in self.clusters]}
+                "events": dict(self.events), "clusters": [c.to_dict() for c in self.clusters]}
 
     def log(self, logger: logging.Logger = log) -> None:
         """One line per cluster that changed, warned (WARNING) or failed (ERROR), one line naming the
@@ -653,9 +665,12 @@ def rotate(records: Iterable, *, invalid: Iterable[tuple[str, str]] = (), **kwar
     """Rotate ``records`` (see :class:`Rotator` for the keyword arguments) and log the summary.
     ``invalid``: ``(cluster name, reason)`` of registry rows that do not validate; each is listed as a
     failed cluster (nothing is done to it). Raises ``SettingError`` for a bad app setting. PAT expiry and
-    failures are then published as the app's own events (:mod:`shared.notify.app_events`; best effort)."""
+    failures are then published as the app's own events (:mod:`shared.notify.app_events`; best effort,
+    PAT reminders at most once per ``pat_warning_interval`` per secret version), counted in
+    ``summary.events``."""
     records = list(records)
-    summary = Rotator(**kwargs).run(records)
+    rotator = Rotator(**kwargs)
+    summary = rotator.run(records)
     for name, reason in invalid:
         summary.clusters.append(ClusterResult(name, errors=[
             f"registry record is invalid ({reason}); nothing done; fix it with PUT /api/registry/clusters/{name} "
@@ -663,7 +678,10 @@ def rotate(records: Iterable, *, invalid: Iterable[tuple[str, str]] = (), **kwar
     summary.log()
     from shared.notify import app_events
 
-    app_events.announce_rotation(summary, records)
+    published = app_events.announce_rotation(summary, records, interval=rotator.settings.pat_warning_interval,
+                                             now=rotator.clock())
+    if published is not None:
+        summary.events = {"published": published.sent, "failed": published.failed}
     from shared.fleet.status import record_rotation
 
     record_rotation(summary)  # the fleet status shows each cluster's last result
