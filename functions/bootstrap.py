@@ -14,7 +14,8 @@ credentials or failed, or a health check failed after the push). The whole run i
 is :mod:`shared.bootstrap.service`, which the fleet's queue worker drives too. Once the request is
 known good, the outcome is also published as the app's own event (``BootstrapSucceeded``, or
 ``BootstrapFailed`` for anything but bad input, which the 400 answers; :mod:`shared.notify.app_events`;
-at most ``NOTIFY_PUBLISH_TIMEOUT_SECONDS`` more).
+at most ``NOTIFY_PUBLISH_TIMEOUT_SECONDS`` more), and the answer (200, 502 and the error bodies after
+that point) carries ``"events": {"published", "failed"}``: a hub that is down shows as ``failed: 1``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ bp = func.Blueprint()
 log = logging.getLogger("functions.bootstrap")
 
 
-def _error(status: int, code: str, message: str, field: str | None = None, run=None, ssh_key=None) -> func.HttpResponse:
+def _error(status: int, code: str, message: str, field: str | None = None, run=None, ssh_key=None,
+           events: dict | None = None) -> func.HttpResponse:
     """``{"error": {"code", "message"[, "field"]}}``; when the bootstrap had started (``run``, a
     :class:`shared.bootstrap.Bootstrapper`), also what it did before failing: ``commits`` pushed
     and the progress ``log``, so a caller knows what a re-run will find; ``sshKey`` (the public
-    side of the run's :class:`~shared.bootstrap.sshkeys.SSHKey`) when it used one."""
+    side of the run's :class:`~shared.bootstrap.sshkeys.SSHKey`) when it used one; ``events``
+    (:func:`_announce`'s counts) when the failure was announced."""
     extra: dict = {}
+    if events is not None:
+        extra["events"] = events
     if ssh_key is not None:
         extra["sshKey"] = ssh_key.summary()
     if run is not None:
@@ -45,17 +50,20 @@ def _error(status: int, code: str, message: str, field: str | None = None, run=N
     return error_response(status, code, message, field, **extra)
 
 
-def _announce(request, result=None, error: str | None = None) -> None:
+def _announce(request, result=None, error: str | None = None) -> dict | None:
     """Publish the outcome as the app's own event (``BootstrapSucceeded``, or ``BootstrapFailed`` with
     ``error``; :mod:`shared.notify.app_events`) once the request is known good (``request``, a checked
-    :class:`shared.bootstrap.service.Request`): best effort and bounded, it never changes the answer."""
+    :class:`shared.bootstrap.service.Request`): best effort and bounded (``NOTIFY_PUBLISH_TIMEOUT_SECONDS``),
+    it never changes the status. Returns the answer's ``events``: ``{"published": 0|1, "failed": 0|1}``
+    (both 0 when publishing is off), or None before the request is known good (no event)."""
     if request is None:
-        return
+        return None
     from shared.notify import app_events
 
     opts = request.opts
-    app_events.announce_bootstrap(request.refs["clusterName"], namespace=opts.namespace, url=opts.sync_url,
-                                  branch=opts.branch, path=opts.path, result=result, error=error)
+    sent = app_events.announce_bootstrap(request.refs["clusterName"], namespace=opts.namespace, url=opts.sync_url,
+                                         branch=opts.branch, path=opts.path, result=result, error=error)
+    return {"published": sent.sent if sent else 0, "failed": sent.failed if sent else 0}
 
 
 @bp.function_name("bootstrap")
@@ -78,33 +86,36 @@ def bootstrap(req: func.HttpRequest) -> func.HttpResponse:
         outcome = service.run(request, deadline=deadline)
     except SettingError as exc:
         log.error("bootstrap cannot run: app setting %s", exc)
-        _announce(request, error=f"app setting {exc}")
-        return _error(exc.status, exc.code, f"app setting {exc}")
+        events = _announce(request, error=f"app setting {exc}")
+        return _error(exc.status, exc.code, f"app setting {exc}", events=events)
     except InvalidInput as exc:  # the caller's to fix: the 400 says what, no event
         log.warning("bootstrap rejected: %s", exc)
         return _error(400, exc.code, str(exc), exc.field)
     except FluxOpsError as exc:
         log.error("bootstrap failed: %s", exc)
-        _announce(request, error=str(exc))
-        return _error(exc.status, exc.code, str(exc), exc.field)
+        events = _announce(request, error=str(exc))
+        return _error(exc.status, exc.code, str(exc), exc.field, events=events)
     except service.RunFailed as failed:
         exc = failed.error
         result = failed.run.result if failed.run is not None else None
         if isinstance(exc, FluxOpsError):
             log.error("bootstrap failed: %s", exc)
-            _announce(request, result, str(exc))
-            return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run, ssh_key=failed.ssh_key)
+            events = _announce(request, result, str(exc))
+            return _error(exc.status, exc.code, str(exc), exc.field, run=failed.run, ssh_key=failed.ssh_key,
+                          events=events)
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=exc)
-        _announce(request, result, f"internal error ({type(exc).__name__})")
-        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=failed.run)
+        events = _announce(request, result, f"internal error ({type(exc).__name__})")
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log", run=failed.run,
+                      events=events)
     except Exception as exc:  # a bug: answer in the same JSON shape; the traceback goes to the log
         log.error("bootstrap failed unexpectedly (%s)", type(exc).__name__, exc_info=True)
-        _announce(request, error=f"internal error ({type(exc).__name__})")
-        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log")
+        events = _announce(request, error=f"internal error ({type(exc).__name__})")
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the Function's log",
+                      events=events)
     summary = outcome.summary()
     if outcome.awaiting_deploy_key:  # Flux's "Please give the key access to your repository"
         return json_response(summary, 202)
-    _announce(request, outcome.result, outcome.failure)
+    summary["events"] = _announce(request, outcome.result, outcome.failure)
     if outcome.failure:
         # As the Flux CLI: the files are pushed and applied, but the run failed its health checks.
         log.error("bootstrap health check failed: %s", outcome.failure)

@@ -354,6 +354,7 @@ def test_bootstrap_success_and_failure_are_published(functions_by_name, env, wir
     peer = wired_publisher
     status, body = call(functions_by_name, request(env))
     assert status == 200, body
+    assert body["events"] == {"published": 1, "failed": 0}
     [ok] = decoded(peer)
     assert (ok["reason"], ok["severity"], ok["involvedObject"]) == (
         "BootstrapSucceeded", "info", {"kind": "FleetCluster", "name": "aks-weu-1", "namespace": "flux-system"})
@@ -365,6 +366,7 @@ def test_bootstrap_success_and_failure_are_published(functions_by_name, env, wir
     # the same cluster asked to sync another path: 409, and its team hears of it
     status, body = call(functions_by_name, request(env, path="clusters/other", clusterName="aks-weu-1"))
     assert status == 409, body
+    assert body["events"] == {"published": 1, "failed": 0}
     failed = decoded(peer)[1]
     assert (failed["reason"], failed["severity"], failed["involvedObject"]["name"]) == ("BootstrapFailed", "error",
                                                                                        "aks-weu-1")
@@ -372,10 +374,51 @@ def test_bootstrap_success_and_failure_are_published(functions_by_name, env, wir
                                         'sync path configuration ("./clusters/other") would overwrite')
 
     # bad input is the caller's to fix (the 400 says what), and a body naming no cluster concerns no one
-    assert call(functions_by_name, request(env, passwordSecret="no-such-pat"))[0] == 400
+    status, body = call(functions_by_name, request(env, passwordSecret="no-such-pat"))
+    assert status == 400 and "events" not in body
     assert call(functions_by_name, {"url": 1})[0] == 400
     assert len(peer.received) == 2
     assert env["pat"].encode() not in b"".join(peer.bodies())
+
+
+def test_a_dead_hub_costs_a_bootstrap_at_most_the_publish_timeout_and_the_answer_says_so(functions_by_name, env,
+                                                                                        raw_listener, caplog):
+    """A hub that takes the connection and never answers (the worst case: no quick refusal) costs the
+    bootstrap NOTIFY_PUBLISH_TIMEOUT_SECONDS, and the answer counts the event as failed."""
+    from azure.eventhub import TransportType
+
+    from tests.test_bootstrap_e2e import call, request
+
+    dead = EventHubPublisher.from_settings(
+        {"NOTIFY_EVENTHUB__fullyQualifiedNamespace": "fleet-events.servicebus.windows.net", "NOTIFY_EVENTHUB_NAME": HUB,
+         "NOTIFY_PUBLISH_TIMEOUT_SECONDS": "2"}, credential=JwtTestCredential(),
+        custom_endpoint_address=f"sb://127.0.0.1:{raw_listener.port}", transport_type=TransportType.Amqp,
+        use_tls=False)
+    spent: list[float] = []
+    real = dead.publish
+
+    def timed(bodies):  # the real publish, timed
+        t0 = time.monotonic()
+        try:
+            return real(bodies)
+        finally:
+            spent.append(time.monotonic() - t0)
+
+    dead.publish = timed
+    services.set_eventhub_publisher_factory(lambda: dead)
+    try:
+        with caplog.at_level(logging.INFO):
+            status, body = call(functions_by_name, request(env))
+    finally:
+        services.set_eventhub_publisher_factory(None)
+    assert status == 200, body  # the bootstrap's result stands
+    assert body["events"] == {"published": 0, "failed": 1} and body["repository"]["head"]
+    assert raw_listener.connections >= 1 and len(spent) == 1 and 1.9 < spent[0] < 2.8, spent
+    [warning] = [r for r in caplog.records if "publish failed" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "bootstrap event: publish failed, 1 of 1 event(s) not sent (BootstrapSucceeded)" in warning.getMessage()
+    assert "within 2 s" in warning.getMessage()
+    assert env["pat"] not in caplog.text
 
 
 # --- python -m shared.notify send ----------------------------------------------------------------------
