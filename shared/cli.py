@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from .flux import DEFAULT_COMPONENTS, DEFAULT_NAMESPACE, DEFAULT_REGISTRY
+from .flux.keypair import DEFAULT_RSA_BITS
 
 #: How the README and every message spell the command (the interpreter that has the dependencies).
 PROG = ".venv/bin/python -m shared"
@@ -60,6 +61,32 @@ FIELD_FLAGS = {"sourceSecret": "--secret-name", "eventHubSecret": "--eventhub-se
                "sops": "--sops-provider", "sops.provider": "--sops-provider"}
 
 
+#: Flags of older Flux releases that Flux v2.9 no longer has either → what to do (fluxcd/flux2 cmd/flux/bootstrap.go).
+REMOVED_FLAGS = {"--arch": "Flux v2.9 has no --arch either (deprecated, then removed: the controller images are "
+                           "multi-arch, AMD64, ARM64 and ARMv7); drop it"}
+#: Flux v2.9 flags that are known here but refused → why, and what to do (see _refuse_unsupported).
+UNSUPPORTED_FLAGS = {
+    "--gpg-key-ring": "commit signing with GPG is not supported: the bootstrap commits are pushed unsigned; drop the "
+                      "--gpg-* flags",
+    "--gpg-key-id": "commit signing with GPG is not supported: the bootstrap commits are pushed unsigned; drop the "
+                    "--gpg-* flags",
+    "--gpg-passphrase": "commit signing with GPG is not supported: the bootstrap commits are pushed unsigned; drop the "
+                        "--gpg-* flags (a passphrase on the command line also lands in shell history)",
+    "--ssh-signing-key-file": "commit signing with an SSH key is not supported: the bootstrap commits are pushed "
+                              "unsigned; drop the --ssh-signing-* flags",
+    "--ssh-signing-password": "commit signing with an SSH key is not supported: the bootstrap commits are pushed "
+                              "unsigned; drop the --ssh-signing-* flags (a passphrase on the command line also lands in "
+                              "shell history)",
+    "--ssh-signing-passphrase": "commit signing with an SSH key is not supported: the bootstrap commits are pushed "
+                                "unsigned; drop the --ssh-signing-* flags (a passphrase on the command line also lands "
+                                "in shell history)",
+    "--ssh-signing-reuse-private-key": "commit signing with an SSH key is not supported: the bootstrap commits are "
+                                       "pushed unsigned; drop the --ssh-signing-* flags",
+    "--ssh-ecdsa-curve": "ECDSA keys are not generated: Azure DevOps accepts only RSA SSH keys; drop it (the generated "
+                         "key is RSA, --ssh-rsa-bits sets its size)",
+}
+
+
 def flag_for(field: str) -> str:
     """The flag a field error is about: ``componentsExtra`` → ``--components-extra``; names that are
     already flags (``--url``), environment variables (``FLUX_MANIFESTS``) or positionals pass through."""
@@ -79,6 +106,13 @@ def _go_bool(value: str) -> bool:
     if value in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; use true or false (e.g. --flag=false)")
+
+
+def _go_int(value: str) -> int:
+    """Go strconv.Atoi, which Flux's int flags use: an optional sign and decimal digits."""
+    if not re.fullmatch(r"[+-]?[0-9]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer, e.g. 4096")
+    return int(value)
 
 
 def _csv(value: str) -> list[str]:
@@ -187,6 +221,8 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> UsageError:
         flag = token.split("=", 1)[0]
         if not flag.startswith("-"):
             return UsageError(parser.prog, f"unexpected argument {token!r}; {help_hint}")
+        if flag in REMOVED_FLAGS:
+            return UsageError(flag, f"unknown flag: {REMOVED_FLAGS[flag]}")
         close = difflib.get_close_matches(flag, _option_strings(parser), n=1, cutoff=0.6)
         return UsageError(flag, "unknown flag" + (f"; did you mean {close[0]}?" if close else "") + f" ({help_hint})")
     m = re.match(r"ambiguous option: (\S+) could match (.+)$", message)
@@ -344,6 +380,14 @@ def _add_bootstrap_git_flags(git) -> None:
     flag(b, "--ssh-hostname", example="ssh.dev.azure.com",
          help="SSH hostname, to be used when the SSH host differs from the HTTPS one (an https --url is pushed to "
               "with the PAT; the cluster syncs over SSH)")
+    flag(b, "--ssh-key-algorithm", default="rsa", choices=["rsa", "ecdsa", "ed25519"], metavar="publicKeyAlgorithm",
+         help="SSH public key algorithm (rsa, ecdsa, ed25519) of a generated key: only rsa here, the one Azure DevOps "
+              "accepts (Flux's default, ecdsa, is refused with the reason)")
+    flag(b, "--ssh-rsa-bits", type=_go_int, default=None, shown=str(DEFAULT_RSA_BITS), metavar="rsaKeyBits", example="4096",
+         help="SSH RSA public key bit size of a generated key (multiples of 8; here from 2048, the least Azure DevOps "
+              "accepts, to 8192; Flux's default is 2048)")
+    flag(b, "--ssh-ecdsa-curve", metavar="ecdsaCurve", example="p384",
+         help="SSH ECDSA public key curve (p256, p384, p521); not supported: Azure DevOps accepts only RSA keys")
     flag(b, "--private-key-file", example="~/.ssh/flux-azure",
          help="path to a private key file used for authenticating to the Git SSH server (RSA; its passphrase in "
               "--password-env)")
@@ -362,6 +406,19 @@ def _add_bootstrap_git_flags(git) -> None:
               "--registry-creds); the docker-registry secret --image-pull-secret is created from them")
     flag(b, "--author-name", default="Flux", help="author name for Git commits")
     flag(b, "--author-email", default="", help="author email for Git commits")
+    # Commit signing (Flux's --gpg-* and, since v2.9, --ssh-signing-*): known, so that a script using
+    # them gets the reason (_refuse_unsupported), not "unknown flag" and a wrong "did you mean".
+    flag(b, "--gpg-key-ring", help="path to GPG key ring for signing commits; not supported: the commits are pushed unsigned")
+    flag(b, "--gpg-passphrase", help="passphrase for decrypting GPG private key; not supported (and never read from the "
+         "command line)")
+    flag(b, "--gpg-key-id", help="key id for selecting a particular key; not supported: the commits are pushed unsigned")
+    flag(b, "--ssh-signing-key-file", help="path to an SSH private key file for signing commits; not supported: the "
+         "commits are pushed unsigned")
+    flag(b, "--ssh-signing-password", help="passphrase of --ssh-signing-key-file; not supported (and never read from the "
+         "command line)")
+    b.add_argument("--ssh-signing-passphrase", default=None, help=argparse.SUPPRESS)  # Flux's hidden alias
+    bool_flag(b, "--ssh-signing-reuse-private-key", help="sign commits with the --private-key-file key; not supported: "
+              "the commits are pushed unsigned")
     flag(b, "--commit-message-appendix", default="", help="string to add to the commit messages, e.g. '[ci skip]'")
     bool_flag(b, "--force", help="override existing Flux installation if it's managed by a different tool such as Helm "
               "(e.g. the AKS microsoft.flux extension)")
@@ -533,6 +590,7 @@ def _bootstrap(args) -> int:
     from .flux.options import normalize_interval, normalize_path, parse_timeout
 
     started = time.monotonic()
+    _refuse_unsupported(args)
     if args.password is not None:
         raise InvalidInput("--password", "is not read from the command line; put the PAT in an environment variable and pass --password-env VAR (default GIT_PASSWORD)")
     if args.registry_creds is not None:
@@ -584,7 +642,7 @@ def _bootstrap(args) -> int:
         ssh_hostkey_algos=tuple(args.ssh_hostkey_algos) if args.ssh_hostkey_algos is not None else None,
         toleration_keys=tuple(args.toleration_keys), image_pull_secret=args.image_pull_secret,
         recurse_submodules=args.recurse_submodules, sparse_checkout=tuple(args.sparse_checkout),
-        ssh_hostname=args.ssh_hostname,
+        ssh_hostname=args.ssh_hostname, ssh_rsa_bits=args.ssh_rsa_bits,
         source_provider=wi.parse_source_provider(args.source_provider),
         workload_identity=workload,
         sops_provider=wi.parse_sops({"provider": args.sops_provider} if args.sops_provider else None),
@@ -681,6 +739,22 @@ def _bootstrap(args) -> int:
     if failure:
         raise RuntimeError(failure)
     return 0
+
+
+def _refuse_unsupported(args) -> None:
+    """Flux v2.9 flags this CLI knows but does not do (:data:`UNSUPPORTED_FLAGS`: commit signing,
+    ECDSA keys), and ``--ssh-key-algorithm`` other than ``rsa`` (Azure DevOps takes RSA keys only):
+    InvalidInput naming the first one given, before anything is read or sent. Their values (a
+    passphrase) are never shown."""
+    from .errors import InvalidInput
+
+    for name, why in UNSUPPORTED_FLAGS.items():
+        if getattr(args, name[2:].replace("-", "_")) not in (None, False):
+            raise InvalidInput(name, why)
+    if args.ssh_key_algorithm != "rsa":
+        raise InvalidInput("--ssh-key-algorithm", f"{args.ssh_key_algorithm} keys are refused by Azure DevOps, which accepts "
+                                                  "only RSA SSH keys; use --ssh-key-algorithm rsa (the default here) and "
+                                                  "--ssh-rsa-bits for its size")
 
 
 def _cli_ssh_key(args, opts, destination, sync_destination, passphrase):

@@ -145,6 +145,25 @@ def test_generated_key_then_bootstrap_over_ssh_then_rerun(functions_by_name, ssh
     assert any("pinning the new key (force)" in line for line in body["log"])
 
 
+def test_ssh_rsa_bits_sets_the_size_of_the_generated_key(functions_by_name, ssh, kube_server):
+    """``sshRsaBits`` (Flux's ``--ssh-rsa-bits``): the generated key's size, checked as Flux checks it
+    (a multiple of 8) and at least 2048 bits (Azure DevOps), before anything is generated or stored."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    for bits, why in ((1024, "at least 2048"), (3000 + 1, "multiple of 8"), (16384, "at most 8192"), ("4096", "an integer"),
+                      (True, "an integer")):
+        status, body = call(functions_by_name, ssh_request(ssh, sshRsaBits=bits))
+        assert status == 400, body
+        assert body["error"]["field"] == "sshRsaBits" and why in body["error"]["message"], body
+    with pytest.raises(KeyError):  # nothing generated nor stored
+        ssh["vault"].stored(KEY_SECRET)
+    assert ssh["ssh"].requests == []
+    status, body = call(functions_by_name, ssh_request(ssh, sshRsaBits=3072))
+    assert status == 202, body
+    assert load_pem_private_key(ssh["vault"].stored(KEY_SECRET)["value"].encode(), None).key_size == 3072
+    _assert_untouched(ssh, kube_server)
+
+
 def _rsa_pem(passphrase: bytes | None = None, *, openssh: bool = False) -> tuple[str, str]:
     """(private key text, public key line) of a new RSA key."""
     from cryptography.hazmat.primitives import serialization
@@ -339,8 +358,11 @@ def test_the_cli_generates_the_key_then_bootstraps_over_ssh(ssh, kubeconfig_text
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kubeconfig_text)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    # Flux's key flags as a script passes them: an RSA key of 2048 bits
     args = ["bootstrap", "git", "--url", ssh["ssh_url"], "--path", "clusters/cli-1", "--kubeconfig", str(kubeconfig),
-            "--manifests", str(V292), "--timeout", "0s"]
+            "--manifests", str(V292), "--timeout", "0s", "--ssh-key-algorithm=rsa", "--ssh-rsa-bits=2048"]
     with ManagedIdentityEndpoint() as mi:
         env = {**mi.env(), "KEY_VAULT_URL": ssh["vault"].vault_url, "KEY_VAULT_CA_FILE": ssh["vault"].ca_file}
         first = run(*args, env=env)
@@ -350,6 +372,7 @@ def test_the_cli_generates_the_key_then_bootstraps_over_ssh(ssh, kubeconfig_text
         assert public.startswith("ssh-rsa ") and f"✔ public key: {public}" in err
         assert "Please give the key access to your repository" in err
         assert ssh["vault"].stored("flux-ssh-cli-1")["tags"] == {"flux-git-url-prefixes": ssh["ssh_url"]}
+        assert load_pem_private_key(ssh["vault"].stored("flux-ssh-cli-1")["value"].encode(), None).key_size == 2048
         assert git_log(ssh["bare"], "main") == []
 
         ssh["ssh"].authorize(public)
@@ -358,6 +381,8 @@ def test_the_cli_generates_the_key_then_bootstraps_over_ssh(ssh, kubeconfig_text
         assert second.stdout == b""  # the key existed: nothing generated, nothing to print on stdout
         assert [c["message"].strip() for c in git_log(ssh["bare"], "main")] == ["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"]
         assert secret_data(ssh)["identity.pub"] == public + "\n"
+        # source-controller is installed already patched for Azure DevOps' host key algorithms
+        assert _args(ssh["cluster"], "source-controller")[-1] == FLAG
         third = run(*args, env=env)
         assert third.returncode == 0 and "✔ sync manifests are up to date" in third.stderr.decode()
         assert len(git_log(ssh["bare"], "main")) == 2

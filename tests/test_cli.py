@@ -320,3 +320,46 @@ def test_a_kubeconfig_of_your_own_may_name_its_certificate_files(ado_git_server,
     assert out.stderr.decode().strip().splitlines() == [
         f"✗ --kubeconfig: {kubeconfig}: users[0].user.client-key: cannot read {tmp_path / 'profiles/client.key'}: "
         "No such file or directory"]
+
+
+def test_flux_v29_flags_that_are_not_done_here_say_why(tmp_path):
+    """Flux v2.9's key and signing flags that scripts pass: each is known (no "unknown flag", no wrong
+    "did you mean") and fails with one ✗ line naming it and saying why and what to do; a passphrase
+    given on the command line is never echoed."""
+    base = ["bootstrap", "git", "--url", "ssh://git@ssh.dev.azure.com/v3/o/p/r", "--path", "clusters/c1",
+            "--kubeconfig", str(tmp_path / "none"), "--manifests", str(V292)]
+    signing_gpg = "commit signing with GPG is not supported: the bootstrap commits are pushed unsigned; drop the --gpg-* flags"
+    signing_ssh = ("commit signing with an SSH key is not supported: the bootstrap commits are pushed unsigned; drop the "
+                   "--ssh-signing-* flags")
+    cases = [
+        (["--gpg-key-id", "3AA5C34371567BD2"], "✗ --gpg-key-id: " + signing_gpg),
+        (["--gpg-key-ring", str(tmp_path / "ring.gpg")], "✗ --gpg-key-ring: " + signing_gpg),
+        (["--gpg-passphrase", "gpg-secret-value"], "✗ --gpg-passphrase: " + signing_gpg),
+        (["--ssh-signing-key-file", str(tmp_path / "id")], "✗ --ssh-signing-key-file: " + signing_ssh),
+        (["--ssh-signing-password", "ssh-secret-value"], "✗ --ssh-signing-password: " + signing_ssh),
+        (["--ssh-signing-passphrase", "ssh-secret-value"], "✗ --ssh-signing-passphrase: " + signing_ssh),
+        (["--ssh-signing-reuse-private-key"], "✗ --ssh-signing-reuse-private-key: " + signing_ssh),
+        (["--ssh-ecdsa-curve", "p384"], "✗ --ssh-ecdsa-curve: ECDSA keys are not generated: Azure DevOps accepts only RSA SSH keys"),
+        (["--ssh-key-algorithm", "ecdsa"], "✗ --ssh-key-algorithm: ecdsa keys are refused by Azure DevOps, which accepts only RSA"),
+        (["--ssh-key-algorithm", "ed25519"], "✗ --ssh-key-algorithm: ed25519 keys are refused by Azure DevOps"),
+        (["--ssh-key-algorithm", "dsa"], "✗ --ssh-key-algorithm: 'dsa' is not one of rsa, ecdsa, ed25519"),
+        # Flux's rule (a multiple of 8), then Azure DevOps' least size, then a bound on generation time
+        (["--ssh-rsa-bits", "2047"], "✗ --ssh-rsa-bits: RSA key bit size must be a multiple of 8"),
+        (["--ssh-rsa-bits", "1024"], "✗ --ssh-rsa-bits: RSA key bit size must be at least 2048: Azure DevOps refuses smaller"),
+        (["--ssh-rsa-bits", "16384"], "✗ --ssh-rsa-bits: RSA key bit size must be at most 8192"),
+        (["--ssh-rsa-bits", "4k"], "✗ --ssh-rsa-bits: '4k' is not an integer"),
+        # gone from Flux too: the reason instead of a "did you mean"
+        (["--arch", "amd64"], "✗ --arch: unknown flag: Flux v2.9 has no --arch either"),
+    ]
+    for extra, start in cases:
+        out = run(*base, *extra)
+        line = _one_line(out)
+        assert line.startswith(start), (extra, line)
+        assert "did you mean" not in line and "secret-value" not in line, line
+
+
+def test_help_names_the_ssh_key_flags_with_their_defaults():
+    text = " ".join(run("bootstrap", "git", "--help").stdout.decode().split())
+    assert "--ssh-key-algorithm publicKeyAlgorithm SSH public key algorithm (rsa, ecdsa, ed25519)" in text
+    assert "(default \"rsa\")" in text and "--ssh-rsa-bits rsaKeyBits" in text and "(default 4096)" in text
+    assert "--ssh-signing-passphrase" not in text  # Flux's hidden alias stays hidden

@@ -85,6 +85,9 @@ class BootstrapOptions:
     #: ``--ssh-hostname``: the host[:port] the cluster syncs from over SSH (an https ``url`` is then
     #: pushed to with the PAT, and synced over SSH).
     ssh_hostname: str | None = None
+    #: ``--ssh-rsa-bits``: the size of an SSH key the run generates (None: 4096,
+    #: :data:`shared.flux.keypair.DEFAULT_RSA_BITS`); a key given or already stored is used as it is.
+    ssh_rsa_bits: int | None = None
     #: ``sourceProvider``: ``azure`` (GitRepository ``provider: azure``: workload identity, no source Secret,
     #: the app pushes with its Entra ID token) or None (secret-based); see :mod:`.workload_identity`.
     source_provider: str | None = None
@@ -264,6 +267,8 @@ class BootstrapOptions:
             if not isinstance(self.ssh_hostkey_algos, (list, tuple)) or not all(isinstance(a, str) for a in self.ssh_hostkey_algos):
                 raise InvalidInput("sshHostkeyAlgos", "must be a list of SSH host key algorithm names such as rsa-sha2-512")
             check_algorithms(self.ssh_hostkey_algos)
+        if self.ssh_rsa_bits is not None:
+            check_rsa_bits(self.ssh_rsa_bits)
         check_text(list(self.toleration_keys), "tolerationKeys")
         check_text(self.image_pull_secret, "imagePullSecret")
         self._check_sparse_checkout()
@@ -297,6 +302,30 @@ class BootstrapOptions:
                                             "tokenAuth true (a PAT from Key Vault, or withBearerToken)")
 
 
+#: Largest ``sshRsaBits``: generating an RSA key of 8192 bits takes seconds, of 16384 minutes, within a run.
+MAX_RSA_BITS = 8192
+
+
+def check_rsa_bits(bits, field: str = "sshRsaBits") -> int:
+    """``bits`` if it is a size the app generates an RSA key of: Flux's rule (fluxcd/flux2
+    ``internal/flags/rsa_key_bits.go``: a multiple of 8, at least 1024), at least
+    :data:`shared.bootstrap.sshkeys.MIN_RSA_BITS` (Azure DevOps' least) and at most
+    :data:`MAX_RSA_BITS`. Raises InvalidInput(``field``)."""
+    from .sshkeys import MIN_RSA_BITS
+
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise InvalidInput(field, "must be an integer number of bits, e.g. 4096")
+    if bits % 8 != 0:
+        raise InvalidInput(field, f"RSA key bit size must be a multiple of 8 ({bits} is not), e.g. 4096")
+    if bits < MIN_RSA_BITS:
+        raise InvalidInput(field, f"RSA key bit size must be at least {MIN_RSA_BITS}: Azure DevOps refuses smaller RSA keys "
+                                  f"(Flux allows 1024); e.g. 4096")
+    if bits > MAX_RSA_BITS:
+        raise InvalidInput(field, f"RSA key bit size must be at most {MAX_RSA_BITS} here (a larger key takes minutes to "
+                                  "generate); e.g. 4096")
+    return bits
+
+
 @dataclass
 class Credentials:
     """Git credentials for token auth: the PAT (``password``) or an Entra ID ``bearer_token``; the CA
@@ -316,7 +345,7 @@ class Credentials:
     ssh_passphrase: str | None = field(default=None, repr=False)
 
 
-_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "a list of strings", dict: "an object"}
+_TYPE_NAMES = {str: "a string", bool: "a boolean", list: "a list of strings", dict: "an object", int: "an integer"}
 
 
 def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
@@ -327,7 +356,8 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
     ``secretName``, ``username``, ``tokenAuth``, ``withBearerToken``, ``allowInsecureHttp``, ``authorName``,
     ``authorEmail``, ``commitMessageAppendix``, ``registry``, ``networkPolicy``,
     ``watchAllNamespaces``, ``logLevel``, ``clusterDomain``, ``timeout``, ``force``, ``sshHostkeyAlgos``
-    (a list of SSH host key algorithm names), ``sshHostname``, ``tolerationKeys``, ``imagePullSecret``,
+    (a list of SSH host key algorithm names), ``sshHostname``, ``sshRsaBits`` (the size of a generated
+    SSH key, 2048 to 8192, default 4096), ``tolerationKeys``, ``imagePullSecret``,
     ``recurseSubmodules``, ``sparseCheckout``, and for Microsoft Entra workload identity
     (:mod:`.workload_identity`) ``sourceProvider`` (``azure``: no source Secret and no PAT, the app
     pushes with the Function's Entra ID token), ``workloadIdentity`` (``{clientId, tenantId?,
@@ -392,7 +422,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         "sshHostkeyAlgos": (list, None),
         "tolerationKeys": (list, []), "imagePullSecret": (str, ""), "registryCredsSecret": (str, None),
         "recurseSubmodules": (bool, False), "sparseCheckout": (list, []), "caFileSecret": (str, None),
-        "privateKeySecret": (str, None), "sshHostname": (str, None),
+        "privateKeySecret": (str, None), "sshHostname": (str, None), "sshRsaBits": (int, None),
         "sourceProvider": (str, None), "workloadIdentity": (dict, None), "sops": (dict, None),
     }
     unknown = sorted(set(body) - set(spec), key=repr)
@@ -477,6 +507,7 @@ def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:
         recurse_submodules=values["recurseSubmodules"],
         sparse_checkout=tuple(values["sparseCheckout"]),
         ssh_hostname=values["sshHostname"],
+        ssh_rsa_bits=values["sshRsaBits"],
         source_provider=source_provider,
         workload_identity=workload,
         sops_provider=wi.parse_sops(values["sops"]),

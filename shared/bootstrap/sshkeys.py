@@ -4,7 +4,7 @@ A key is read from the Key Vault secret named by ``privateKeySecret`` (PEM or Op
 encrypted key's passphrase in the secret named by ``passwordSecret``), or, when none is named,
 from the secret ``flux-ssh-<clusterName>`` (:func:`shared.bootstrap.options.default_ssh_key_secret`).
 When that secret does not exist, a new key is generated as ``flux bootstrap git
---ssh-key-algorithm=rsa --ssh-rsa-bits=4096`` would (:func:`shared.flux.keypair.generate_rsa`) and,
+--ssh-key-algorithm=rsa --ssh-rsa-bits=4096`` would (``sshRsaBits`` sets another size) (:func:`shared.flux.keypair.generate_rsa`) and,
 once the run has checked everything it can (:func:`store` after the preflight), stored there with
 content type ``application/x-pem-file`` and tag ``flux-git-url-prefixes`` naming the sync URL (and
 the URL pushed to), so the next run finds it instead of generating another. Its public key is
@@ -109,7 +109,7 @@ def resolve(vault, opts, refs: dict, *, passphrase: str | None = None, generate:
             raise InvalidInput("privateKeySecret", f"Key Vault secret {shown(name)}, the SSH key the cluster was bootstrapped "
                                                    "with, does not exist (deleted?); bootstrap the cluster again to "
                                                    "generate a new key or name one (privateKeySecret)") from None
-        return SSHKey(name, keypair.generate_rsa(), created=True)
+        return SSHKey(name, keypair.generate_rsa(opts.ssh_rsa_bits or keypair.DEFAULT_RSA_BITS), created=True)
     key = check_usable(keypair.load(text, passphrase, field="privateKeySecret"), name)
     return SSHKey(name, key, passphrase)
 
