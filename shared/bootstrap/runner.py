@@ -900,7 +900,7 @@ def scan_host_keys(opts: BootstrapOptions, cluster, progress: Progress | None = 
     :func:`check_known_host` against ``cluster``'s source Secret. Returns ``(sync host key, pinned
     key or None for an https url)`` (:class:`shared.ports.ssh.HostKey`). Raises
     :class:`HostKeyChanged` (409), and the scan's errors."""
-    from ..ports.ssh import scan_host_key
+    from ..ports.ssh import fingerprint, scan_host_key
     from ..trust import GitPolicy, parse_git_url
 
     progress = progress or Progress()
@@ -916,7 +916,7 @@ def scan_host_keys(opts: BootstrapOptions, cluster, progress: Progress | None = 
     for host, port, where in targets:
         progress.action(f"scanning the SSH host key of {host}:{port}" + (f" ({','.join(algos)})" if algos else ""))
         keys.append(scan_host_key(host, port, algos, policy=policy, field=where))
-        progress.success(f"host key {keys[-1].key_type} {_fingerprint(keys[-1].key)}")
+        progress.success(f"host key {keys[-1].key_type} {fingerprint(keys[-1].key)}")
     check_known_host(opts, cluster, keys[0], progress)
     return keys[0], (keys[-1] if git_url.scheme == "ssh" else None)
 
@@ -926,6 +926,7 @@ def check_known_host(opts: BootstrapOptions, cluster, scanned, progress: Progres
     pins another key for the sync host than ``scanned``. :class:`HostKeyChanged` (409) unless
     ``opts.force``, which pins the new one (a warning says so)."""
     from ..flux.sourcesecret import KNOWN_HOSTS, known_host_keys
+    from ..ports.ssh import fingerprint
 
     current = cluster.read_secret_data(opts.namespace, opts.secret_name) or {}
     pinned = known_host_keys(current.get(KNOWN_HOSTS, ""), scanned.host, scanned.port)
@@ -933,8 +934,8 @@ def check_known_host(opts: BootstrapOptions, cluster, scanned, progress: Progres
         return
     where = f"{scanned.host}:{scanned.port}"
     message = (f"the SSH host key of {where} changed: source secret \"{opts.namespace}/{opts.secret_name}\" pins "
-               f"{', '.join(f'{t} {_fingerprint(k)}' for t, k in pinned)}, the server now presents "
-               f"{scanned.key_type} {_fingerprint(scanned.key)}")
+               f"{', '.join(f'{t} {fingerprint(k)}' for t, k in pinned)}, the server now presents "
+               f"{scanned.key_type} {fingerprint(scanned.key)}")
     if not opts.force:
         raise HostKeyChanged(f"{message}; if the server's key was replaced on purpose, set force to pin the new key; "
                              "nothing was written")
@@ -943,14 +944,6 @@ def check_known_host(opts: BootstrapOptions, cluster, scanned, progress: Progres
 
 class HostKeyChanged(Conflict):
     """The SSH server's host key is not the one the source Secret's ``known_hosts`` pins (409)."""
-
-
-def _fingerprint(key_b64: str) -> str:
-    """OpenSSH's ``SHA256:<base64, unpadded>`` fingerprint of a base64 key blob."""
-    import base64
-    import hashlib
-
-    return "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(key_b64)).digest()).decode().rstrip("=")
 
 
 def _deployment_status(obj: dict | None) -> tuple[str, str]:

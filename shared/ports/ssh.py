@@ -62,6 +62,15 @@ class HostKey:
         return known_hosts_line(self.host, self.port, self.key_type, self.key)
 
 
+def fingerprint(key_b64: str) -> str:
+    """The key's fingerprint as OpenSSH prints it (``ssh-keygen -lf``, the host key prompt):
+    ``SHA256:<base64 of the SHA-256 of the key blob, unpadded>``, from ``key_b64`` (the base64 blob
+    of a ``known_hosts`` line). Unlike a prefix of the blob, it differs between RSA keys."""
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(key_b64)).digest()).decode("ascii").rstrip("=")
+
+
 def check_algorithms(algos, field: str = "sshHostkeyAlgos") -> tuple[str, ...]:
     """``algos`` if every name is one the client can offer (:data:`HOST_KEY_ALGORITHMS`); SHA-1
     ``ssh-rsa`` is refused. Raises InvalidInput(``field``)."""
@@ -188,8 +197,8 @@ class PinnedSSHVendor:
         try:
             seen = _host_key(transport, host, port)
             if (seen.host, seen.port) != (pinned.host, pinned.port) or (seen.key_type, seen.key) != (pinned.key_type, pinned.key):
-                raise HostKeyMismatch(f"{where} presented host key {seen.key_type} {seen.key[:24]}..., not the one pinned "
-                                      f"for this run ({pinned.key_type} {pinned.key[:24]}...); nothing was sent")
+                raise HostKeyMismatch(f"{where} presented host key {seen.key_type} {fingerprint(seen.key)}, not the one "
+                                      f"pinned for this run ({pinned.key_type} {fingerprint(pinned.key)}); nothing was sent")
             try:
                 transport.auth_publickey(username or "git", self.identity.pkey)
             except paramiko.AuthenticationException:

@@ -20,7 +20,8 @@ announcements):
 * non-fast-forward pushes are refused (the bare repositories' ``receive.denyNonFastForwards``).
 
 ``requests`` records every authentication attempt and command (:class:`SshRecord`), so tests can
-assert what reached the server. The host key can be replaced (:meth:`replace_host_key`) on the same
+assert what reached the server; ``connections`` counts every TCP connection accepted (a host key scan
+authenticates nothing, so only this shows it). The host key can be replaced (:meth:`replace_host_key`) on the same
 port, as a server whose key changed between two runs.
 
 Fixtures: ``ado_ssh_server`` (started, serving ``ado_git_server``'s root).
@@ -86,6 +87,7 @@ class AzureDevOpsSshServer:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.requests: list[SshRecord] = []
+        self.connections = 0
         self._authorized: set[bytes] = set()
         self._host_key = _generate_host_key()
         self._lock = threading.Lock()
@@ -139,6 +141,8 @@ class AzureDevOpsSshServer:
 
         class Server(asyncssh.SSHServer):
             def connection_made(self, conn):
+                with owner._lock:
+                    owner.connections += 1
                 self.sig_alg = None
                 check = conn.validate_public_key
 
