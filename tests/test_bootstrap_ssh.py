@@ -226,6 +226,38 @@ def test_a_non_rsa_key_is_refused_before_any_connection(functions_by_name, ssh, 
     _assert_untouched(ssh, kube_server)
 
 
+def test_an_rsa_key_under_2048_bits_is_refused_before_any_connection(functions_by_name, ssh, kube_server):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    ssh["ssh"].authorize(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                       serialization.PublicFormat.OpenSSH).decode())
+    ssh["vault"].seed_pat("fleet-ssh-key", private, ssh["ssh_prefix"])
+    status, body = call(functions_by_name, ssh_request(ssh, privateKeySecret="fleet-ssh-key"))
+    assert status == 400, body
+    assert body["error"]["field"] == "privateKeySecret"
+    assert "holds a 1024-bit RSA key; use at least 2048 bits" in body["error"]["message"]
+    assert ssh["ssh"].connections == 0 and ssh["ssh"].requests == []
+    assert "PRIVATE KEY" not in json.dumps(body)
+    _assert_untouched(ssh, kube_server)
+
+
+def test_an_ssh_url_to_a_host_not_allowed_is_refused_before_any_connection(functions_by_name, ssh, kube_server):
+    """``localhost`` reaches the peer, but only ``127.0.0.1`` is in GIT_ALLOWED_HOSTS: no scan, no key
+    generated, nothing written."""
+    url = f"ssh://git@localhost:{ssh['ssh'].port}/v3/contoso/platform/fleet"
+    status, body = call(functions_by_name, ssh_request(ssh, url=url))
+    assert status == 400, body
+    assert body["error"]["field"] == "url" and "GIT_ALLOWED_HOSTS" in body["error"]["message"], body
+    assert ssh["ssh"].connections == 0 and ssh["ssh"].requests == []
+    with pytest.raises(KeyError):
+        ssh["vault"].stored(KEY_SECRET)
+    _assert_untouched(ssh, kube_server)
+
+
 def test_an_ssh_rsa_only_client_is_refused(functions_by_name, ssh, kube_server):
     status, body = call(functions_by_name, ssh_request(ssh, sshHostkeyAlgos=["ssh-rsa"]))
     assert status == 400, body
