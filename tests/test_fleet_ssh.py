@@ -12,6 +12,7 @@ through the indexed functions."""
 
 from __future__ import annotations
 
+import base64
 import json
 from types import SimpleNamespace
 
@@ -189,3 +190,112 @@ def test_a_cluster_bootstrapped_over_https_that_syncs_over_ssh_is_upgraded_over_
             "spec"]["url"] == sync_url
     finally:
         world.controllers.stop()
+
+
+# -- POST /api/fleet/bootstrap over SSH -----------------------------------------------------------------
+
+
+def _fleet_over_ssh(ssh, fleet_queue):
+    return fleet_queue(git=ssh["git"], url=ssh["url"], bare=ssh["bare"], vault_server=ssh["vault"], registry=ssh["registry"])
+
+
+def _ssh_fleet_body(ssh, clusters, **shared) -> dict:
+    return {"url": ssh["ssh_url"], "branch": "main", "timeout": "0s", "clusters": clusters, **shared}
+
+
+def test_a_fleet_is_bootstrapped_over_ssh_each_cluster_with_its_own_key(functions_by_name, ssh, kube_server, fleet_queue):
+    """aks-weu-1 names its deploy key (``clusters[0].privateKeySecret``); aks-weu-2 was bootstrapped
+    once alone, which generated its key (202) and had it authorised: the fleet finds it. No PAT is read,
+    no key generated, every push goes over SSH."""
+    from shared.ports.kube import Cluster
+    from tests.peers.kube_api import KubeApiServer
+    from tests.test_bootstrap_ssh import _rsa_pem
+
+    second = KubeApiServer().start()
+    try:
+        ssh["vault"].seed_kubeconfig("aks-weu-2-kubeconfig", second.kubeconfig())
+        private, public = _rsa_pem()
+        ssh["vault"].seed_pat("weu-1-deploy-key", private, ssh["ssh_prefix"])
+        ssh["ssh"].authorize(public)
+        status, first = call(functions_by_name, ssh_request(ssh, path="clusters/aks-weu-2", kubeconfigSecret="aks-weu-2-kubeconfig"))
+        assert status == 202 and first["sshKey"]["secret"] == "flux-ssh-aks-weu-2", first
+        ssh["ssh"].authorize(first["sshKey"]["publicKey"])
+        assert git_log(ssh["bare"], "main") == []
+        fleet = _fleet_over_ssh(ssh, fleet_queue)
+        vault_reads = len(ssh["vault"].request_log)
+
+        resp, accepted = fleet.post_bootstrap(_ssh_fleet_body(ssh, [
+            {"path": "clusters/aks-weu-1", "kubeconfigSecret": "aks-weu-1-kubeconfig", "privateKeySecret": "weu-1-deploy-key"},
+            {"path": "clusters/aks-weu-2", "kubeconfigSecret": "aks-weu-2-kubeconfig"}]))
+        assert resp.status_code == 202, accepted
+        fleet.listener().drain(lambda: fleet.store.get(accepted["id"]).state != RUNNING, timeout=120)
+        op = fleet.operation(accepted["id"])
+        assert op["state"] == "succeeded", [(c["name"], c["error"]) for c in op["clusters"]]
+
+        # the repository: each cluster's two commits, pushed over SSH, Flux's SSH sync file and the SSH patch
+        messages = sorted(c["message"].strip() for c in git_log(ssh["bare"], "main"))
+        assert messages == sorted(["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"] * 2)
+        tree = read_tree(ssh["bare"], "main")
+        for name in ("aks-weu-1", "aks-weu-2"):
+            folder = f"clusters/{name}/flux-system/"
+            assert tree[folder + "gotk-sync.yaml"] == flux_sync_bytes(ssh["ssh_url"]).replace(
+                b"./clusters/aks-weu-1", f"./clusters/{name}".encode())
+            assert tree[folder + "kustomization.yaml"] == PATCHED_KUSTOMIZATION
+        assert _execs(ssh, "git-receive-pack") >= 4  # (a push that lost the race to the branch is retried)
+        assert not [r for r in ssh["git"].requests if "receive-pack" in r.path]  # nothing over HTTPS
+        # the vault: no PAT read, no key generated or written
+        reads = [r.path for r in ssh["vault"].request_log[vault_reads:]]
+        assert not [p for p in reads if "fleet-pat" in p], reads
+        assert not [r for r in ssh["vault"].request_log[vault_reads:] if r.method not in ("GET",)]
+        assert len(ssh["vault"].versions("flux-ssh-aks-weu-2")) == 1
+        with pytest.raises(KeyError):
+            ssh["vault"].stored("flux-ssh-aks-weu-1")
+
+        # the clusters: each source Secret holds its own key, the GitRepository syncs over SSH, patched controllers
+        keys = {"aks-weu-1": private, "aks-weu-2": ssh["vault"].stored("flux-ssh-aks-weu-2")["value"]}
+        for name, cluster in (("aks-weu-1", ssh["cluster"]), ("aks-weu-2", Cluster.from_kubeconfig(second.kubeconfig()))):
+            secret = cluster.get("v1", "Secret", "flux-system", "flux-system")
+            data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+            assert data["identity"] == keys[name] and data["known_hosts"] == ssh["ssh"].known_hosts_line, name
+            repo = cluster.get("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+            assert repo["spec"]["url"] == ssh["ssh_url"] and repo["spec"]["secretRef"] == {"name": "flux-system"}
+            assert _args(cluster, "source-controller")[-1] == FLAG
+
+        # the registry: both in the ssh mode, each with the key it was bootstrapped with
+        one, two = ssh["registry"].get("aks-weu-1"), ssh["registry"].get("aks-weu-2")
+        assert (one.git_auth, one.git_url, one.pat_secret) == (two.git_auth, two.git_url, two.pat_secret) == \
+            ("ssh", ssh["ssh_url"], None)
+        assert one.install["privateKeySecret"] == "weu-1-deploy-key" and "privateKeySecret" not in two.install
+        assert "PRIVATE KEY" not in json.dumps(op)
+    finally:
+        second.stop()
+
+
+def test_a_fleet_over_ssh_without_a_key_for_a_cluster_is_refused_whole(functions_by_name, ssh, kube_server, fleet_queue):
+    """A work item cannot stop at "give this new key access": a cluster with no key named and none
+    stored is a 400 naming it, before anything is queued, generated or written."""
+    from tests.test_bootstrap_ssh import _rsa_pem
+
+    private, public = _rsa_pem()
+    ssh["vault"].seed_pat("weu-1-deploy-key", private, ssh["ssh_prefix"])
+    ssh["vault"].seed_kubeconfig("aks-weu-2-kubeconfig", ssh["kubeconfig"])
+    fleet = _fleet_over_ssh(ssh, fleet_queue)
+    one = {"path": "clusters/aks-weu-1", "kubeconfigSecret": "aks-weu-1-kubeconfig", "privateKeySecret": "weu-1-deploy-key"}
+    two = {"path": "clusters/aks-weu-2", "kubeconfigSecret": "aks-weu-2-kubeconfig"}
+    cases = [
+        (_ssh_fleet_body(ssh, [one, two]), "clusters[1].privateKeySecret", "POST /api/bootstrap"),
+        (_ssh_fleet_body(ssh, [one, {**two, "privateKeySecret": "no-such-key"}]), "clusters[1].privateKeySecret", "no-such-key"),
+        (_ssh_fleet_body(ssh, [two], privateKeySecret="weu-1-deploy-key"), "privateKeySecret", "clusters[i].privateKeySecret"),
+    ]
+    for body, field, text in cases:
+        resp, payload = fleet.post_bootstrap(body)
+        assert resp.status_code == 400, payload
+        assert payload["error"]["field"] == field and text in payload["error"]["message"], payload
+        assert "PRIVATE KEY" not in json.dumps(payload)
+    assert fleet.store.operations() == [] and fleet.queued() == 0
+    with pytest.raises(KeyError):
+        ssh["vault"].stored("flux-ssh-aks-weu-2")  # no key generated
+    assert [r for r in ssh["vault"].request_log if r.method != "GET"] == []
+    assert [r for r in ssh["ssh"].requests if r.kind == "exec"] == []  # no git command
+    assert git_log(ssh["bare"], "main") == []
+    assert [r for r in kube_server.request_log if r[0] != "GET"] == []

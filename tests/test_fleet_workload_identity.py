@@ -92,3 +92,62 @@ def test_a_workload_identity_cluster_is_upgraded_keeping_its_identity(functions_
     assert repo["spec"]["provider"] == "azure" and "secretRef" not in repo["spec"]
     assert len(fic_writes(env.arm)) == fic_count and env.identity.credentials() == fics
     assert env.registry.get("aks-weu-1").install["version"] == "v2.9.2"
+
+
+def test_a_fleet_is_bootstrapped_on_workload_identity_without_any_secret(functions_by_name, env, fleet_queue, arm_server):
+    """``POST /api/fleet/bootstrap`` with ``sourceProvider: azure`` and one ``workloadIdentity`` for two AKS
+    clusters: no PAT is asked for (none exists), each cluster gets its commits with ``provider: azure``
+    and the identity patches, its federated credentials, its annotated controllers and no Secret, and
+    is registered in the workload-identity mode."""
+    from tests.peers.entra_tokens import DEFAULT_OID
+    from tests.peers.kube_api import KubeApiServer
+
+    second = KubeApiServer().start()
+    try:
+        second.enable_entra()
+        second.bind(DEFAULT_OID, "cluster-admin")
+        mc2 = arm_server.add_cluster("aks-weu-2", kube=second)
+        fleet = fleet_queue(git=env.git, url=env.url, bare=env.bare, vault_server=env.vault, registry=env.registry)
+        shared = {k: v for k, v in request(env).items() if k not in ("path", "clusterResourceId")}
+        resp, accepted = fleet.post_bootstrap({**shared, "timeout": "0s", "clusters": [
+            {"path": "clusters/aks-weu-1", "clusterResourceId": env.mc.id},
+            {"path": "clusters/aks-weu-2", "clusterResourceId": mc2.id}]})
+        assert resp.status_code == 202, accepted
+        fleet.listener().drain(lambda: fleet.store.get(accepted["id"]).state != RUNNING, timeout=120)
+        op = fleet.operation(accepted["id"])
+        assert op["state"] == "succeeded", [(c["name"], c["error"]) for c in op["clusters"]]
+
+        # Git: each cluster's two commits, pushed with the Function's Entra ID token; no PAT anywhere
+        messages = sorted(c["message"].strip() for c in git_log(env.bare, "main"))
+        assert messages == sorted(["Add Flux sync manifests", "Add Flux v2.9.2 component manifests"] * 2)
+        tree = read_tree(env.bare, "main")
+        for name in ("aks-weu-1", "aks-weu-2"):
+            sync_text = tree[f"clusters/{name}/flux-system/gotk-sync.yaml"].decode()
+            assert "  provider: azure\n" in sync_text and "secretRef" not in sync_text
+            assert f"path: ./clusters/{name}\n" in sync_text
+            assert tree[f"clusters/{name}/flux-system/kustomization.yaml"].decode() == expected_kustomization()
+        assert any(r.user == "<bearer>" and "git-receive-pack" in r.path for r in env.git.requests)
+        assert not any(r.user not in (None, "<bearer>") for r in env.git.requests)
+        assert [r for r in env.vault.request_log if "/secrets/" in r.path] == []
+
+        # the clusters: the controllers carry the identity, no Secret; one federated credential per
+        # controller and cluster, each trusting its cluster's issuer
+        for kube in (env.kube, second):
+            for name in WI_CONTROLLERS:
+                sa = kube.get_object("v1", "ServiceAccount", name, "flux-system")
+                assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == CLIENT_ID, name
+            assert kube.objects("v1", "Secret", "flux-system") == []
+            repo = kube.get_object("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+            assert repo["spec"]["provider"] == "azure" and "secretRef" not in repo["spec"]
+        fics = env.identity.credentials()
+        assert sorted(f["subject"] for f in fics) == sorted(f"system:serviceaccount:flux-system:{c}"
+                                                            for c in WI_CONTROLLERS * 2)
+        assert len({f["issuer"] for f in fics}) == 2
+
+        # the registry: both in the workload-identity mode, with what an upgrade renders again
+        for name in ("aks-weu-1", "aks-weu-2"):
+            record = env.registry.get(name)
+            assert (record.git_auth, record.pat_secret) == ("workload-identity", None), name
+            assert record.install["sourceProvider"] == "azure" and record.install["workloadIdentity"]["clientId"] == CLIENT_ID
+    finally:
+        second.stop()

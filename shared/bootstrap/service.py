@@ -135,6 +135,24 @@ def pat(vault, secret_name: str, destination, *, field: str = "passwordSecret") 
     return value
 
 
+#: What the app clones and pushes with (:func:`git_credential`).
+ENTRA, SSH_KEY, PAT = "entra", "ssh-key", "pat"
+
+
+def git_credential(opts: BootstrapOptions) -> str:
+    """What the app clones and pushes with for ``opts``: :data:`ENTRA`, the Function's own Entra ID
+    token (``withBearerToken``, or ``sourceProvider: azure``, where no PAT exists); :data:`SSH_KEY`,
+    the cluster's SSH key (an ``ssh://`` url: :func:`ssh_key`, no PAT read); or :data:`PAT`, the PAT
+    of ``passwordSecret`` (an https url, also with ``sshHostname``: pushed with the PAT, synced over
+    SSH). The one rule :func:`credentials` and a fleet bootstrap's checks
+    (:func:`shared.fleet.operations.plan_bootstrap`) both follow."""
+    if opts.with_bearer_token or opts.source_provider == "azure":
+        return ENTRA
+    if opts.git_url.startswith("ssh://"):
+        return SSH_KEY
+    return PAT
+
+
 def _vault_value(vault, name: str | None, field: str, check: Callable[[Any], str]) -> str | None:
     """``check(secret)`` of Key Vault secret ``name``; None when the request does not name one."""
     if not name:
@@ -157,11 +175,12 @@ def credentials(request: Request, vault) -> Credentials:
     from ..trust import ca_bundle, registry_credential
 
     refs, opts = request.refs, request.opts
-    if opts.with_bearer_token or opts.source_provider == "azure":  # the app's own Entra ID token
+    kind = git_credential(opts)
+    if kind == ENTRA:
         creds = Credentials(bearer_token=entra_token())
-    elif opts.git_url.startswith("ssh://"):  # the SSH key: ssh_key()
+    elif kind == SSH_KEY:  # the SSH key: ssh_key()
         creds = Credentials()
-    else:  # https, also with sshHostname (pushed with the PAT, synced over SSH)
+    else:
         creds = Credentials(password=pat(vault, refs["passwordSecret"], refs["destination"]))
     creds.ca_crt = _vault_value(vault, refs.get("caFileSecret"), "caFileSecret", lambda s: ca_bundle(s, field="caFileSecret"))
     registry = _vault_value(vault, refs.get("registryCredsSecret"), "registryCredsSecret",
@@ -365,5 +384,5 @@ def _with_key_hint(exc: FluxOpsError, key) -> FluxOpsError:
     return exc
 
 
-__all__ = ["Outcome", "Request", "RunFailed", "check_request", "clone_to_read", "credentials", "entra_token", "install_record",
-           "pat", "register", "run", "ssh_key"]
+__all__ = ["ENTRA", "Outcome", "PAT", "Request", "RunFailed", "SSH_KEY", "check_request", "clone_to_read", "credentials",
+           "entra_token", "git_credential", "install_record", "pat", "register", "run", "ssh_key"]

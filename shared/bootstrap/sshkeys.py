@@ -82,13 +82,23 @@ def _read(vault, name: str, refs: dict, field: str):
     return value
 
 
+class KeyMissing(InvalidInput):
+    """No key is named and the cluster's generated key (``flux-ssh-<clusterName>``) is not stored, while
+    no new one may be generated (``resolve(..., generate=False)``). ``secret``: the name looked up."""
+
+    def __init__(self, secret: str, message: str):
+        super().__init__("privateKeySecret", message)
+        self.secret = secret
+
+
 def resolve(vault, opts, refs: dict, *, passphrase: str | None = None, generate: bool = True) -> SSHKey:
     """The SSH key of the run (see the module docstring): ``privateKeySecret`` (and its passphrase
     in ``passwordSecret`` with an ``ssh://`` url, or ``passphrase`` as given: the CLI's), or the
     stored generated key, or a new one (not stored yet) unless ``generate`` is false (a fleet upgrade,
     a status read: the cluster's key must exist). Raises InvalidInput naming
     ``privateKeySecret``/``passwordSecret`` (missing secret, tag not covering the URLs, not a usable
-    RSA key, wrong passphrase), and the vault's errors."""
+    RSA key, wrong passphrase; :class:`KeyMissing` when ``generate`` is false and no key is stored), and
+    the vault's errors."""
     from ..ports.azure.keyvault import SecretNotFound
 
     name = refs["sshKeySecret"]
@@ -106,9 +116,9 @@ def resolve(vault, opts, refs: dict, *, passphrase: str | None = None, generate:
             raise InvalidInput("passwordSecret", "names the passphrase of a private key, but no privateKeySecret is given "
                                                  "(a generated key has none)") from None
         if not generate:
-            raise InvalidInput("privateKeySecret", f"Key Vault secret {shown(name)}, the SSH key the cluster was bootstrapped "
-                                                   "with, does not exist (deleted?); bootstrap the cluster again to "
-                                                   "generate a new key or name one (privateKeySecret)") from None
+            raise KeyMissing(name, f"Key Vault secret {shown(name)}, the SSH key the cluster was bootstrapped with, "
+                                   "does not exist (deleted?); bootstrap the cluster again to generate a new key or "
+                                   "name one (privateKeySecret)") from None
         return SSHKey(name, keypair.generate_rsa(opts.ssh_rsa_bits or keypair.DEFAULT_RSA_BITS), created=True)
     key = check_usable(keypair.load(text, passphrase, field="privateKeySecret"), name)
     return SSHKey(name, key, passphrase)

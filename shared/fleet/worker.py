@@ -280,7 +280,8 @@ def run_bootstrap(op: Operation, item: Item, progress, deadline: float) -> dict:
     try:
         request = service.check_request(body, timeout=float(op.spec.get("timeoutSeconds") or 0))
         outcome = service.run(request, deadline=deadline, progress_sink=progress, push_attempts=PUSH_ATTEMPTS,
-                              git_lock=branch_lock(request.opts.sync_url, request.opts.branch))
+                              git_lock=branch_lock(request.opts.sync_url, request.opts.branch),
+                              generate_key=False)  # checked when accepted: a work item cannot wait for a new key
     except service.RunFailed as failed:
         done = None
         if failed.run is not None:

@@ -830,7 +830,8 @@ class Repository:
             if old is not None and old != head_b:
                 if old not in repo.object_store or not can_fast_forward(repo, old, head_b):
                     moved.append(old)
-                    return None
+                    # no ref to update; not None: dulwich's SSH client (1.2.21) calls .items() on it
+                    return {}
             return {ref: head_b}
 
         with _client(self.url, self._auth, self._policy) as (client, path), _translate(self.url, self._auth, "git push to"):
