@@ -41,6 +41,12 @@ def test_the_bootstrap_records_its_install_options(functions_by_name, env):
     ({"version": "v2.9.2", "branch": "main", "logLevel": 3}, "install.logLevel"),
     ({"version": "v2.9.2", "branch": "main", "kubeconfig": "x"}, "install.kubeconfig"),
     ("{not json", "install"),
+    ({"version": "v2.9.2", "branch": "main", "recurseSubmodules": "yes"}, "install.recurseSubmodules"),
+    ({"version": "v2.9.2", "branch": "main", "path": "./clusters/x", "sparseCheckout": ["infrastructure"]},
+     "install.sparseCheckout"),  # would not hold the sync path
+    ({"version": "v2.9.2", "branch": "main", "sparseCheckout": ["../etc"]}, "install.sparseCheckout"),
+    ({"version": "v2.9.2", "branch": "main", "caFileSecret": "not_a_secret_name"}, "install.caFileSecret"),
+    ({"version": "v2.9.2", "branch": "main", "registryCredsSecret": "acr-pull"}, "install.registryCredsSecret"),
 ])
 def test_install_options_are_checked_naming_the_field(install, field):
     base = {"name": "c1", "kubeconfigSecret": "c1-kubeconfig", "patSecret": "pat",

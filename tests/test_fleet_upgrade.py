@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from shared.fleet.store import RUNNING
-from tests.fleet_peers import GOLDEN, fleet  # noqa: F401 - fixture
+from tests.fleet_peers import GOLDEN, fleet, fleet_queue  # noqa: F401 - fixture
+from tests.test_bootstrap_e2e import cluster_registry  # noqa: F401 - fixture
 from tests.peers.flux_controllers import FluxControllers
 from tests.peers.git_server import log as git_log
 from tests.peers.git_server import read_tree
@@ -192,3 +193,101 @@ def test_a_workload_identity_record_without_identity_patches_is_upgradable():
     _check_record(record, "clusters[0]")
     body = _options_body(record, "v2.9.2")
     assert body["sourceProvider"] == "azure" and "workloadIdentity" not in body and "passwordSecret" not in body
+
+
+# -- options the record keeps for the upgrade --------------------------------------------------------
+
+
+def _drain_ok(fleet, op_id: str, timeout: float = 120) -> dict:
+    fleet.listener().drain(lambda: fleet.store.get(op_id).state != RUNNING, timeout=timeout)
+    status = fleet.operation(op_id)
+    assert status["state"] == "succeeded", [(c["name"], c["error"]) for c in status["clusters"]]
+    return status
+
+
+def test_an_upgrade_keeps_the_git_repository_options_of_the_bootstrap(fleet, monkeypatch):
+    """``recurseSubmodules`` and ``sparseCheckout`` are recorded, so the upgrade renders gotk-sync.yaml
+    byte for byte as the bootstrap did and the GitRepository keeps them."""
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V283))
+    clusters = fleet.add_clusters(1)
+    clusters[0].update(path="clusters/dev-a", clusterName="dev-a")
+    resp, body = fleet.post_bootstrap(fleet.request(clusters, version="v2.8.3", recurseSubmodules=True,
+                                                    sparseCheckout=["clusters/dev-a", "infrastructure"]))
+    assert resp.status_code == 202, body
+    _drain_ok(fleet, body["id"])
+    install = fleet.registry.get("dev-a").install
+    assert install["recurseSubmodules"] is True and install["sparseCheckout"] == ["clusters/dev-a", "infrastructure"]
+    sync_file = "clusters/dev-a/flux-system/gotk-sync.yaml"
+    before = read_tree(fleet.bare, "main")[sync_file]
+    assert b"  recurseSubmodules: true\n" in before and b"  sparseCheckout:\n  - clusters/dev-a\n  - infrastructure\n" in before
+    controllers = FluxControllers(fleet.bare, fleet.servers)
+    controllers.reconcile()
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
+    controllers.start()
+    try:
+        status = _drain_ok(fleet, _upgrade(fleet, {"version": "v2.9.2", "clusters": ["dev-a"], "timeout": "60s"}))
+    finally:
+        controllers.stop()
+    assert [c["message"] for c in status["clusters"][0]["result"]["repository"]["commits"]] == \
+        ["Add Flux v2.9.2 component manifests"]
+    tree = read_tree(fleet.bare, "main")
+    assert tree[sync_file] == before
+    assert tree["clusters/dev-a/flux-system/gotk-components.yaml"] == V292_4.read_bytes()
+    spec = fleet.servers[0].get_object("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")["spec"]
+    assert spec["recurseSubmodules"] is True and spec["sparseCheckout"] == ["clusters/dev-a", "infrastructure"]
+    assert fleet.registry.get("dev-a").install["sparseCheckout"] == ["clusters/dev-a", "infrastructure"]
+
+
+def test_an_upgrade_of_a_git_server_behind_a_private_ca_keeps_its_ca(functions_by_name, ado_git_server_tls, git_pat,
+                                                                     git_tls_ca, keyvault_server, keyvault, kube_server,
+                                                                     cluster_registry, fleet_queue, monkeypatch):
+    """``caFileSecret`` is recorded: the upgrade clones and pushes trusting that CA (dulwich) and the
+    source Secret keeps ``ca.crt``; the registry credentials' secret (``registryCredsSecret``) is read
+    again and the image pull Secret stays."""
+    from shared import services
+    from tests.test_bootstrap_e2e import call
+    from tests.test_bootstrap_flags import REGISTRY_CREDS, _docker_config, _secret
+
+    server = ado_git_server_tls
+    server.create_repo("contoso", "platform", "fleet")
+    url, bare = server.url("contoso", "platform", "fleet"), server.bare_path("contoso", "platform", "fleet")
+    ca_pem = git_tls_ca.cert_pem.bytes().decode()
+    keyvault_server.seed_pat("fleet-pat", git_pat, url.split("/platform/")[0] + "/")
+    keyvault_server.seed("git-ca", ca_pem)
+    keyvault_server.seed("acr-pull", REGISTRY_CREDS, tags={"flux-registries": "ghcr.io"})
+    keyvault_server.seed_kubeconfig("tls-a-kubeconfig", kube_server.kubeconfig())
+    services.set_keyvault_factory(lambda: keyvault)
+    monkeypatch.setenv("FLUX_MANIFESTS", str(V283))
+    try:
+        status, body = call(functions_by_name, {
+            "url": url, "path": "clusters/tls-a", "passwordSecret": "fleet-pat", "kubeconfigSecret": "tls-a-kubeconfig",
+            "version": "v2.8.3", "caFileSecret": "git-ca", "imagePullSecret": "regcred", "registryCredsSecret": "acr-pull"})
+        assert status == 200, body
+        install = cluster_registry.get("tls-a").install
+        assert (install["caFileSecret"], install["registryCredsSecret"]) == ("git-ca", "acr-pull")
+        assert ca_pem not in str(install) and "s3cr3t" not in str(install)  # names only
+        controllers = FluxControllers(bare, [kube_server])
+        controllers.reconcile()
+        monkeypatch.setenv("FLUX_MANIFESTS", str(V292))
+        fleet = fleet_queue(git=server, url=url, bare=bare, vault_server=keyvault_server, registry=cluster_registry)
+        sync_before = read_tree(bare, "main")["clusters/tls-a/flux-system/gotk-sync.yaml"]
+        controllers.start()
+        try:
+            op = _drain_ok(fleet, _upgrade(fleet, {"version": "v2.9.2", "clusters": ["tls-a"], "timeout": "60s"}))
+        finally:
+            controllers.stop()
+        result = op["clusters"][0]["result"]
+        assert [c["message"] for c in result["repository"]["commits"]] == ["Add Flux v2.9.2 component manifests"]
+        assert result["health"]["images"]["status"] == "ready"
+        tree = read_tree(bare, "main")
+        assert tree["clusters/tls-a/flux-system/gotk-sync.yaml"] == sync_before
+        assert b"# Flux Version: v2.9.2\n" in tree["clusters/tls-a/flux-system/gotk-components.yaml"]
+        from shared.ports.kube import Cluster
+
+        with Cluster.from_kubeconfig(kube_server.kubeconfig()) as cluster:
+            source = _secret(cluster, "flux-system")
+            assert source["ca.crt"] == ca_pem and source["password"] == git_pat
+            assert _secret(cluster, "regcred")[".dockerconfigjson"] == _docker_config("ghcr.io/fluxcd", REGISTRY_CREDS)
+        assert "s3cr3t" not in str(op)
+    finally:
+        services.set_keyvault_factory(None)

@@ -204,27 +204,7 @@ class BootstrapOptions:
         return entries
 
     def _check_sparse_checkout(self) -> None:
-        """``sparseCheckout`` entries are folders of the repository (relative, no ``..``), and one of
-        them must hold ``path``: source-controller's artifact has only those folders, so the
-        Kustomization would find nothing to sync."""
-        from ..trust import check_text
-
-        entries = check_text(list(self.sparse_checkout), "sparseCheckout")
-        if len(entries) > 100:
-            raise InvalidInput("sparseCheckout", "lists more than 100 folders")
-        cleaned = []
-        for entry in entries:
-            if not isinstance(entry, str) or not entry.strip() or any(c in entry for c in "\r\n\x00"):
-                raise InvalidInput("sparseCheckout", "entries must be folder paths such as clusters/my-cluster")
-            parts = [p for p in entry.strip().split("/") if p not in ("", ".")]
-            if entry.strip().startswith("/") or ".." in parts or not parts:
-                raise InvalidInput("sparseCheckout", f"{shown(entry)} must be a folder inside the repository, such as clusters/my-cluster")
-            cleaned.append(parts)
-        if cleaned and self.path:
-            target = [p for p in self.path.split("/") if p not in ("", ".")]
-            if not any(target[:len(c)] == c for c in cleaned):
-                raise InvalidInput("sparseCheckout", f"does not include the sync path {self.path}: source-controller would check "
-                                                     "out only the folders listed and the Kustomization would find nothing; add it")
+        check_sparse_checkout(self.sparse_checkout, self.path)
 
     def commit_message(self, title: str) -> str:
         """``title``, plus ``"\\n\\n" + appendix`` with ``--commit-message-appendix``."""
@@ -346,6 +326,31 @@ class Credentials:
 
 
 _TYPE_NAMES = {str: "a string", bool: "a boolean", list: "a list of strings", dict: "an object", int: "an integer"}
+
+
+def check_sparse_checkout(entries, path: str, field: str = "sparseCheckout") -> None:
+    """``sparseCheckout`` (``--sparse-checkout``) ``entries`` are folders of the repository (relative,
+    no ``..``, at most 100), and one of them must hold the sync ``path``: source-controller's artifact
+    has only those folders, so the Kustomization would find nothing to sync. Raises
+    ``InvalidInput(field)``."""
+    from ..trust import check_text
+
+    entries = check_text(list(entries), field)
+    if len(entries) > 100:
+        raise InvalidInput(field, "lists more than 100 folders")
+    cleaned = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry.strip() or any(c in entry for c in "\r\n\x00"):
+            raise InvalidInput(field, "entries must be folder paths such as clusters/my-cluster")
+        parts = [p for p in entry.strip().split("/") if p not in ("", ".")]
+        if entry.strip().startswith("/") or ".." in parts or not parts:
+            raise InvalidInput(field, f"{shown(entry)} must be a folder inside the repository, such as clusters/my-cluster")
+        cleaned.append(parts)
+    if cleaned and path:
+        target = [p for p in path.split("/") if p not in ("", ".")]
+        if not any(target[:len(c)] == c for c in cleaned):
+            raise InvalidInput(field, f"does not include the sync path {path}: source-controller would check "
+                                      "out only the folders listed and the Kustomization would find nothing; add it")
 
 
 def options_from_request(body: object) -> tuple[BootstrapOptions, dict]:

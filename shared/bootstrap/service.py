@@ -230,12 +230,16 @@ def install_record(opts: BootstrapOptions, version: str, refs: dict | None = Non
     """The install options a registry record keeps (:data:`shared.rotation.registry.INSTALL_FIELDS`):
     what a fleet upgrade needs to render the cluster's files again as this bootstrap rendered them
     (gotk-components.yaml, and the same gotk-sync.yaml and kustomization.yaml patches) and push
-    them the same way. Besides the install options: with workload identity ``sourceProvider``,
+    them the same way. Besides the install options: the GitRepository's ``recurseSubmodules`` and
+    ``sparseCheckout`` (when set), the Key Vault secret names ``caFileSecret`` (the Git server's CA,
+    ``ca.crt`` of the source Secret) and ``registryCredsSecret`` (the image pull Secret's credentials)
+    from ``refs``; with workload identity ``sourceProvider``,
     ``workloadIdentity`` (its components resolved, so the same controllers stay patched) and ``sops``;
     over SSH the request's ``sshHostkeyAlgos`` (when given), ``sshHostname`` with the https ``url``
     pushed to, and from ``refs`` the Key Vault secret names ``privateKeySecret`` (absent: the
     generated key ``flux-ssh-<clusterName>``) and ``passwordSecret`` (the key's passphrase, or with
-    ``sshHostname`` the PAT pushed with). Names only, never a value."""
+    ``sshHostname`` the PAT pushed with). Names only, never a value. ``tokenAuth`` is not kept: it
+    follows from the URL, ``sshHostname`` and the Git auth mode the record keeps."""
     record = {
         "version": version, "branch": opts.branch, "path": opts.path, "interval": opts.interval,
         "components": list(opts.components), "componentsExtra": list(opts.components_extra),
@@ -245,6 +249,15 @@ def install_record(opts: BootstrapOptions, version: str, refs: dict | None = Non
         "commitMessageAppendix": opts.commit_message_appendix,
         "tolerationKeys": list(opts.toleration_keys), "imagePullSecret": opts.image_pull_secret,
     }
+    # the GitRepository's options (gotk-sync.yaml is rendered again) and the Key Vault secrets whose
+    # values the run writes again (ca.crt of the source Secret, the image pull Secret)
+    if opts.recurse_submodules:
+        record["recurseSubmodules"] = True
+    if opts.sparse_checkout:
+        record["sparseCheckout"] = list(opts.sparse_checkout)
+    for key in ("caFileSecret", "registryCredsSecret"):
+        if (refs or {}).get(key):
+            record[key] = refs[key]
     if opts.source_provider:
         record["sourceProvider"] = opts.source_provider
     wi = opts.workload_identity

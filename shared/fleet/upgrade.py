@@ -66,8 +66,8 @@ def _patterns(body: dict) -> tuple[list[list[str]], str]:
 #: ``install`` fields passed to the bootstrap request as they are (request spelling)
 _PASSED = ("branch", "path", "interval", "components", "componentsExtra", "registry", "networkPolicy",
            "watchAllNamespaces", "logLevel", "clusterDomain", "authorName", "authorEmail", "commitMessageAppendix",
-           "tolerationKeys", "imagePullSecret", "workloadIdentity", "sops", "sshHostkeyAlgos", "sshHostname",
-           "privateKeySecret")
+           "tolerationKeys", "imagePullSecret", "recurseSubmodules", "sparseCheckout", "caFileSecret",
+           "registryCredsSecret", "workloadIdentity", "sops", "sshHostkeyAlgos", "sshHostname", "privateKeySecret")
 #: Git auth modes an upgrade can push with: the PAT, the Function's Entra ID token (entra-bearer, and
 #: workload-identity, where the app pushes with it too), or the cluster's SSH key (ssh)
 UPGRADABLE = ("pat", "entra-bearer", "workload-identity", "ssh")

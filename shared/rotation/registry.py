@@ -108,7 +108,10 @@ class ClusterRecord:
       request spelling: ``version``, ``branch``, ``path``, ``interval``, ``components``,
       ``componentsExtra``, ``registry``, ``networkPolicy``, ``watchAllNamespaces``, ``logLevel``,
       ``clusterDomain``, ``authorName``, ``authorEmail``, ``commitMessageAppendix``, ``tolerationKeys``,
-      ``imagePullSecret``; for workload identity ``sourceProvider``, ``workloadIdentity`` (``{clientId,
+      ``imagePullSecret``, ``recurseSubmodules``, ``sparseCheckout`` (folders, one holding ``path``),
+      ``caFileSecret`` (the Git server's CA, not with workload identity) and ``registryCredsSecret``
+      (with ``imagePullSecret``): Key Vault secret names, read again and checked as at bootstrap; for
+      workload identity ``sourceProvider``, ``workloadIdentity`` (``{clientId,
       tenantId?, identityResourceId?, components, federate}``, components resolved) and ``sops``; over SSH
       (``gitAuth: ssh`` only, :data:`SSH_INSTALL_FIELDS`) ``sshHostkeyAlgos``, ``sshHostname``, ``url``
       (with ``sshHostname``: the https URL pushed to), ``privateKeySecret`` (absent: the generated key
@@ -232,6 +235,9 @@ class ClusterRecord:
             raise errors.InvalidInput("install.sourceProvider", "azure is recorded for gitAuth workload-identity only")
         if self.git_auth == "workload-identity" and install.get("sourceProvider", "azure") != "azure":
             raise errors.InvalidInput("install.sourceProvider", "must be azure with gitAuth workload-identity")
+        if self.git_auth == "workload-identity" and "caFileSecret" in install:
+            raise errors.InvalidInput("install.caFileSecret", "is not recorded with gitAuth workload-identity (no "
+                                                              "source Secret holds a CA)")
         if self.git_auth != "ssh":
             extra = next((k for k in SSH_INSTALL_FIELDS if k in install), None)
             if extra is not None:
@@ -485,6 +491,8 @@ INSTALL_FIELDS: dict[str, type] = {
     "version": str, "branch": str, "path": str, "interval": str, "components": list, "componentsExtra": list,
     "registry": str, "networkPolicy": bool, "watchAllNamespaces": bool, "logLevel": str, "clusterDomain": str,
     "authorName": str, "authorEmail": str, "commitMessageAppendix": str, "tolerationKeys": list, "imagePullSecret": str,
+    # the GitRepository (gotk-sync.yaml), and Key Vault secret names (never values) whose values the run writes
+    "recurseSubmodules": bool, "sparseCheckout": list, "caFileSecret": str, "registryCredsSecret": str,
     # workload identity (shared.bootstrap.workload_identity)
     "sourceProvider": str, "workloadIdentity": dict, "sops": dict,
     # SSH (gitAuth ssh): SSH_INSTALL_FIELDS
@@ -549,8 +557,8 @@ def _check_install(value: Any) -> None:
 
 
 def _check_install_extras(value: Mapping[str, Any], selected: tuple[str, ...]) -> None:
-    """The workload identity and SSH fields of ``install``, as the bootstrap request's are checked
-    (offline: no app setting read). Raises ``InvalidInput("install.<field>[.<key>]")``."""
+    """The sparse checkout, Key Vault secret, workload identity and SSH fields of ``install``, as the
+    bootstrap request's are checked (offline: no app setting read). Raises ``InvalidInput("install.<field>[.<key>]")``."""
     from shared.bootstrap import workload_identity as wi
     from shared.ports.azure.keyvault import validate_secret_name
     from shared.ports.ssh import check_algorithms
@@ -570,9 +578,16 @@ def _check_install_extras(value: Mapping[str, Any], selected: tuple[str, ...]) -
         if "@" in host or "/" in host:
             raise errors.InvalidInput("install.sshHostname", "must be a host name with an optional port (host[:port])")
         parse_git_url(f"ssh://{host}/x", "install.sshHostname")
-    for key in ("privateKeySecret", "passwordSecret"):
+    for key in ("privateKeySecret", "passwordSecret", "caFileSecret", "registryCredsSecret"):
         if key in value:
             validate_secret_name(value[key], f"install.{key}")
+    if "registryCredsSecret" in value and not value.get("imagePullSecret"):
+        raise errors.InvalidInput("install.registryCredsSecret", "is recorded with imagePullSecret only (the Secret the "
+                                                                 "credentials are written to)")
+    if "sparseCheckout" in value:
+        from shared.bootstrap.options import check_sparse_checkout
+
+        check_sparse_checkout(value["sparseCheckout"], value.get("path", ""), field="install.sparseCheckout")
     if "url" in value:
         parse_git_url(value["url"], "install.url")
 
