@@ -291,3 +291,96 @@ def test_an_upgrade_of_a_git_server_behind_a_private_ca_keeps_its_ca(functions_b
         assert "s3cr3t" not in str(op)
     finally:
         services.set_keyvault_factory(None)
+
+
+# -- health failure, app events, latest ------------------------------------------------------------
+
+
+def _events(peer) -> list[dict]:
+    import json
+
+    return [json.loads(b) for b in peer.bodies()]
+
+
+def test_a_cluster_whose_flux_does_not_follow_git_fails_its_wave_and_the_events_say_so(fleet_at_283, eventhub_peer):
+    """dev-b's controllers do not follow Git: it stays Ready at the revision it had, on the old images.
+    Its item fails with HealthCheckFailed after ``timeout``, prod-a's wave is skipped (nothing pushed for
+    it), and the wave's and the operation's failure reach the Event Hub as the app's own events."""
+    from shared import services
+    from tests.test_eventhub_publish import publisher_for
+
+    fleet = fleet_at_283
+    dev_a, dev_b, prod_a = fleet.servers
+    old_revision = dev_b.get_object("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")[
+        "status"]["artifact"]["revision"]
+    old_images = {s.url: _images(s) for s in fleet.servers}
+    prod_before = read_tree(fleet.bare, "main")["clusters/prod-a/flux-system/gotk-components.yaml"]
+    following = FluxControllers(fleet.bare, [dev_a, prod_a]).start()  # the fixture's (over all three) never starts
+    services.set_eventhub_publisher_factory(lambda: publisher_for(eventhub_peer))
+    try:
+        op_id = _upgrade(fleet, {"version": "v2.9.2", "waves": [["dev-*"], ["prod-*"]], "timeout": "8s"})
+        fleet.listener().drain(lambda: fleet.store.get(op_id).state != RUNNING, timeout=120)
+    finally:
+        services.set_eventhub_publisher_factory(None)
+        following.stop()
+    status = fleet.operation(op_id)
+    assert status["state"] == "failed" and [w["state"] for w in status["waves"]] == ["failed", "skipped"]
+    by_name = {c["name"]: c for c in status["clusters"]}
+    assert by_name["dev-a"]["state"] == "succeeded", by_name["dev-a"]["error"]
+    failed = by_name["dev-b"]
+    assert failed["state"] == "failed" and failed["error"]["code"] == "HealthCheckFailed", failed["error"]
+    assert f"at revision {old_revision}, waiting for main@sha1:" in failed["error"]["message"]
+    assert failed["result"]["repository"]["commits"][0]["message"] == "Add Flux v2.9.2 component manifests"  # pushed
+    assert by_name["prod-a"]["state"] == "skipped" and "wave 1 failed" in by_name["prod-a"]["error"]["message"]
+
+    # dev-b: still at the revision and the images it had; prod-a never touched
+    repo = dev_b.get_object("source.toolkit.fluxcd.io/v1", "GitRepository", "flux-system", "flux-system")
+    assert repo["status"]["artifact"]["revision"] == old_revision
+    assert _images(dev_b) == old_images[dev_b.url] and _images(prod_a) == old_images[prod_a.url]
+    assert _images(dev_a) != old_images[dev_a.url]
+    assert read_tree(fleet.bare, "main")["clusters/prod-a/flux-system/gotk-components.yaml"] == prod_before
+    # the record follows Git, which holds v2.9.2 for dev-b too: a new upgrade pushes nothing and waits again
+    assert {fleet.registry.get(n).install["version"] for n in ("dev-a", "dev-b")} == {"v2.9.2"}
+    assert fleet.registry.get("prod-a").install["version"] == "v2.8.3"
+
+    # the app's events: the failed wave, then the failed operation (about the fleet, with the counts)
+    events = _events(eventhub_peer)
+    assert [e["reason"] for e in events] == ["UpgradeWaveFailed", "FleetUpgradeFailed"], events
+    wave, done = events
+    for event in events:
+        assert (event["involvedObject"]["kind"], event["involvedObject"]["name"]) == ("FleetCluster", "fleet")
+        assert event["severity"] == "error" and event["metadata"]["operationId"] == op_id
+        assert event["metadata"]["version"] == "v2.9.2"
+    assert (wave["metadata"]["wave"], wave["metadata"]["waves"]) == ("1", "2")
+    assert "dev-b" in wave["message"] and "dev-a" not in wave["message"]
+    assert (done["metadata"]["succeededClusters"], done["metadata"]["failedClusters"], done["metadata"]["skippedClusters"]) == \
+        ("1", "1", "1")
+    assert fleet.pat.encode() not in b"".join(eventhub_peer.bodies())
+
+
+def test_a_successful_rollout_announces_each_wave_and_the_operation(fleet_at_283, eventhub_peer):
+    """``version: latest`` is resolved once, when the operation is accepted: every cluster gets that
+    release (the distribution's, here v2.9.2) and records it, never ``latest``; each wave's success and
+    the operation's reach the Event Hub."""
+    from shared import services
+    from tests.test_eventhub_publish import publisher_for
+
+    fleet = fleet_at_283
+    fleet.controllers.start()
+    services.set_eventhub_publisher_factory(lambda: publisher_for(eventhub_peer))
+    try:
+        op_id = _upgrade(fleet, {"version": "latest", "waves": [["dev-a"], ["dev-b", "prod-a"]], "timeout": "60s"})
+        assert fleet.store.get(op_id).spec["version"] == "v2.9.2" and fleet.store.get(op_id).spec["requested"] == "latest"
+        status = _drain_ok(fleet, op_id, timeout=180)
+    finally:
+        services.set_eventhub_publisher_factory(None)
+    assert status["version"] == "v2.9.2"
+    assert {c["result"]["toVersion"] for c in status["clusters"]} == {"v2.9.2"}
+    for name in NAMES:
+        assert fleet.registry.get(name).install["version"] == "v2.9.2"
+        assert read_tree(fleet.bare, "main")[f"clusters/{name}/flux-system/gotk-components.yaml"] == V292_4.read_bytes()
+    events = _events(eventhub_peer)
+    assert [e["reason"] for e in events] == ["UpgradeWaveSucceeded", "UpgradeWaveSucceeded", "FleetUpgradeSucceeded"], events
+    assert [e["metadata"].get("wave") for e in events] == ["1", "2", None]
+    assert {e["metadata"]["version"] for e in events} == {"v2.9.2"} and {e["severity"] for e in events} == {"info"}
+    assert events[2]["metadata"]["succeededClusters"] == "3" and events[2]["metadata"]["operationId"] == op_id
