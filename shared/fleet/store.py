@@ -2,7 +2,7 @@
 operation and rotation result of each cluster (what the fleet status shows).
 
 Table ``FLEET_TABLE`` (default ``fluxfleet``) in the Functions storage account (the queue's, see
-:func:`shared.ports.azure.queue.storage_account`: ``AzureWebJobsStorage`` or identity-based
+:func:`shared.ports.azure.storage.storage_account`: ``AzureWebJobsStorage`` or identity-based
 ``AzureWebJobsStorage__tableServiceUri``/``__accountName``; role *Storage Table Data Contributor*).
 
 =====================  ===================  =============================================================
@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from shared import errors
+from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, StorageAccount, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -228,30 +229,18 @@ class OperationStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE) -> "OperationStore":
-        from azure.data.tables import TableClient
-
-        return cls(TableClient.from_connection_string(connection_string, table_name=table, retry_total=2,
-                                                      connection_timeout=10, read_timeout=30))
+        return cls(StorageAccount(connection_string=connection_string).table_client(table, **TABLE_CLIENT_KWARGS))
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "OperationStore":
         """``FLEET_TABLE`` in the Functions storage account. Raises :class:`shared.errors.SettingError`."""
         import re
 
-        from shared.ports.azure.queue import storage_account
-
         table = (environ.get("FLEET_TABLE") or DEFAULT_TABLE).strip()
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
             raise errors.SettingError("FLEET_TABLE", "app setting must be an Azure table name (3-63 letters and digits, "
                                                      "starting with a letter)")
-        conn, url = storage_account(environ, service="table")
-        if conn:
-            return cls.from_connection_string(conn, table)
-        from azure.data.tables import TableClient
-        from azure.identity import DefaultAzureCredential
-
-        return cls(TableClient(url, table_name=table, credential=DefaultAzureCredential(), retry_total=2,
-                               connection_timeout=10, read_timeout=30))
+        return cls(storage_account(environ, services=("table",)).table_client(table, **TABLE_CLIENT_KWARGS))
 
     @property
     def table_name(self) -> str:

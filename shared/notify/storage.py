@@ -1,11 +1,11 @@
 """Azure Storage (Table + Blob) clients for the forwarder: azure-data-tables 12.7, azure-storage-blob 12.31.
 
-From app settings, first match wins:
+From app settings, first match wins (read by :func:`shared.ports.azure.storage.storage_account`):
 
 1. ``NOTIFY_STORAGE_CONNECTION``: a connection string (e.g. Azurite's, or a dedicated account);
 2. ``AzureWebJobsStorage``: the Function's own storage connection string;
-3. identity-based ``AzureWebJobsStorage__blobServiceUri`` + ``AzureWebJobsStorage__tableServiceUri``, or
-   ``AzureWebJobsStorage__accountName`` (``https://<name>.blob|table.core.windows.net``), with
+3. identity-based, per service ``AzureWebJobsStorage__blobServiceUri`` / ``__tableServiceUri``, else
+   ``AzureWebJobsStorage__accountName`` (``https://<name>.blob|table.core.windows.net``), with one
    ``DefaultAzureCredential`` (roles: Storage Table Data Contributor, Storage Blob Data Contributor).
 
 All clients share one ``requests`` session whose pool holds ``pool_size`` connections, so the
@@ -18,6 +18,7 @@ import os
 from typing import Mapping
 
 from shared import errors
+from shared.ports.azure.storage import StorageAccount, storage_account
 
 
 def _session(pool_size: int):
@@ -32,14 +33,16 @@ def _session(pool_size: int):
 
 
 class Storage:
-    """Factories of Table and Blob clients for one account."""
+    """Factories of Table and Blob clients for one account: ``account`` (a
+    :class:`shared.ports.azure.storage.StorageAccount`), or ``connection_string`` (tests, Azurite)."""
 
-    def __init__(self, *, connection_string: str | None = None, blob_url: str | None = None,
-                 table_url: str | None = None, credential=None, pool_size: int = 32):
-        if not connection_string and not (blob_url and table_url):
-            raise errors.SettingError("NOTIFY_STORAGE_CONNECTION", "no storage account is configured")
-        self._conn = connection_string
-        self._blob_url, self._table_url, self._credential = blob_url, table_url, credential
+    def __init__(self, account: StorageAccount | None = None, *, connection_string: str | None = None,
+                 pool_size: int = 32):
+        if account is None:
+            if not connection_string:
+                raise errors.SettingError("NOTIFY_STORAGE_CONNECTION", "no storage account is configured")
+            account = StorageAccount(connection_string=connection_string)
+        self._account = account
         self._pool_size = pool_size
         self._transport = None
 
@@ -47,22 +50,10 @@ class Storage:
     def from_settings(cls, environ: Mapping[str, str] = os.environ, pool_size: int = 32) -> "Storage":
         """From app settings (order in the module doc); raises :class:`shared.errors.SettingError`
         (``NOTIFY_STORAGE_CONNECTION``) when none is set."""
-        conn = (environ.get("NOTIFY_STORAGE_CONNECTION") or environ.get("AzureWebJobsStorage") or "").strip()
-        if conn:
-            return cls(connection_string=conn, pool_size=pool_size)
-        blob = environ.get("AzureWebJobsStorage__blobServiceUri")
-        table = environ.get("AzureWebJobsStorage__tableServiceUri")
-        account = environ.get("AzureWebJobsStorage__accountName")
-        if account and not (blob and table):
-            blob = f"https://{account}.blob.core.windows.net"
-            table = f"https://{account}.table.core.windows.net"
-        if not (blob and table):
-            raise errors.SettingError(
-                "NOTIFY_STORAGE_CONNECTION", "app setting is missing (nor is AzureWebJobsStorage set); "
-                "set a connection string or AzureWebJobsStorage__accountName for the managed identity")
-        from azure.identity import DefaultAzureCredential
-
-        return cls(blob_url=blob, table_url=table, credential=DefaultAzureCredential(), pool_size=pool_size)
+        return cls(storage_account(environ, "NOTIFY_STORAGE_CONNECTION", services=("blob", "table"),
+                                   purpose="set a connection string or AzureWebJobsStorage__accountName for the "
+                                           "managed identity"),
+                   pool_size=pool_size)
 
     def _kwargs(self) -> dict:
         from azure.core.pipeline.transport import RequestsTransport
@@ -74,23 +65,15 @@ class Storage:
         return {"transport": self._transport, "retry_total": 2, "retry_backoff_factor": 0.5}
 
     def table_client(self, name: str):
-        from azure.data.tables import TableClient
-
-        if self._conn:
-            return TableClient.from_connection_string(self._conn, table_name=name, **self._kwargs())
-        return TableClient(self._table_url, table_name=name, credential=self._credential, **self._kwargs())
+        return self._account.table_client(name, **self._kwargs())
 
     def container_client(self, name: str):
-        from azure.storage.blob import ContainerClient
-
         from azure.storage.blob import ExponentialRetry
 
         # the blob SDK's default first backoff is 15 s: an outage must fail the invocation within seconds
-        kwargs = {"transport": self._kwargs()["transport"],
-                  "retry_policy": ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=2)}
-        if self._conn:
-            return ContainerClient.from_connection_string(self._conn, container_name=name, **kwargs)
-        return ContainerClient(self._blob_url, container_name=name, credential=self._credential, **kwargs)
+        return self._account.container_client(
+            name, transport=self._kwargs()["transport"],
+            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=2))
 
     def read_blob(self, container: str, name: str) -> bytes:
         """Whole blob (the routing file); raises :class:`shared.errors.NotFound` / UpstreamError."""

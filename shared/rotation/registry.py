@@ -4,7 +4,8 @@ Table ``REGISTRY_TABLE`` (default ``fluxclusters``) in the Functions storage acc
 is ``"cluster"``, ``RowKey`` the cluster name. Entity properties use the JSON (request-body) spelling
 of :class:`ClusterRecord` fields, so ``GET /api/registry/clusters`` shows what the table holds.
 
-Storage account, first match wins (the same account the Functions host uses):
+Storage account, first match wins (the same account the Functions host uses; read by
+:func:`shared.ports.azure.storage.storage_account`):
 
 1. ``REGISTRY_STORAGE_CONNECTION``: a connection string (Azurite's, or a dedicated account);
 2. ``AzureWebJobsStorage``: the Function's own storage connection string;
@@ -30,6 +31,7 @@ from typing import Any, Mapping
 from shared import errors
 from shared.flux.options import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from shared.ports.azure.keyvault import validate_secret_name
+from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, StorageAccount, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -336,10 +338,8 @@ class Registry:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE) -> "Registry":
-        from azure.data.tables import TableClient
-
-        return cls(TableClient.from_connection_string(connection_string, table_name=_table_name(table),
-                                                      retry_total=2, connection_timeout=10, read_timeout=30))
+        return cls(StorageAccount(connection_string=connection_string).table_client(_table_name(table),
+                                                                                   **TABLE_CLIENT_KWARGS))
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "Registry":
@@ -347,22 +347,9 @@ class Registry:
         Raises :class:`SettingError` (``REGISTRY_STORAGE_CONNECTION`` when no account is configured,
         ``REGISTRY_TABLE`` for a bad table name)."""
         table = _table_name((environ.get("REGISTRY_TABLE") or DEFAULT_TABLE).strip(), "REGISTRY_TABLE")
-        conn = (environ.get("REGISTRY_STORAGE_CONNECTION") or environ.get("AzureWebJobsStorage") or "").strip()
-        if conn:
-            return cls.from_connection_string(conn, table)
-        url = (environ.get("AzureWebJobsStorage__tableServiceUri") or "").strip()
-        account = (environ.get("AzureWebJobsStorage__accountName") or "").strip()
-        if not url and account:
-            url = f"https://{account}.table.core.windows.net"
-        if not url:
-            raise SettingError(
-                "REGISTRY_STORAGE_CONNECTION", "app setting is missing (nor is AzureWebJobsStorage or "
-                "AzureWebJobsStorage__accountName set); the registry lives in Azure Table storage")
-        from azure.data.tables import TableClient
-        from azure.identity import DefaultAzureCredential
-
-        return cls(TableClient(url, table_name=table, credential=DefaultAzureCredential(), retry_total=2,
-                               connection_timeout=10, read_timeout=30))
+        account = storage_account(environ, "REGISTRY_STORAGE_CONNECTION", services=("table",),
+                                  purpose="the registry lives in Azure Table storage")
+        return cls(account.table_client(table, **TABLE_CLIENT_KWARGS))
 
     @property
     def table_name(self) -> str:

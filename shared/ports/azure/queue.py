@@ -1,13 +1,11 @@
 """Azure Storage queue port: the fleet's work items (``azure-storage-queue`` 12.18 ``QueueClient``).
 
 The queue is the one the fleet worker's queue trigger listens on, so it lives in the Functions storage
-account (the trigger's ``connection`` is ``AzureWebJobsStorage``), first match wins:
-
-1. ``AzureWebJobsStorage``: the storage connection string (Azurite's locally);
-2. identity-based ``AzureWebJobsStorage__queueServiceUri``, or ``AzureWebJobsStorage__accountName``
-   (``https://<name>.queue.core.windows.net``), with ``DefaultAzureCredential`` (``AZURE_CLIENT_ID``
-   selects the user-assigned identity); the identity needs *Storage Queue Data Contributor*
-   (``974c5e8b-45b9-4653-ba55-5f855dd0fb88``), as the trigger does.
+account (the trigger's ``connection`` is ``AzureWebJobsStorage``), as
+:func:`shared.ports.azure.storage.storage_account` reads it: ``AzureWebJobsStorage`` (a connection
+string: Azurite's locally), else identity-based ``AzureWebJobsStorage__queueServiceUri`` or
+``__accountName`` with ``DefaultAzureCredential``; the identity needs *Storage Queue Data Contributor*
+(``974c5e8b-45b9-4653-ba55-5f855dd0fb88``), as the trigger does.
 
 Messages are base64 text (``TextBase64EncodePolicy``): the Functions host's default
 ``messageEncoding`` (host.json ``extensions.queues``) decodes them before the trigger sees them.
@@ -24,6 +22,7 @@ import threading
 from typing import Mapping
 
 from shared import errors
+from shared.ports.azure.storage import StorageAccount, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +39,6 @@ def check_queue_name(name: str, setting: str) -> str:
     return name
 
 
-def storage_account(environ: Mapping[str, str] = os.environ, service: str = "queue") -> tuple[str | None, str | None]:
-    """``(connection string, None)`` or ``(None, <service> endpoint URL)`` of the Functions storage
-    account (see the module doc); :class:`shared.errors.SettingError` (``AzureWebJobsStorage``) when
-    neither is set."""
-    conn = (environ.get("AzureWebJobsStorage") or "").strip()
-    if conn:
-        return conn, None
-    uris = {"queue": environ.get("AzureWebJobsStorage__queueServiceUri"),
-            "table": environ.get("AzureWebJobsStorage__tableServiceUri")}  # read by literal name (infra checks)
-    url = (uris[service] or "").strip()
-    account = (environ.get("AzureWebJobsStorage__accountName") or "").strip()
-    if not url and account:
-        url = f"https://{account}.{service}.core.windows.net"
-    if not url:
-        raise errors.SettingError("AzureWebJobsStorage", "app setting is missing (nor is "
-                                  f"AzureWebJobsStorage__accountName or AzureWebJobsStorage__{service}ServiceUri set)")
-    return None, url
-
-
 class WorkQueue:
     """One queue. ``client`` is an ``azure.storage.queue.QueueClient`` (tests, or :meth:`from_settings`).
     The queue is created on first send when it does not exist. Thread-safe. Errors are
@@ -71,22 +51,14 @@ class WorkQueue:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, name: str) -> "WorkQueue":
-        from azure.storage.queue import QueueClient
-
-        return cls(QueueClient.from_connection_string(connection_string, name, **_client_kwargs()))
+        return cls(StorageAccount(connection_string=connection_string).queue_client(name, **_client_kwargs()))
 
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "WorkQueue":
         """The queue named by ``FLEET_QUEUE`` (default ``flux-fleet``) in the Functions storage account.
         Raises :class:`shared.errors.SettingError`."""
         name = check_queue_name((environ.get("FLEET_QUEUE") or "flux-fleet").strip(), "FLEET_QUEUE")
-        conn, url = storage_account(environ, service="queue")
-        if conn:
-            return cls.from_connection_string(conn, name)
-        from azure.identity import DefaultAzureCredential
-        from azure.storage.queue import QueueClient
-
-        return cls(QueueClient(url, name, credential=DefaultAzureCredential(), **_client_kwargs()))
+        return cls(storage_account(environ, services=("queue",)).queue_client(name, **_client_kwargs()))
 
     @property
     def name(self) -> str:
@@ -137,4 +109,4 @@ def _client_kwargs() -> dict:
             "connection_timeout": 10, "read_timeout": 30}
 
 
-__all__ = ["MAX_VISIBILITY_SECONDS", "WorkQueue", "check_queue_name", "storage_account"]
+__all__ = ["MAX_VISIBILITY_SECONDS", "WorkQueue", "check_queue_name"]
