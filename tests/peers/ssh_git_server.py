@@ -81,6 +81,18 @@ def _host_keypair(key):
     return keypair
 
 
+def _linger(sock, timeout: float = 10) -> None:
+    """Read ``sock`` until the peer closes it (at most ``timeout`` seconds), then close it."""
+    try:
+        sock.settimeout(timeout)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 class AzureDevOpsSshServer:
     """The SSH side of Azure DevOps for the repositories under ``root``; use as a context manager."""
 
@@ -94,6 +106,7 @@ class AzureDevOpsSshServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._acceptor = None
+        self._connections: set = set()  # the Server of each open connection
         self.port: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -114,6 +127,11 @@ class AzureDevOpsSshServer:
             async def close():
                 acceptor.close()
                 await acceptor.wait_closed()
+                # connections whose client has not hung up (or whose close is not processed yet)
+                for server in list(self._connections):
+                    server.conn.abort()
+                for _ in range(10):  # the aborts complete in callbacks of the next loop iterations
+                    await asyncio.sleep(0)
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for task in tasks:
                     task.cancel()
@@ -159,6 +177,26 @@ class AzureDevOpsSshServer:
                 # connection's check is wrapped to see it (Azure DevOps refuses SHA-1 sessions).
                 conn.validate_public_key = validate
                 conn.set_extra_info(ado_server=self)
+                sock = conn.get_extra_info("socket")
+                self.sock = sock.dup() if sock is not None else None  # for connection_lost
+                self.conn = conn
+                owner._connections.add(self)
+
+            def connection_lost(self, exc):
+                owner._connections.discard(self)
+                sock, self.sock = self.sock, None
+                if sock is None:
+                    return
+                if exc is None:
+                    sock.close()
+                    return
+                # A refusal (a failed key exchange, say) sends DISCONNECT, then asyncssh closes the
+                # socket at once. An asyncssh client still busy with the previous packet (its async
+                # KEXINIT handler) holds the DISCONNECT in its buffer, and the FIN behind it ends the
+                # connection as "Connection lost" before the refusal is read: a race that a loaded
+                # machine lost about once in 20. Through this second handle the server keeps its side
+                # open until the client hangs up, so the client always reads the DISCONNECT first.
+                threading.Thread(target=_linger, args=(sock,), name="ado-ssh-linger", daemon=True).start()
 
             def begin_auth(self, username):
                 return True
