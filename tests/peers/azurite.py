@@ -45,6 +45,7 @@ class AzuriteServer:
         self.proc: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
         self._lines: list[str] = []
+        self._pump: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> "AzuriteServer":
         if not os.access(self.binary, os.X_OK):
@@ -68,7 +69,8 @@ class AzuriteServer:
                     if {"blob", "queue", "table"} <= set(self.ports):
                         ready.set()
 
-        threading.Thread(target=pump, name="azurite-stdout", daemon=True).start()
+        self._pump = threading.Thread(target=pump, name="azurite-stdout", daemon=True)
+        self._pump.start()
         deadline = time.monotonic() + timeout
         while not ready.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -86,6 +88,11 @@ class AzuriteServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stdout is not None:
+            # the pump reads to the end of the output of the exited process; then the pipe is closed
+            if self._pump is not None:
+                self._pump.join(timeout=5)
+            self.proc.stdout.close()
         self.proc = None
 
     @property
