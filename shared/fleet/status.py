@@ -26,13 +26,13 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from shared import errors
+from shared.memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +47,6 @@ def concurrency_setting(environ: Mapping[str, str] = os.environ) -> int:
     from shared.settings import number
 
     return int(number(environ, "FLEET_STATUS_CONCURRENCY", DEFAULT_CONCURRENCY, integer=True, minimum=1, maximum=64))
-
-
-class _Memo:
-    """``get(key, fn)`` runs ``fn`` once per key (concurrent callers wait) and keeps its result or error."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries: dict = {}
-
-    def get(self, key, fn):
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._entries[key] = [threading.Event(), None, None, True]
-                owner = True
-            else:
-                owner = False
-        if owner:
-            try:
-                entry[1] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller
-                entry[2] = exc
-            entry[0].set()
-        else:
-            entry[0].wait()
-        if entry[2] is not None:
-            raise entry[2]
-        return entry[1]
 
 
 def _condition(obj: dict | None) -> dict:
@@ -108,8 +80,8 @@ class StatusReader:
         self._access = access
         self.concurrency = concurrency or concurrency_setting()
         self.workdir = workdir
-        self._git = _Memo()
-        self._secrets = _Memo()
+        self._git = Memo()
+        self._secrets = Memo()
 
     @property
     def vault(self):
@@ -321,8 +293,7 @@ class StatusReader:
                 "invalid": [{"name": n, "error": e} for n, e in invalid]}
 
     def _close_clones(self) -> None:
-        for entry in list(self._git._entries.values()):
-            repo = entry[1]
+        for repo in self._git.results():
             if repo is not None:
                 try:
                     repo.close()

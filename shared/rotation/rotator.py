@@ -78,6 +78,7 @@ from shared import errors
 from shared.clusters import ROTATION
 from shared.rotation.registry import NO_GIT_CREDENTIAL
 from shared.errors import SettingError
+from shared.memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -248,36 +249,6 @@ def _fmt_delta(delta: timedelta) -> str:
     return f"{s // 60} min"
 
 
-class _Memo:
-    """Per-run memo: ``get(key, fn)`` runs ``fn`` once per key (concurrent callers wait), remembering
-    the result or the exception (a PAT shared by 500 clusters is read and checked once)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._entries: dict[Any, tuple[threading.Event, list]] = {}
-
-    def get(self, key: Any, fn: Callable[[], Any]) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            owner = entry is None
-            if owner:
-                entry = self._entries[key] = (threading.Event(), [])
-        event, box = entry
-        if owner:
-            try:
-                box.append((True, fn()))
-            except BaseException as exc:  # noqa: BLE001 - re-raised for every caller
-                box.append((False, exc))
-            finally:
-                event.set()
-        else:
-            event.wait()
-        ok, value = box[0]
-        if ok:
-            return value
-        raise value
-
-
 class _Redactor:
     """Strips known credential values from a text (for unexpected exceptions' messages)."""
 
@@ -321,10 +292,10 @@ class Rotator:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.git_ca_file = git_ca_file
         self.policy = None  # shared.trust.GitPolicy, read from the app settings by preflight()
-        self._secrets = _Memo()
-        self._checks = _Memo()
-        self._tokens = _Memo()
-        self._endpoints = _Memo()
+        self._secrets = Memo()
+        self._checks = Memo()
+        self._tokens = Memo()
+        self._endpoints = Memo()
         self._cluster_access = None
         self._access_lock = threading.Lock()
 
