@@ -453,3 +453,22 @@ def test_cli_send_publishes_a_file_end_to_end(wired_publisher, forwarder_env, tm
     services.set_eventhub_publisher_factory(lambda: publisher_for(peer, WrongAudience()))
     assert main(["send", "--file", str(path)]) == 1
     assert "✗ 1 event(s) not sent" in capsys.readouterr().err and len(peer.received) == 1
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["replay", "--prefix", "rejected/", "--forse"], "✗ --forse: unknown flag; did you mean --force? (run "
+                                                     "'.venv/bin/python -m shared.notify replay --help' for the flags)"),
+    (["send"], "✗ --file: is required; run '.venv/bin/python -m shared.notify send --help' for the flags"),
+    (["list", "--limit", "many"], "✗ --limit: invalid int value: 'many'"),
+    (["sned"], "✗ .venv/bin/python -m shared.notify: unknown command: 'sned' (choose from 'check', 'list', 'replay', "
+               "'secret-name', 'send'); run '.venv/bin/python -m shared.notify --help' for the flags"),
+])
+def test_cli_mistakes_are_one_line_naming_the_flag_and_exit_1(argv, line):
+    """As the project's CLI rule (shared.cli.Parser): no usage dump, no exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-m", "shared.notify", *argv], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", line + "\n")

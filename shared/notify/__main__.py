@@ -8,19 +8,25 @@
 
 ``list``/``replay`` use the same app settings as the Functions (``NOTIFY_ROUTING``, storage,
 ``KEY_VAULT_URL``); ``send`` the hub's (``NOTIFY_EVENTHUB__fullyQualifiedNamespace``, ``NOTIFY_EVENTHUB_NAME``).
-Exit codes: 0 done, 1 invalid input or something still failing, 2 storage unavailable.
+Exit codes: 0 done, 1 invalid input (a bad flag too: one ``✗ <flag>: …`` line, as :mod:`shared.cli`) or
+something still failing, 2 storage unavailable.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+PROG = ".venv/bin/python -m shared.notify"
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared.notify", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+
+def build_parser():
+    """The command line on :class:`shared.cli.Parser`: a bad flag, value or command raises
+    :class:`shared.cli.UsageError` naming it instead of printing the usage and exiting 2."""
+    from shared.cli import Parser
+
+    ap = Parser(prog=PROG, description="Check a routing file, list and replay dead letters, send the app's own events.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="command", parser_class=Parser)
     check = sub.add_parser("check", help="validate a routing file")
     check.add_argument("file", help="a path, or blob:<container>/<name> in the forwarder's storage")
     for name in ("list", "replay"):
@@ -35,7 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     secret.add_argument("--template", default="flux-hmac-{cluster}", help="the routing file's http.hmacSecret")
     send = sub.add_parser("send", help="publish Flux event(s) from a JSON file to the Event Hub")
     send.add_argument("--file", required=True, help="one Flux event (JSON object) or an array of them")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit code (0, 1, or 2 when storage is unavailable)."""
+    from shared.cli import UsageError
+
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"✗ {exc}", file=sys.stderr)
+        return 1
     if args.cmd == "send":
         from .app_events import send_file
 
