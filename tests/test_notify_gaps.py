@@ -90,6 +90,29 @@ def test_three_deliveries_of_seven_problems_write_seven_dead_letters(notify_env)
     assert "nested too deeply" in json.dumps(letters)
 
 
+def test_the_same_rejected_body_redelivered_another_day_writes_one_letter(notify_env):
+    """Issue 13.3, "or the same body": another sequence number and an enqueued time on another day."""
+    from datetime import datetime, timedelta, timezone
+
+    body = b'{"involvedObject": "not an object"'
+    today = datetime.now(timezone.utc)
+    for seq, when in ((40, today - timedelta(days=2)), (9041, today)):
+        notify_env.eventhub([body], first_sequence=seq, enqueued_time=when)
+    [letter] = notify_env.dead_letters("rejected/")
+    assert letter["body"] == body.decode() and letter["source"]["sequenceNumber"] == 40  # the first one kept
+    new_name = letter["_name"]
+    assert new_name == f"rejected/-/{letter['id']}.json"
+
+    # a letter written before rejected names lost their day is still a name replay takes
+    old_name = f"rejected/2026/08/07/-/{'e' * 32}.json"
+    notify.forwarder().deadletters.put({**letter, "id": "e" * 32}, old_name)
+    assert sorted(r["_name"] for r in notify_env.dead_letters("rejected/")) == sorted([old_name, new_name])
+    code, report = replay_call(notify_env, {"names": [old_name, new_name]})
+    assert code == 200, report
+    assert [r["name"] for r in report["results"]] == [old_name, new_name]
+    assert [r["reason"].split(" (")[0] for r in report["results"]] == ["body: is not JSON"] * 2  # read, both
+
+
 # --- 13.2: replay respects dedupe --------------------------------------------------------------------
 
 def test_replay_skips_a_pair_delivered_by_a_redelivery_and_force_resends(notify_env):

@@ -1,12 +1,18 @@
 """Dead letters: events that could not be delivered or were rejected, as JSON blobs.
 
 One blob per (event, target) failure or per rejected message, in container ``NOTIFY_DEADLETTER_CONTAINER``
-(default ``flux-notify-deadletter``), named ``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json`` with
-``kind`` = ``undeliverable`` or ``rejected``. The name is derived from what failed, so a redelivered
-message writes no second letter: ``id`` is the first 32 hex digits of the sha256 of the target and the
-event's dedupe key (undeliverable) or of the body (rejected; with the cluster for HTTP posts), and the
-day is the message's Event Hub enqueued day (the arrival day for HTTP posts). Letters are created only
-if absent (``If-None-Match: *``). Record (JSON)::
+(default ``flux-notify-deadletter``). The name is derived from what failed, so a redelivered message
+writes no second letter:
+
+- ``undeliverable/<yyyy>/<mm>/<dd>/<target>/<id>.json``: ``id`` is the first 32 hex digits of the sha256
+  of the target and the event's dedupe key, the day the message's Event Hub enqueued day (the arrival
+  day for HTTP posts), so the same event failing again on a later day is a letter of that day;
+- ``rejected/-/<id>.json``: ``id`` from the body alone (with the route's cluster for HTTP posts), no day,
+  so the same body redelivered with another sequence number or on another day is still one letter.
+  Letters written before rejected names lost their day (``rejected/<yyyy>/<mm>/<dd>/-/<id>.json``) stay
+  valid names: listed, read and replayed as before (:data:`NAME_RE` takes both).
+
+Letters are created only if absent (``If-None-Match: *``). Record (JSON)::
 
     {"id", "kind", "time" (RFC 3339 UTC), "target" (name or null), "cluster" (or null),
      "error" (one line, no secret), "attempts" (int), "dedupeKey" (or null),
@@ -36,7 +42,8 @@ from .dedupe import StorageUnavailable
 MAX_BODY_CHARS = 256 * 1024
 REFUSED_BODY_BYTES = 4096  # what is kept of a post refused before it was authenticated
 UNDELIVERABLE, REJECTED = "undeliverable", "rejected"
-NAME_RE = re.compile(r"(undeliverable|rejected)/\d{4}/\d{2}/\d{2}/[A-Za-z0-9_.-]{1,63}/[0-9a-f-]{32,36}\.json")
+#: a dead letter's name: ``<kind>/[<yyyy>/<mm>/<dd>/]<target or "-">/<id>.json`` (rejected letters have no day)
+NAME_RE = re.compile(r"(undeliverable|rejected)/(?:\d{4}/\d{2}/\d{2}/)?[A-Za-z0-9_.-]{1,63}/[0-9a-f-]{32,36}\.json")
 PREFIX_RE = re.compile(r"[A-Za-z0-9_./-]{0,200}")
 
 
@@ -77,8 +84,11 @@ def make_record(kind: str, *, error: str, attempts: int = 0, target: str | None 
 
 
 def blob_name(record: dict) -> str:
-    """``<kind>/<yyyy>/<mm>/<dd>/<target or "-">/<id>.json``; the day is the Event Hub enqueued day when the
-    record has one, else the record's time."""
+    """``undeliverable/<yyyy>/<mm>/<dd>/<target>/<id>.json`` (the day is the Event Hub enqueued day when the
+    record has one, else the record's time) or ``rejected/<target or "-">/<id>.json`` (named by content
+    alone: a redelivery on another day finds the letter)."""
+    if record["kind"] == REJECTED:
+        return f"{REJECTED}/{record.get('target') or '-'}/{record['id']}.json"
     day = str((record.get("source") or {}).get("enqueuedTime") or "")[:10]
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
         day = record["time"][:10]

@@ -49,14 +49,16 @@ def now_rfc3339(offset: float = 0.0) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def eventhub_batch(bodies: list, *, partition: str = "0", first_sequence: int = 1, hub: str = "flux-events"):
+def eventhub_batch(bodies: list, *, partition: str = "0", first_sequence: int = 1, hub: str = "flux-events",
+                   enqueued_time: datetime | None = None):
     """``list[func.EventHubEvent]`` as the worker hands it to a ``cardinality=many`` function, decoded by
-    the library's own ``EventHubTriggerConverter`` (functions-platform.md §1.2)."""
+    the library's own ``EventHubTriggerConverter`` (functions-platform.md §1.2); the first message was
+    enqueued at ``enqueued_time`` (default 2026-08-07 10:00 UTC), the next ones 1 ms apart."""
     from azure.functions import meta
     from azure.functions.eventhub import EventHubTriggerConverter
 
     raw = [b if isinstance(b, bytes) else json.dumps(b).encode() for b in bodies]
-    start = datetime(2026, 8, 7, 10, 0, 0, tzinfo=timezone.utc)
+    start = enqueued_time or datetime(2026, 8, 7, 10, 0, 0, tzinfo=timezone.utc)
     system = [{"EnqueuedTimeUtc": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
                "SequenceNumber": first_sequence + i, "Offset": str(1000 + i), "PartitionKey": None}
               for i in range(len(raw))]
