@@ -9,8 +9,8 @@ import pytest
 from shared.ports.azure.devops import retry_after_seconds
 from shared.notify.events import InvalidEvent, commit_sha, parse_event
 from shared.notify.routing import RoutingConfigError, parse_routing
-from shared.notify.targets import (Skip, commit_status_for, hmac_signature, slack_payload, split_camel_case,
-                                   teams_payload, verify_signature)
+from shared.notify.targets import (ADO_MAX_DESCRIPTION, ADO_MAX_SUMMARY, Skip, commit_status_for, hmac_signature,
+                                   slack_payload, split_camel_case, teams_payload, verify_signature)
 from tests.peers.local_notify import SHA, flux_event, routing_yaml
 
 
@@ -164,6 +164,24 @@ def test_ado_description_splits_the_reason_as_flux_split_camelcase(reason, words
     assert split_camel_case(reason) == words
     _, status = commit_status_for(ev(reason=reason))
     assert status.description == " ".join(words).lower()
+
+
+def test_ado_description_and_summary_over_their_caps_are_cut_with_the_marker():
+    reason = "Health" + "CheckFailed" * 120  # "health check failed check failed …": 2,406 characters
+    summary = "prod-weu " * 40  # 360 characters
+    _, status = commit_status_for(ev(reason=reason, summary=summary))
+    words = " ".join(split_camel_case(reason)).lower()
+    assert len(words) > ADO_MAX_DESCRIPTION and len(status.description) <= ADO_MAX_DESCRIPTION
+    kept, marker = status.description.split(" … [cut to fit Azure DevOps: ")
+    assert words.startswith(kept) and len(kept) > ADO_MAX_DESCRIPTION - 60
+    assert marker == f"{len(kept):,} of {len(words):,} characters]" and "\n" not in status.description
+    genre = status.genre.removeprefix("fluxcd:")
+    assert len(genre) <= ADO_MAX_SUMMARY and status.to_json()["context"]["genre"] == status.genre
+    kept, marker = genre.split(" … [cut to fit Azure DevOps: ")
+    assert summary.startswith(kept) and marker == f"{len(kept):,} of {len(summary):,} characters]"
+    # within the caps: whole
+    _, whole = commit_status_for(ev(summary="s" * ADO_MAX_SUMMARY))
+    assert whole.genre == "fluxcd:" + "s" * ADO_MAX_SUMMARY
 
 
 def test_ado_status_name_without_uid():

@@ -114,17 +114,17 @@ def _utf16_len(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-def shorten(text: str, fits: Callable[[str], bool], provider: str) -> str:
+def shorten(text: str, fits: Callable[[str], bool], provider: str, sep: str = "\n") -> str:
     """``text`` unchanged if ``fits(text)``; else its longest beginning that fits with a marker
-    (``… [cut to fit <provider>: N of M characters]``), cut at a line end when one lies in the second
-    half of what fits, since Flux puts what matters in the first lines. Cuts fall between characters, so
-    the UTF-8 stays valid."""
+    (``<sep>… [cut to fit <provider>: N of M characters]``; ``sep`` a space for one-line fields), cut at a
+    line end when one lies in the second half of what fits, since Flux puts what matters in the first
+    lines. Cuts fall between characters, so the UTF-8 stays valid."""
     if fits(text):
         return text
     total = len(text)
 
     def candidate(n: int) -> str:
-        return text[:n] + f"\n… [cut to fit {provider}: {n:,} of {total:,} characters]"
+        return text[:n] + f"{sep}… [cut to fit {provider}: {n:,} of {total:,} characters]"
 
     lo, hi = 0, total  # the largest n with fits(candidate(n)), by bisection (fits is monotonic in n)
     while lo < hi:
@@ -282,7 +282,8 @@ def commit_status_for(event: FluxEvent) -> tuple[str, CommitStatus] | Skip:
     with no Provider here, the involved object's UID is used (omitted when the event has none), and the
     cluster suffix keeps clusters that share a repository from overwriting each other. Description: the
     reason split on camel case, lower-case (``formatNameAndDescription``), e.g. ``health check failed``;
-    description and summary are kept within :data:`ADO_MAX_DESCRIPTION` and :data:`ADO_MAX_SUMMARY`.
+    description and summary are kept within :data:`ADO_MAX_DESCRIPTION` and :data:`ADO_MAX_SUMMARY`
+    characters, cut with :func:`shorten`'s marker (``… [cut to fit Azure DevOps: N of M characters]``).
     """
     if event.reason == "Progressing":
         return Skip("Progressing events are not posted as commit statuses (as Flux)")
@@ -301,8 +302,9 @@ def commit_status_for(event: FluxEvent) -> tuple[str, CommitStatus] | Skip:
         return Skip(f"severity {event.severity!r} has no Azure DevOps state")
     uid = event.involved_object.get("uid", "").split("-", 1)[0]
     parts = [event.kind, event.name] + ([uid] if uid else []) + [event.cluster]
-    summary = event.metadata.get("summary", "")[:ADO_MAX_SUMMARY]
-    description = shorten(_split_camel(event.reason), lambda d: len(d) <= ADO_MAX_DESCRIPTION, "Azure DevOps")
+    # one-line fields: the marker follows a space, not a line break
+    summary = shorten(event.metadata.get("summary", ""), lambda t: len(t) <= ADO_MAX_SUMMARY, "Azure DevOps", " ")
+    description = shorten(_split_camel(event.reason), lambda d: len(d) <= ADO_MAX_DESCRIPTION, "Azure DevOps", " ")
     return sha, CommitStatus(state=state, description=description, name="/".join(parts).lower(),
                              genre="fluxcd:" + summary if summary else "fluxcd")
 
