@@ -601,7 +601,9 @@ class Rotator:
         # still refreshed, but on its way out (fluxcd/notification-controller CHANGELOG 1.7.0)
         result.warnings.append(
             f"the static Event Hub JWT in Secret {ns}/{name} is deprecated since Flux 2.7: give notification-controller "
-            f"workload identity instead (Flux 2.6+: an azureeventhub Provider with channel {record.eventhub_namespace}, "
+            # channel is the namespace's name: azure-event-hubs-go appends .servicebus.windows.net itself
+            f"workload identity instead (Flux 2.6+: an azureeventhub Provider with channel "
+            f"{record.eventhub_namespace.split('.')[0]}, "
             f"address {record.eventhub_name} and no secretRef; README \"Notification forwarding\"), then drop the Event "
             "Hub fields of this registry record")
         current = cluster.read_secret_data(ns, name) or {}
