@@ -2,18 +2,22 @@
 App Service Authentication (Entra ID) with an app role when ``AUTH_REQUIRED_ROLE`` is set.
 
 The functions are indexed the way the worker does it (``FunctionApp.get_functions()``); the Entra mode
-indexes fresh copies of the real blueprint modules with the app setting in place, since the auth level
-is fixed at indexing. Requests are real ``func.HttpRequest`` objects carrying the
+indexes fresh copies of every blueprint module ``function_app.py`` registers with the app setting in
+place, since the auth level is fixed at indexing. The operation endpoints are not listed by hand: they
+are every HTTP function of the indexed app but the anonymous generic-hmac receiver, so an endpoint
+added later at another auth level, or without the operator check, fails here. Requests are real ``func.HttpRequest`` objects carrying the
 ``X-MS-CLIENT-PRINCIPAL`` header as Easy Auth sends it (base64 JSON with ``auth_typ``, ``claims``,
 ``name_typ``, ``role_typ``)."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib.util
 import json
 import logging
 import os
+import re
 import uuid
 
 import azure.functions as func
@@ -26,15 +30,38 @@ from tests.test_registry import registry  # noqa: F401  (fixture: a cluster regi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLE = "Flux.Admin"
 ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
-# Every operation endpoint: (method, route, route params)
-OPERATIONS = {
-    "bootstrap": ("POST", "bootstrap", {}),
-    "rotate_cluster_now": ("POST", "rotation/clusters/aks-weu-1", {"name": "aks-weu-1"}),
-    "registry_list": ("GET", "registry/clusters", {}),
-    "registry_cluster": ("GET", "registry/clusters/aks-weu-1", {"name": "aks-weu-1"}),
-    "flux_deadletters_list": ("GET", "flux/deadletters", {}),
-    "flux_deadletters_replay": ("POST", "flux/deadletters/replay", {}),
-}
+#: HTTP functions that are not operation endpoints: the generic-hmac receiver, anonymous at the host and
+#: authenticated by each cluster's HMAC key alone
+HMAC_RECEIVERS = {"flux_events_http"}
+#: the operation endpoints the README lists today (a floor: the derived list must hold at least these)
+DOCUMENTED = {"bootstrap", "fleet_bootstrap", "fleet_upgrade", "operation_status", "operations_list", "fleet_status",
+              "fleet_page", "registry_list", "registry_cluster", "rotate_cluster_now", "flux_deadletters_list",
+              "flux_deadletters_replay"}
+_PARAM = re.compile(r"{(\w+)(?::[^}]*)?}")
+
+
+def operations(fns) -> dict[str, tuple[list[str], str, dict]]:
+    """Every operation endpoint of the indexed ``fns``: every HTTP function but :data:`HMAC_RECEIVERS`,
+    as ``{name: (methods, route with its parameters filled in, route params)}``."""
+    out = {}
+    for name, fn in fns.items():
+        if not fn.is_http_function() or name in HMAC_RECEIVERS:
+            continue
+        trigger = fn.get_trigger().get_dict_repr()
+        route = trigger.get("route") or name
+        methods = [str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ["GET", "POST"]]
+        params = {p: "aks-weu-1" for p in _PARAM.findall(route)}
+        out[name] = (methods, _PARAM.sub(lambda m: params[m.group(1)], route), params)
+    return out
+
+
+def blueprint_modules() -> list[str]:
+    """The ``functions`` modules whose blueprints ``function_app.py`` registers (read from its imports)."""
+    with open(os.path.join(ROOT, "function_app.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return sorted(node.module.split(".", 1)[1] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("functions.")
+                  and any(a.name == "bp" for a in node.names))
 
 
 def principal(*roles: str, auth_typ: str = "aad", role_typ: str = ROLE_URI, role_claim: str = "roles",
@@ -51,8 +78,8 @@ def principal(*roles: str, auth_typ: str = "aad", role_typ: str = ROLE_URI, role
 
 
 def call(fns, name: str, *, headers=None, body: bytes = b"", method=None, params=None):
-    m, route, route_params = OPERATIONS[name]
-    req = func.HttpRequest(method or m, f"http://localhost/api/{route}", body=body, headers=headers or {},
+    methods, route, route_params = operations(fns)[name]
+    req = func.HttpRequest(method or methods[0], f"http://localhost/api/{route}", body=body, headers=headers or {},
                            route_params=params or route_params)
     resp = fns[name].get_user_function()(req)
     return resp.status_code, json.loads(resp.get_body() or b"{}")
@@ -70,7 +97,7 @@ def entra(monkeypatch):
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
     monkeypatch.setattr(_auth, "_indexed_anonymous", False)  # restored afterwards
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-    for module in ("bootstrap", "notifications", "rotation"):
+    for module in blueprint_modules():
         spec = importlib.util.spec_from_file_location(f"_entra_{module}_{uuid.uuid4().hex[:6]}",
                                                       os.path.join(ROOT, "functions", f"{module}.py"))
         loaded = importlib.util.module_from_spec(spec)
@@ -79,21 +106,33 @@ def entra(monkeypatch):
     return {f.get_function_name(): f for f in app.get_functions()}
 
 
+def test_the_operation_endpoints_are_every_http_function_but_the_hmac_receiver(functions_by_name, entra):
+    assert DOCUMENTED <= set(operations(functions_by_name)), sorted(DOCUMENTED - set(operations(functions_by_name)))
+    assert set(entra) == set(functions_by_name)  # the Entra mode indexed every blueprint of the app
+    assert set(operations(entra)) == set(operations(functions_by_name))
+
+
 def test_operation_endpoints_are_admin_level_by_default(functions_by_name):
-    for name in OPERATIONS:
+    for name in operations(functions_by_name):
         assert auth_level(functions_by_name[name]) == "ADMIN", name
+    for name in HMAC_RECEIVERS:
+        assert auth_level(functions_by_name[name]) == "ANONYMOUS", name
 
 
 def test_with_auth_required_role_operation_endpoints_are_anonymous_at_the_host(entra):
-    for name in OPERATIONS:
+    for name in operations(entra):
         assert auth_level(entra[name]) == "ANONYMOUS", name
 
 
 def test_without_a_principal_every_operation_endpoint_answers_401_and_does_nothing(entra, registry):
-    for name in OPERATIONS:
-        code, answer = call(entra, name, body=b"{}")
-        assert code == 401, name
-        assert answer["error"]["code"] == "Unauthorized" and "X-MS-CLIENT-PRINCIPAL" in answer["error"]["message"]
+    for name, (methods, _, _) in operations(entra).items():
+        for method in methods:
+            code, answer = call(entra, name, method=method, body=b"{}")
+            assert code == 401, (name, method, code, answer)
+            assert answer["error"]["code"] == "Unauthorized" and "X-MS-CLIENT-PRINCIPAL" in answer["error"]["message"]
+            # signed in with Entra ID, but without the app role
+            code, answer = call(entra, name, method=method, body=b"{}", headers={"X-MS-CLIENT-PRINCIPAL": principal("Flux.Reader")})
+            assert code == 403 and answer["error"]["code"] == "Forbidden", (name, method, code, answer)
     # bootstrap's body would be a 400 (no url): the check comes before the body is read
     assert call(entra, "bootstrap", body=b'{"url": 1}')[0] == 401
     assert registry.scan() == ([], [])
