@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -306,6 +307,72 @@ def test_dns_rebinding_is_caught_on_the_connected_address(functions_by_name, env
     assert "127.0.0.1, a loopback address" in body["error"]["message"]
     assert raw_listener.received == b""  # connected (that is how the address is known), nothing sent
     nothing_sent(env, kube_server, vault_read=True)
+
+
+def _accepted(listener, expected: int) -> int:
+    """The listener's connection count once it reached ``expected`` (it accepts on its own thread)
+    or after 5 s."""
+    deadline = time.monotonic() + 5
+    while listener.connections < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return listener.connections
+
+
+def _ssh_key_pem() -> str:
+    """A new RSA key (PKCS#8 PEM), as an operator stores one for privateKeySecret."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.mark.parametrize("host", ["localhost", "2130706433", "169.254.169.254"])
+def test_bootstrap_over_ssh_to_a_refused_host_sends_nothing(functions_by_name, env, kube_server, raw_listener, host):
+    """An ``ssh://`` URL to a loopback spelling or the metadata address, with a real key named (and
+    tagged for that URL, so only the host check stands): 400 naming url before any connection or any
+    Key Vault read; the generated-key path (no privateKeySecret) is refused as early, nothing stored."""
+    url = f"ssh://git@{host}:{raw_listener.port}/v3/contoso/platform/fleet"
+    env["vault"].seed("fleet-ssh-key", _ssh_key_pem(), tags={"flux-git-url-prefixes": f"ssh://git@{host}:{raw_listener.port}/v3/contoso/"})
+    for overrides in ({"privateKeySecret": "fleet-ssh-key"}, {}):
+        status, body = call(functions_by_name, request(env, url=url, allowInsecureHttp=None, passwordSecret=None, **overrides))
+        assert status == 400, body
+        assert body["error"]["field"] == "url" and "GIT_ALLOWED_HOSTS" in body["error"]["message"], body
+    assert raw_listener.connections == 0 and raw_listener.received == b""
+    assert env["vault"].request_log == []  # no secret read, no key generated
+    nothing_sent(env, kube_server, vault_read=False)
+
+
+def test_dns_rebinding_on_the_ssh_connect_path_is_caught_on_the_connected_address(
+        functions_by_name, env, kube_server, monkeypatch, raw_listener):
+    """Over SSH as over HTTPS: the name resolves to a public address when the host is checked, then
+    to 127.0.0.1 when the app connects to scan the host key; the connected address is checked
+    before the SSH handshake, so not one byte (not even the SSH banner) reaches the listener, and
+    the key is never used."""
+    from shared.ports import ssh as ssh_port
+
+    monkeypatch.setenv("GIT_ALLOWED_HOSTS", "127.0.0.1,*.rebind.test")
+    dns = _RebindingDNS(monkeypatch, "93.184.215.14", "127.0.0.1")
+    url = f"ssh://git@git.rebind.test:{raw_listener.port}/v3/contoso/platform/fleet"
+    env["vault"].seed("fleet-ssh-key", _ssh_key_pem(),
+                      tags={"flux-git-url-prefixes": f"ssh://git@git.rebind.test:{raw_listener.port}/v3/contoso/"})
+    status, body = call(functions_by_name, request(env, url=url, allowInsecureHttp=None, passwordSecret=None,
+                                                   privateKeySecret="fleet-ssh-key"))
+    assert dns.asked >= 2
+    assert status == 400 and body["error"]["field"] == "url", body
+    assert "127.0.0.1, a loopback address" in body["error"]["message"], body
+    assert _accepted(raw_listener, 1) == 1 and raw_listener.received == b""  # connected (so the address is known), nothing sent
+    nothing_sent(env, kube_server, vault_read=True)
+
+    # the port itself: every SSH connection (scan, clone, push) goes through _connect, which checks
+    # the address it connected to whatever the name answered before
+    dns.answers, dns.asked = ["127.0.0.1"], 0
+    with pytest.raises(InvalidInput) as err:
+        ssh_port.scan_host_key("git.rebind.test", raw_listener.port, ("rsa-sha2-512",),
+                               policy=GitPolicy.from_settings(), field="url")
+    assert dns.asked == 1 and err.value.field == "url" and "127.0.0.1, a loopback address" in err.value.message
+    assert _accepted(raw_listener, 2) == 2 and raw_listener.received == b""
 
 
 def test_a_redirect_to_an_unlisted_host_is_not_followed(git_allowed_local, raw_listener, git_pat):
