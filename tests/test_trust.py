@@ -526,6 +526,55 @@ def test_rotation_refuses_a_gitrepository_that_now_names_another_url(rotation_en
     assert env["cluster"].read_secret_data("flux-system", "flux-system")["password"] == "old-pat-value"
 
 
+def _git_repository(cluster, name, url, secret):
+    cluster.apply([{"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                    "metadata": {"name": name, "namespace": "flux-system"},
+                    "spec": {"interval": "1m0s", "ref": {"branch": "main"}, "url": url, "secretRef": {"name": secret}}}],
+                  poll_interval=0.05)
+
+
+def test_one_tampered_cluster_fails_and_the_others_go_on(rotation_env, keyvault, http_targets):
+    """Two records in one run: ``good`` (its GitRepository names the recorded URL) is updated with the
+    PAT, checked against the recorded repository only; ``tampered`` (its GitRepository now names
+    the attacker's server) fails as possible tampering: nothing sent for it, its Secret untouched."""
+    from shared.rotation import RotationSettings, Rotator
+
+    env = rotation_env
+    cluster = env["cluster"]
+    attacker = f"{http_targets.url}/contoso/platform/_git/fleet"
+    _git_repository(cluster, "tampered", attacker, "tampered-auth")
+    cluster.reconcile_secret("flux-system", "tampered-auth", {"username": "git", "password": "old-tampered-value"})
+    good = _record(env, name="good")
+    tampered = _record(env, name="tampered", git_repository="tampered", source_secret="tampered-auth")
+    summary = Rotator(keyvault=keyvault, credential=JwtTestCredential(),
+                      settings=RotationSettings(concurrency=2)).run([tampered, good])
+    results = {c.cluster: c for c in summary.clusters}
+    assert results["good"].status == "updated", results["good"].errors
+    assert results["tampered"].status == "failed" and "possible tampering" in results["tampered"].errors[0], \
+        results["tampered"].errors
+    assert http_targets.requests == []  # nothing went to the tampered URL
+    recorded = env["url"].split(f":{env['git'].port}", 1)[1] + "/"
+    assert env["git"].requests and all(r.path.startswith(recorded) for r in env["git"].requests)  # only the recorded repository
+    assert cluster.read_secret_data("flux-system", "flux-system")["password"] == env["pat"]
+    assert cluster.read_secret_data("flux-system", "tampered-auth")["password"] == "old-tampered-value"
+    assert summary.failed == 1
+
+
+def test_rotation_in_entra_password_mode_refuses_a_tampered_gitrepository(rotation_env, keyvault, http_targets,
+                                                                          entra_git_hosts):
+    """``entra-password`` (the Function's Entra ID token as the Basic password): with the GitRepository
+    pointing elsewhere, no token is even requested, none is sent, the Secret is untouched. The bearer
+    hosts list the local peer, so only the tampering check stands between the token and the URL."""
+    env = rotation_env
+    _git_repository(env["cluster"], "flux-system", f"{http_targets.url}/contoso/platform/_git/fleet", "flux-system")
+    cred = JwtTestCredential()
+    result = _rotate(_record(env, git_auth="entra-password", pat_secret=None), keyvault, cred)
+    assert result.status == "failed" and "possible tampering" in result.errors[0], result.errors
+    assert cred.requests == [] and cred.issued == []
+    assert http_targets.requests == [] and env["git"].requests == []
+    assert env["cluster"].read_secret_data("flux-system", "flux-system")["password"] == "old-pat-value"
+
+
 def test_rotation_sends_to_the_recorded_url_only_when_allowed_and_tagged(rotation_env, keyvault, monkeypatch):
     env = rotation_env
     # 1. the PAT's tag does not cover the recorded URL: nothing sent, nothing written
