@@ -129,3 +129,29 @@ def test_cli_fleet_status_prints_a_table_and_json(bootstrapped, capsys):
     assert main(["fleet", "status", "--concurrency", "0"]) == 1
     assert "--concurrency" in capsys.readouterr().err
     assert fleet.pat not in json.dumps(body)
+
+
+def test_a_record_whose_git_url_is_no_longer_allowed_is_a_row_with_the_error(fleet, monkeypatch):
+    """The settings changed after registration: ``GIT_ALLOWED_HOSTS`` no longer lists the host of a
+    record's ``gitUrl``. Its row carries the refusal (naming gitUrl and the setting), the git server
+    gets no request (the PAT is not sent), and the cluster is still read."""
+    from shared.rotation.registry import ClusterRecord
+
+    fleet.add_clusters(1)
+    head = seed(fleet.bare, {"clusters/c00/flux-system/gotk-components.yaml": b"# Flux Version: v2.9.2\n"})
+    fleet.registry.upsert(ClusterRecord(
+        name="c00", kubeconfig_secret="c00-kubeconfig", pat_secret="fleet-pat", git_url=fleet.url,
+        allow_insecure_http=True, install={"version": "v2.9.2", "branch": "main", "path": "./clusters/c00"}).validate())
+    status, body = _status(fleet)  # allowed: the repository is read with the PAT
+    assert status == 200 and body["clusters"][0]["git"]["head"] == head, body
+    assert fleet.git.requests
+
+    monkeypatch.setenv("GIT_ALLOWED_HOSTS", "dev.azure.com,*.visualstudio.com")
+    asked = len(fleet.git.requests)
+    status, body = _status(fleet)
+    assert status == 200, body
+    [row] = body["clusters"]
+    assert "head" not in row["git"] and "gitUrl" in row["git"]["error"] and "GIT_ALLOWED_HOSTS" in row["git"]["error"], row
+    assert len(fleet.git.requests) == asked  # not one request to the repository
+    assert "cluster unreachable" not in json.dumps(row) and not row.get("unreachable")  # the cluster is still read
+    assert fleet.pat not in json.dumps(body)
