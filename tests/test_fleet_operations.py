@@ -80,6 +80,8 @@ def test_bad_input_is_refused_whole_naming_the_cluster_before_anything_is_queued
         (clusters[3], {"path": "clusters/all"}, "path"),
         (clusters[3], {"timeout": "9m"}, "timeout"),
         (clusters[3], {"passwordSecret": "no-such-pat"}, "passwordSecret"),
+        (clusters[3], {"registry": "evil.example/fluxcd"}, "registry"),  # not in FLUX_ALLOWED_REGISTRIES
+        (clusters[3], {"namespace": "kube-system"}, "namespace"),  # a Kubernetes system namespace
     ]
     for last, shared, field in cases:
         body = fleet.request(clusters[:3] + [last], **(shared or {}))
