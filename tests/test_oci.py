@@ -10,6 +10,7 @@ import tarfile
 import pytest
 
 from shared.errors import AuthenticationFailed, InvalidInput, NotFound
+from shared.ports import oci
 from shared.ports.oci import OCIError, parse_reference, pull_flux_manifests, push_flux_manifests
 
 GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml"
@@ -20,6 +21,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 FLUX_CONFIG = "application/vnd.cncf.flux.config.v1+json"
 FLUX_CONTENT = "application/vnd.cncf.flux.content.v1.tar+gzip"
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,16 @@ def make_layer(members, *, compress=True) -> bytes:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return gzip.compress(buf.getvalue()) if compress else buf.getvalue()
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """A tar.gz of a few hundred KiB that decompresses to over ``size`` bytes: one member
+    ``flux-system/padding`` of ``size`` zero bytes, written as 1 MiB gzip members one after the
+    other (RFC 1952 allows several members in one stream; gzip readers join them)."""
+    info = tarfile.TarInfo("flux-system/padding")
+    info.size = size
+    zeros = gzip.compress(b"\0" * MIB)
+    return gzip.compress(info.tobuf(tarfile.USTAR_FORMAT)) + zeros * (size // MIB)
 
 
 def craft(reg, repo, tag, *, layers, config_type=FLUX_CONFIG, media_type=OCI_MANIFEST, body_media_type=None):
@@ -212,10 +224,17 @@ def test_image_index_is_refused(oci_registry, gotk):
         ("symlink_member", "not a regular file"),
         ("duplicate_member", "more than once"),
         ("not_gzip", "not a valid tar.gz"),
+        ("gzip_bomb", f"decompresses to more than {oci.MAX_UNCOMPRESSED_BYTES} bytes"),
+        ("too_many_members", f"more than {oci.MAX_TAR_MEMBERS} entries"),
+        ("member_too_large", f"{oci.GOTK_MEMBER} is larger than {oci.MAX_MEMBER_BYTES} bytes"),
     ],
 )
 def test_bad_content_layer(oci_registry, gotk, case, match):
     layer = {
+        "gzip_bomb": lambda: _gzip_bomb(oci.MAX_UNCOMPRESSED_BYTES + MIB),
+        "too_many_members": lambda: make_layer([(f"flux-system/{i}.yaml", b"") for i in range(oci.MAX_TAR_MEMBERS)]
+                                               + [("flux-system/gotk-components.yaml", gotk)]),
+        "member_too_large": lambda: make_layer([("flux-system/gotk-components.yaml", b"#" * (oci.MAX_MEMBER_BYTES + 1))]),
         "missing_member": lambda: make_layer([("flux-system/other.yaml", gotk)]),
         "dotdot_member": lambda: make_layer([("../flux-system/gotk-components.yaml", gotk)]),
         "absolute_member": lambda: make_layer([("/flux-system/gotk-components.yaml", gotk)]),
@@ -227,6 +246,15 @@ def test_bad_content_layer(oci_registry, gotk, case, match):
     ref = craft(oci_registry, f"bad/{case.replace('_', '-')}", "v1", layers=[(FLUX_CONTENT, layer)])
     with pytest.raises(OCIError, match=match):
         pull_flux_manifests(ref, ca_file=oci_registry.ca_file)
+
+
+def test_the_member_bound_is_the_distribution_bound():
+    """What the README says of a distribution (16 MiB) holds for every source: an OCI artifact's
+    gotk-components.yaml as a file or a download, and as the YAML loader takes it."""
+    from shared import safe_yaml
+    from shared.flux.distribution import MAX_DISTRIBUTION_BYTES
+
+    assert oci.MAX_MEMBER_BYTES == MAX_DISTRIBUTION_BYTES == safe_yaml.DISTRIBUTION.max_bytes == 16 * MIB
 
 
 def test_layer_digest_mismatch(oci_registry, gotk):

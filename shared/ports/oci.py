@@ -66,10 +66,13 @@ ANNOTATION_REVISION = "org.opencontainers.image.revision"
 GOTK_MEMBER = "flux-system/gotk-components.yaml"
 
 # Limits. The OCI distribution spec asks registries to accept manifests of at least 4 MiB; the
-# v2.9 distribution is ~320 KiB of YAML (~50 KiB gzipped), so 64 MiB is generous for the rest.
+# v2.9 distribution is ~320 KiB of YAML (~50 KiB gzipped), so 64 MiB is generous for the layer.
+# The member read is the distribution itself: the same 16 MiB as a distribution file or download
+# (shared.flux.distribution.MAX_DISTRIBUTION_BYTES) and as the YAML loader's byte bound
+# (shared.safe_yaml.DISTRIBUTION), so a larger one is refused here, before it is read into memory.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_LAYER_BYTES = 64 * 1024 * 1024
-MAX_MEMBER_BYTES = 64 * 1024 * 1024
+MAX_MEMBER_BYTES = 16 * 1024 * 1024
 MAX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_TAR_MEMBERS = 10_000
 
