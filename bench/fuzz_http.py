@@ -1,5 +1,5 @@
 """Fuzz every HTTP function much longer than CI does: ``tests/test_fuzz_http.py`` with
-``FUZZ_EXAMPLES`` examples per function (default 2,000; CI runs 120), then prints, per function, the
+``FUZZ_EXAMPLES`` examples per function (default 2,000; CI runs 300), then prints, per function, the
 examples run, the answers by status and the time taken.
 
     .venv/bin/python -m bench.fuzz_http [--examples N] [-k EXPR]
