@@ -530,21 +530,28 @@ def _add_rotation_commands(sub) -> None:
 # -- running --------------------------------------------------------------------------------------
 
 
-def _distribution(args):
+def _distribution(args, deadline: float | None = None):
     """The Flux distribution named by ``--manifests`` (else ``FLUX_MANIFESTS``, else the OCI artifact),
-    with errors that say which of the three to fix."""
+    with errors that say which of the three to fix; a download is capped at ``deadline`` (the
+    ``--timeout`` of ``bootstrap git``, monotonic seconds), and a download it cut short names
+    ``--timeout``."""
+    import time
+
     from .errors import InvalidInput, NotFound, UpstreamError
     from .flux import distribution
 
     source = args.manifests
     named = "--manifests" if source else ("FLUX_MANIFESTS" if os.environ.get("FLUX_MANIFESTS") else None)
     try:
-        return distribution.load(source, args.version)
+        return distribution.load(source, args.version, deadline=deadline)
     except NotFound as exc:
         where = named or "--version"
         raise InvalidInput(where, f"{exc}; give a gotk-components.yaml file (flux install --export output with every "
                                   "component), a folder holding one, an https:// URL or an oci:// reference") from None
     except UpstreamError as exc:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise InvalidInput("--timeout", f"{exc}: the run took longer than --timeout while loading the Flux "
+                                            "distribution; give a longer --timeout, or a local one with --manifests FILE") from None
         if named:
             raise InvalidInput(named, str(exc)) from None
         raise InvalidInput("--manifests", f"{exc}; with no access to ghcr.io, pass --manifests FILE or set FLUX_MANIFESTS "
@@ -667,7 +674,7 @@ def _bootstrap(args) -> int:
         sync_destination = policy.destination(opts.sync_url, field=where)
         policy.check_resolution(sync_destination, field=where)
     check_registry(opts.registry, field="registry")
-    dist = _distribution(args)
+    dist = _distribution(args, started + timeout if timeout > 0 else None)
     runner.prepare(opts, distribution=dist)
     # the passphrase of a key of your own (an ssh:// url: GIT_PASSWORD is the passphrase, as Flux's --password)
     passphrase = password if ssh_url and (args.private_key_file or args.private_key_secret) else None
@@ -704,6 +711,8 @@ def _bootstrap(args) -> int:
         cluster.unreachable_hint = cluster.unreachable_hint or (
             f"check that {kubeconfig_path}" + (f" (context {args.context})" if args.context else "")
             + " names a running cluster this machine can reach, or name another with --kubeconfig/--context")
+    if timeout > 0:  # every request to the cluster is capped at what is left of --timeout
+        cluster.deadline = started + timeout
     progress = runner.Progress(sink=lambda line: print(line, file=sys.stderr, flush=True))
     try:
         federation = None

@@ -69,6 +69,11 @@ class UpstreamError(FluxOpsError):
     code = "UpstreamError"
 
 
+class DeadlineExceeded(UpstreamError):
+    """A peer did not answer before the caller's deadline (a run's ``--timeout``), at which the
+    ports cap their requests (git, Kubernetes)."""
+
+
 #: How much of a caller's input a message or log line repeats (:func:`shown`).
 ECHO_LIMIT = 64
 

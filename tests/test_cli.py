@@ -363,3 +363,74 @@ def test_help_names_the_ssh_key_flags_with_their_defaults():
     assert "--ssh-key-algorithm publicKeyAlgorithm SSH public key algorithm (rsa, ecdsa, ed25519)" in text
     assert "(default \"rsa\")" in text and "--ssh-rsa-bits rsaKeyBits" in text and "(default 4096)" in text
     assert "--ssh-signing-passphrase" not in text  # Flux's hidden alias stays hidden
+
+
+def test_timeout_stops_a_git_server_that_stops_answering(raw_listener, git_allowed_local, kubeconfig_text, tmp_path):
+    """A git server that accepts the connection and never answers: each request used to wait 60 s (and
+    urllib3 retried a GET three times) whatever --timeout said. Now each is capped at what is left of
+    --timeout, and the run ends with one ✗ line naming it."""
+    import time
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text)
+    url = f"http://127.0.0.1:{raw_listener.port}/contoso/platform/_git/fleet"
+    started = time.monotonic()
+    out = run("bootstrap", "git", "--url", url, "--token-auth", "--allow-insecure-http", "--kubeconfig", str(kubeconfig),
+              "--manifests", str(V292), "--timeout", "3s", env={"GIT_PASSWORD": "stalled-pat-value"})
+    elapsed = time.monotonic() - started
+    lines = out.stderr.decode().strip().splitlines()
+    assert out.returncode == 1, lines
+    assert lines[-1].startswith("✗ timed out (the components): git clone of " + url + " got no answer before the deadline")
+    assert "the run took longer than --timeout" in lines[-1]
+    assert not [line for line in lines if line.startswith("✗")][:-1]  # one ✗ line
+    assert raw_listener.connections >= 1 and b"GET /contoso/platform/_git/fleet/info/refs" in raw_listener.received
+    assert elapsed < 3 + 10, elapsed  # the deadline, plus the interpreter's start on a busy machine
+    assert "stalled-pat-value" not in out.stderr.decode()
+
+
+def test_timeout_stops_a_distribution_download_that_stalls(raw_listener, git_allowed_local, tmp_path):
+    """The OCI artifact and an https:// distribution from a server that never answers: the download
+    is capped at --timeout and named in the one ✗ line."""
+    import time
+
+    url = "http://127.0.0.1:1/contoso/platform/_git/fleet"  # never reached: the distribution comes first
+    for manifests, why in ((f"oci://127.0.0.1:{raw_listener.port}/fluxcd/flux-manifests:v2.9.2", "talking to OCI registry"),
+                           (f"https://127.0.0.1:{raw_listener.port}/gotk-components.yaml", "cannot download")):
+        started = time.monotonic()
+        out = run("bootstrap", "git", "--url", url, "--token-auth", "--allow-insecure-http", "--kubeconfig",
+                  str(tmp_path / "none"), "--manifests", manifests, "--timeout", "2s", env={"GIT_PASSWORD": "p"})
+        elapsed = time.monotonic() - started
+        line = _one_line(out)
+        assert line.startswith("✗ --timeout: ") and why in line, line
+        assert "the run took longer than --timeout while loading the Flux distribution" in line
+        assert elapsed < 2 + 10, elapsed
+
+
+def test_timeout_stops_a_kubernetes_api_server_that_stops_answering(raw_listener, git_allowed_local, tmp_path):
+    """The cluster's API server accepts the connection and never answers: each request used to wait
+    up to 60 s; now it is capped at what is left of --timeout, and the run ends with one ✗ line."""
+    import time
+
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stalled",
+        "clusters": [{"name": "stalled", "cluster": {"server": f"https://127.0.0.1:{raw_listener.port}",
+                                                      "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "stalled-cluster-token"}}],
+        "contexts": [{"name": "stalled", "context": {"cluster": "stalled", "user": "u"}}]}))
+    started = time.monotonic()
+    out = run("bootstrap", "git", "--url", "http://127.0.0.1:1/contoso/platform/_git/fleet", "--token-auth",
+              "--allow-insecure-http", "--kubeconfig", str(kubeconfig), "--manifests", str(V292), "--timeout", "2s",
+              env={"GIT_PASSWORD": "p"})
+    elapsed = time.monotonic() - started
+    lines = out.stderr.decode().strip().splitlines()
+    assert out.returncode == 1, lines
+    assert lines[-1].startswith(f"✗ timed out (checking the cluster): cluster https://127.0.0.1:{raw_listener.port} did not "
+                                "answer GET "), lines
+    assert lines[-1].endswith("before the deadline: the run took longer than --timeout; what was pushed and applied "
+                              "stays, a re-run with a longer --timeout picks up from there")
+    assert [line for line in lines if line.startswith("✗")] == lines[-1:]
+    assert elapsed < 2 + 8, elapsed
+    assert "stalled-cluster-token" not in out.stderr.decode()

@@ -340,7 +340,14 @@ class Bootstrapper:
         return max(1.0, min(wanted, self.deadline - self._clock()))
 
     def _git_auth(self):
-        return git_auth(self.opts, self.credentials, self.host_key)
+        """The run's GitAuth; every git request it makes is capped at the run's deadline (the port
+        reads ``time.monotonic()``: with an injected ``clock`` the port gets no deadline)."""
+        import dataclasses
+
+        auth = git_auth(self.opts, self.credentials, self.host_key)
+        if self.deadline is None or self._clock is not time.monotonic:
+            return auth
+        return dataclasses.replace(auth, deadline=self.deadline)
 
     def _source_secret_data(self) -> dict[str, str]:
         """The source Secret's ``stringData`` (:func:`shared.flux.sourcesecret.string_data`): the PAT
@@ -840,7 +847,11 @@ class Bootstrapper:
 
         Returns the result (a failed health check is in ``result.health``, see
         :meth:`BootstrapResult.health_error`). Raises shared.errors types; what was done before a
-        failure stays in ``result``. The temporary clone is removed either way."""
+        failure stays in ``result``. The temporary clone is removed either way. A git request the
+        ``--timeout`` deadline cut short (:class:`shared.errors.DeadlineExceeded`: git, Kubernetes) is
+        :class:`RunTimedOut`."""
+        from ..errors import DeadlineExceeded
+
         try:
             for step, name in ((self.preflight, "checking the cluster"), (self.reconcile_components, "the components"),
                                (self.reconcile_source_secret, "the source secret"), (self.reconcile_sync, "the sync manifests"),
@@ -848,7 +859,13 @@ class Bootstrapper:
                 if step == self.report_health:
                     self._report_workload_identity()  # what was written, before the waits
                 self._check_deadline(name)
-                step()
+                try:
+                    step()
+                except DeadlineExceeded as exc:  # a request cut short by the run's deadline
+                    if not self.deadline_is_timeout:
+                        raise
+                    raise RunTimedOut(f"timed out ({name}): {exc}: the run took longer than --timeout; what was "
+                                      "pushed and applied stays, a re-run with a longer --timeout picks up from there") from None
             return self.result
         finally:
             self._close_repo()

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Largest distribution read from a file or an https:// URL, bytes (v2.9 with every component:
 #: 320 KiB); the same as :data:`shared.safe_yaml.DISTRIBUTION`'s byte limit.
 MAX_DISTRIBUTION_BYTES = 16 * 1024 * 1024
+#: Connect/read timeout of an https:// distribution download, seconds (capped by a deadline).
+HTTPS_TIMEOUT_S = 60.0
 
 DEFAULT_OCI_REPOSITORY = "oci://ghcr.io/fluxcd/flux-manifests"
 _VERSION_LINE = re.compile(r"^# Flux Version: (\S+)$", re.M)
@@ -210,21 +212,28 @@ def _read_local(source: str) -> str:
     return data.decode("utf-8")
 
 
-def _fetch(source: str, *, ca_file: str | None, insecure_http: bool) -> str:
+def _fetch(source: str, *, ca_file: str | None, insecure_http: bool, deadline: float | None = None) -> str:
     if source.startswith("oci://"):
         from ..ports.oci import pull_flux_manifests
 
         cache = BlobCache.open()
         try:
             return pull_flux_manifests(source, ca_file=ca_file, insecure_http=insecure_http,
-                                       blob_cache=cache).decode("utf-8")
+                                       blob_cache=cache, deadline=deadline).decode("utf-8")
         finally:
             if cache is not None:
                 cache.close()
+    import time
+
     import requests
 
+    timeout = HTTPS_TIMEOUT_S
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise UpstreamError(f"cannot download {source}: no time left before the deadline")
     try:
-        resp = requests.get(source, timeout=60, verify=ca_file or True, stream=True)
+        resp = requests.get(source, timeout=timeout, verify=ca_file or True, stream=True)
     except requests.RequestException as exc:
         raise UpstreamError(f"cannot download {source}: {type(exc).__name__}") from None
     with resp:
@@ -243,7 +252,8 @@ def _fetch(source: str, *, ca_file: str | None, insecure_http: bool) -> str:
     return bytes(buf).decode("utf-8")
 
 
-def load(source: str | None = None, version: str | None = None, *, ca_file: str | None = None, insecure_http: bool = False) -> Distribution:
+def load(source: str | None = None, version: str | None = None, *, ca_file: str | None = None, insecure_http: bool = False,
+         deadline: float | None = None) -> Distribution:
     """Load a distribution.
 
     ``source`` as described in the module docstring; when None, ``FLUX_MANIFESTS`` from the
@@ -254,7 +264,8 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
     passes for the version asked for; a release with no published artifact is
     InvalidInput("version", "targeted version '…' does not exist …"), as ``flux bootstrap``
     reports it. ``ca_file``/``insecure_http`` are for private registries and loopback test
-    registries.
+    registries. ``deadline`` (a ``time.monotonic()`` value, the CLI's ``--timeout``) caps each
+    download request at what is left of it.
 
     Raises InvalidInput, NotFound (a named source that does not exist), UpstreamError (download
     failed, or not a Flux distribution) (shared.errors)."""
@@ -276,7 +287,7 @@ def load(source: str | None = None, version: str | None = None, *, ca_file: str 
     if dist is None:
         if remote:
             try:
-                text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http)
+                text = _fetch(source, ca_file=ca_file, insecure_http=insecure_http, deadline=deadline)
             except NotFound:
                 if derived:
                     raise InvalidInput("version", f"targeted version '{version}' does not exist ({source} not found)") from None

@@ -82,6 +82,10 @@ class GitAuth:
     #: For ``ssh://`` URLs: the key, pinned host key and host key algorithms
     #: (:class:`shared.ports.ssh.SSHIdentity`); the URL's user name is the SSH user.
     ssh: object | None = field(default=None, repr=False)
+    #: A ``time.monotonic()`` value by which the caller must be done (a run's ``--timeout``), or None:
+    #: every HTTP request is then capped at min(:data:`HTTP_TIMEOUT_S`, what is left of it), is not
+    #: retried after a read timeout, and none starts once it has passed (:class:`GitTimeout`).
+    deadline: float | None = None
 
     def _secrets(self) -> list[str]:
         return [s for s in (self.password, self.bearer_token) if s]
@@ -92,6 +96,21 @@ class GitError(errors.UpstreamError):
 
     #: True when the failure was a connection-level one worth one retry (refused, reset, timeout).
     transient = False
+
+
+class GitTimeout(GitError, errors.DeadlineExceeded):
+    """The caller's deadline (:attr:`GitAuth.deadline`) passed before the git server answered."""
+
+    transient = False
+
+
+#: A connection-level failure this close to the deadline is the deadline's cap, seconds.
+_DEADLINE_SLACK_S = 0.05
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (None: no deadline)."""
+    return None if deadline is None else deadline - time.monotonic()
 
 
 class GitAuthError(errors.AuthenticationFailed):
@@ -161,10 +180,13 @@ def _mask(text: str, auth: GitAuth) -> str:
     return text
 
 
-def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = None):
+def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = None, deadline: float | None = None):
     """dulwich's urllib3 pool manager (CA bundle, user agent, extra headers from ``config``) whose
     connections check their peer with ``policy.check_peer`` right after connecting, before TLS or
-    any request byte; proxies are never used. ``ca_pem`` is trusted besides the CA bundle."""
+    any request byte; proxies are never used. ``ca_pem`` is trusted besides the CA bundle. With a
+    ``deadline`` (monotonic seconds) each request's connect and read timeouts are min(dulwich's,
+    the time left), a read timeout is not retried (urllib3 would retry a GET three times), and a
+    request that would start after it raises :class:`GitTimeout`."""
     import urllib3
     from dulwich.client import default_urllib3_manager
     from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -192,6 +214,16 @@ def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = No
         ConnectionCls = checked(HTTPSConnection)
 
     class Manager(urllib3.PoolManager):
+        def urlopen(self, method, url, redirect=True, **kw):
+            left = _left(deadline)
+            if left is not None:
+                if left <= 0:
+                    raise GitTimeout(f"no time left for the request to {base_url} before the deadline")
+                cap = min(HTTP_TIMEOUT_S, left)
+                kw["timeout"] = urllib3.Timeout(connect=cap, read=cap)
+                kw["retries"] = urllib3.Retry(total=3, read=0, redirect=None if redirect else False)
+            return super().urlopen(method, url, redirect=redirect, **kw)
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
@@ -230,8 +262,14 @@ def _client(clean_url: str, auth: GitAuth, policy=None):
 
         if auth.ssh is None:
             raise errors.InvalidInput("url", "an ssh:// URL needs an SSH key (privateKeySecret)")
+        from shared.ports.ssh import SSH_TIMEOUT_S
+
+        left = _left(auth.deadline)
+        if left is not None and left <= 0:
+            raise GitTimeout(f"no time left to connect to {clean_url} before the deadline")
         client = SSHGitClient(parts.hostname, port=parts.port or 22, username=parts.username or auth.username or "git",
-                              vendor=PinnedSSHVendor(auth.ssh, policy))
+                              vendor=PinnedSSHVendor(auth.ssh, policy, timeout=SSH_TIMEOUT_S if left is None
+                                                     else min(SSH_TIMEOUT_S, left)))
         yield client, parts.path
         return
 
@@ -250,7 +288,7 @@ def _client(clean_url: str, auth: GitAuth, policy=None):
     base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
     client = HttpGitClient(
         base, config=config, username=username, password=password, timeout=HTTP_TIMEOUT_S,
-        pool_manager=_checked_pool_manager(config, base, policy, auth.ca_pem),
+        pool_manager=_checked_pool_manager(config, base, policy, auth.ca_pem, auth.deadline),
     )
     try:
         yield client, parts.path
@@ -386,7 +424,10 @@ class Repository:
                 return cls._clone_once(clean, branch, ref, auth, workdir, policy)
             except GitError as exc:
                 _wipe(workdir)
-                if attempt == 1 and exc.transient:
+                left = _left(auth.deadline)
+                if left is not None and left <= _DEADLINE_SLACK_S and exc.transient:  # capped at the deadline
+                    raise GitTimeout(f"git clone of {clean} got no answer before the deadline") from None
+                if attempt == 1 and exc.transient and (left is None or left > CLONE_RETRY_DELAY_S):
                     log.warning("git clone of %s failed (%s); retrying in %.0f s", clean, exc, CLONE_RETRY_DELAY_S)
                     time.sleep(CLONE_RETRY_DELAY_S)
                     continue
@@ -834,8 +875,14 @@ class Repository:
                     return {}
             return {ref: head_b}
 
-        with _client(self.url, self._auth, self._policy) as (client, path), _translate(self.url, self._auth, "git push to"):
-            result = client.send_pack(path, update_refs, generate_pack_data=repo.generate_pack_data)
+        try:
+            with _client(self.url, self._auth, self._policy) as (client, path), _translate(self.url, self._auth, "git push to"):
+                result = client.send_pack(path, update_refs, generate_pack_data=repo.generate_pack_data)
+        except GitError as exc:
+            left = _left(self._auth.deadline)
+            if left is not None and left <= _DEADLINE_SLACK_S and exc.transient:  # capped at the deadline
+                raise GitTimeout(f"git push to {self.url} got no answer before the deadline") from None
+            raise
         if moved:
             raise NonFastForward(
                 f"push to {self.url} rejected: branch {self.branch!r} moved on the remote (non-fast-forward)"

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
-from shared.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, UpstreamError
+from shared.errors import AuthenticationFailed, Conflict, DeadlineExceeded, InvalidInput, NotFound, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ MERGE_PATCH = "application/merge-patch+json"
 _CRD_API_VERSION = "apiextensions.k8s.io/v1"
 #: objects of one apply stage written at once (fluxcd/pkg ssa ``ResourceManager`` concurrency)
 APPLY_CONCURRENCY = 8
+#: Shortest timeout of a request made at or after :attr:`Cluster.deadline`, seconds.
+DEADLINE_FLOOR_S = 1.0
 #: connections kept per cluster (the client's default is 5 per CPU): room for a concurrent stage
 POOL_SIZE = 16
 
@@ -457,6 +459,10 @@ class Cluster:
 
     #: (connect, read) timeouts of every request, in seconds
     request_timeout: tuple[float, float] = (10.0, 60.0)
+    #: None, or a ``time.monotonic()`` value (the CLI's ``--timeout``): each request is then capped
+    #: at what is left of it, never below :data:`DEADLINE_FLOOR_S` (the health checks make one last
+    #: poll at the deadline), and one that fails past it is :class:`shared.errors.DeadlineExceeded`.
+    deadline: float | None = None
     #: objects of one stage applied (or dry-run applied) at once; 1 = one after the other
     apply_concurrency: int = APPLY_CONCURRENCY
 
@@ -648,12 +654,14 @@ class Cluster:
                 header_params=headers, auth_settings=["BearerToken"])
             # the body goes straight to the REST client, which serialises dicts with json.dumps
             resp = self.api.call_api(method, url, header_params=headers, body=body,
-                                     _request_timeout=self.request_timeout)
+                                     _request_timeout=self._timeouts())
             data = resp.read()
         except ApiException as e:  # the REST client's wrapper for TLS failures (status 0)
             detail = str(e.reason or "").strip().splitlines()[-1:] or ["TLS error"]
             raise self._unreachable(f" ({detail[0][:200]})") from None
         except (urllib3.exceptions.HTTPError, OSError):
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise DeadlineExceeded(f"cluster {self.server} did not answer {method} {path} before the deadline") from None
             raise self._unreachable("") from None
         except (ValueError, TypeError) as e:
             # http.client refuses a header value with a line break and quotes the whole header (a
@@ -666,6 +674,14 @@ class Cluster:
         except ValueError:
             parsed = data.decode("utf-8", "replace")
         raise _HttpError(resp.status, resp.reason or "", parsed)
+
+    def _timeouts(self) -> tuple[float, float]:
+        """:attr:`request_timeout`, capped at what is left of :attr:`deadline` (at least
+        :data:`DEADLINE_FLOOR_S`)."""
+        if self.deadline is None:
+            return self.request_timeout
+        left = max(DEADLINE_FLOOR_S, self.deadline - time.monotonic())
+        return (min(self.request_timeout[0], left), min(self.request_timeout[1], left))
 
     def _unreachable(self, detail: str) -> UpstreamError:
         if self.on_unreachable is not None:

@@ -185,7 +185,7 @@ class _Registry:
     """One registry host; keeps the anonymous token between requests of one operation."""
 
     def __init__(self, host: str, repo: str, *, ca_file: str | None, insecure_http: bool, timeout: float,
-                 actions: str):
+                 actions: str, deadline: float | None = None):
         import requests  # lazy: keep cold start cheap
 
         if insecure_http and not _is_loopback(host):
@@ -198,6 +198,8 @@ class _Registry:
         self.insecure_http = insecure_http
         self.verify: str | bool = ca_file if ca_file else True
         self.timeout = timeout
+        #: ``time.monotonic()`` value: each request is capped at min(timeout, what is left of it)
+        self.deadline = deadline
         self.default_scope = f"repository:{repo}:{actions}"
         self.token: str | None = None
         self.session = requests.Session()
@@ -231,14 +233,23 @@ class _Registry:
         raise AssertionError("unreachable")
 
     def _send(self, method, url, **kwargs):
+        import time
+
         requests = self._requests
+        timeout = self.timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise OCIError(f"no time left for a request to OCI registry {self.host} before the deadline")
+            timeout = min(timeout, left)
         try:
-            return self.session.request(method, url, verify=self.verify, timeout=self.timeout,
+            return self.session.request(method, url, verify=self.verify, timeout=timeout,
                                         allow_redirects=True, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise OCIError(f"TLS error talking to OCI registry {self.host}: {exc}") from exc
         except requests.exceptions.Timeout as exc:
-            raise OCIError(f"timeout after {self.timeout}s talking to OCI registry {self.host}") from exc
+            capped = " (the deadline)" if timeout < self.timeout else ""
+            raise OCIError(f"timeout after {timeout:.3g}s{capped} talking to OCI registry {self.host}") from exc
         except requests.exceptions.RequestException as exc:
             raise OCIError(f"cannot reach OCI registry {self.host}: {_reason(exc)}") from exc
 
@@ -406,7 +417,7 @@ def _extract_member(layer: bytes, ref: str) -> bytes:
 
 
 def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: bool = False,
-                        timeout: float = 30.0, blob_cache=None) -> bytes:
+                        timeout: float = 30.0, blob_cache=None, deadline: float | None = None) -> bytes:
     """Return the bytes of ``flux-system/gotk-components.yaml`` from the Flux artifact at ``ref``.
 
     ``ref`` is ``oci://<registry>/<repository>:<tag>`` or ``…@sha256:<digest>`` (see
@@ -422,7 +433,8 @@ def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: 
 
     ``ca_file``: PEM bundle to verify the registry (and its token realm) instead of the system
     store. ``insecure_http``: talk plain ``http://`` — refused unless the host is loopback
-    (local test registries). ``timeout``: per HTTP request, seconds.
+    (local test registries). ``timeout``: per HTTP request, seconds; with ``deadline`` (a
+    ``time.monotonic()`` value) at most what is left of it, and no request starts after it.
 
     Raises :class:`shared.errors.InvalidInput` (bad ref), :class:`shared.errors.NotFound`
     (manifest or repository unknown: HTTP 404), :class:`shared.errors.AuthenticationFailed`
@@ -434,7 +446,8 @@ def pull_flux_manifests(ref: str, *, ca_file: str | None = None, insecure_http: 
     taken from it by the digest the manifest just fetched names, else downloaded and stored.
     """
     host, repo, reference = parse_reference(ref)
-    reg = _Registry(host, repo, ca_file=ca_file, insecure_http=insecure_http, timeout=timeout, actions="pull")
+    reg = _Registry(host, repo, ca_file=ca_file, insecure_http=insecure_http, timeout=timeout, actions="pull",
+                    deadline=deadline)
     try:
         accept = ", ".join((OCI_MANIFEST_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE,
                             DOCKER_MANIFEST_LIST_MEDIA_TYPE))
