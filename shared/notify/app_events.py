@@ -345,8 +345,10 @@ def announce_rotation(summary, records: Iterable = (), *, interval: timedelta = 
 
 
 def _interval_text(interval: timedelta) -> str:
+    """A Go-style duration: ``24h``, ``1h30m``, ``90s``."""
     s = int(interval.total_seconds())
-    return f"{s // 3600}h" + (f"{s % 3600 // 60}m" if s % 3600 else "")
+    parts = [(s // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
 
 
 def announce_bootstrap(cluster: str, **kwargs):
