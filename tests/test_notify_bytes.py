@@ -4,12 +4,19 @@ The expected bytes are built here from Flux's Go struct definitions (field order
 with a small encoder that follows Go's ``encoding/json`` rules character by character, written apart
 from the app's own encoder (``shared.notify.gojson``), and compared byte for byte with the requests the
 recording target server received. The generic-hmac signature is also checked against Flux's own test
-vector (``internal/notifier/forwarder_test.go``: key ``7152fed3…``, ``sha256=65b01854…``).
+vector (``internal/notifier/forwarder_test.go``: key ``7152fed3…``, ``sha256=65b01854…``). And Go itself
+marshals the same event with Flux's struct shapes (tests/fixtures/notify/flux_payloads.go, ``go run``):
+the targets' bodies are Go's bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 from shared.notify.targets import hmac_signature
 from tests.peers.local_notify import AUDIT_HMAC, flux_event, routing_yaml
@@ -178,3 +185,37 @@ def test_teams_and_slack_bodies_are_flux_bytes(notify_env):
     assert slack.body == go(slack_message(ev, "#flux-prod")).encode("utf-8")
     for body in (card.body, slack.body):  # compact, raw UTF-8
         assert b'": ' not in body and b"\xc3\xa9t\xc3\xa9" in body and b"\\u00e9" not in body
+
+
+# --- and by Go itself --------------------------------------------------------------------------------
+
+GO_PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "notify" / "flux_payloads.go"
+
+
+def go_marshalled(event: bytes, channel: str) -> list[bytes]:
+    """The generic-hmac, msteams and slack bodies of ``event`` as Go's encoding/json marshals Flux's
+    structs (tests/fixtures/notify/flux_payloads.go, run with Debian's golang-go from .ci/setup)."""
+    go_bin = shutil.which("go")
+    assert go_bin, "the go command is missing: run bash .ci/setup (it installs Debian's golang-go)"
+    env = {**os.environ, "GO111MODULE": "off", "TZ": "UTC",  # one file, the standard library only
+           "GOCACHE": os.environ.get("GOCACHE") or str(Path(tempfile.gettempdir()) / "flux-aks-go-cache")}
+    out = subprocess.run([go_bin, "run", str(GO_PAYLOADS), channel], input=event, capture_output=True, env=env,
+                         timeout=300, check=True).stdout
+    lines = out.split(b"\n")
+    assert len(lines) == 4 and lines[3] == b"", out
+    return lines[:3]
+
+
+def test_every_body_is_what_go_marshals_for_fluxs_structs(notify_env):
+    """The same tricky event through the app, and through Go's encoding/json with Flux's struct shapes:
+    the generic-hmac, Teams and Slack bodies the targets received are Go's bytes, and so is the
+    signature."""
+    hmac_body, card_body, slack_body = go_marshalled(TRICKY, "#flux-prod")
+    notify_env.eventhub([TRICKY])
+    [audit] = notify_env.targets.delivered("/hook/audit")
+    [card] = notify_env.targets.delivered("/teams/")
+    [slack] = notify_env.targets.delivered("/slack/")
+    assert audit.body == hmac_body
+    assert audit.headers["x-signature"] == hmac_signature(hmac_body, AUDIT_HMAC)
+    assert card.body == card_body
+    assert slack.body == slack_body
