@@ -163,12 +163,18 @@ _POD_SPEC_KEY = re.compile(r"^      ([A-Za-z][A-Za-z0-9]*):", re.M)
 def _is_label_key(key: object) -> bool:
     from .options import DNS1123_SUBDOMAIN
 
-    if not isinstance(key, str) or _yaml_ambiguous(key):
+    if not isinstance(key, str):
         return False
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return False
     return len(name) <= 63 and bool(_LABEL_NAME.fullmatch(name))
+
+
+def _yaml_scalar(value: str) -> str:
+    """A validated label key as kustomize (kyaml) writes it: double-quoted when plain it would not
+    load as a string."""
+    return f'"{value}"' if _yaml_ambiguous(value) else value
 
 
 def _yaml_ambiguous(value: str) -> bool:
@@ -196,7 +202,9 @@ def _pod_spec_fields(doc: str, opts: InstallOptions) -> str:
     if opts.image_pull_secret:
         fields.append(("imagePullSecrets", f"      imagePullSecrets:\n      - name: {opts.image_pull_secret}\n"))
     if opts.toleration_keys:
-        items = "".join(f"      - key: {key}\n        operator: Exists\n" for key in opts.toleration_keys)
+        # Flux's template quotes every key; kustomize writes back in double quotes the ones YAML would
+        # read as a boolean, a number or null (true, yes, 010, 1e3...), the others plain
+        items = "".join(f"      - key: {_yaml_scalar(key)}\n        operator: Exists\n" for key in opts.toleration_keys)
         fields.append(("tolerations", "      tolerations:\n" + items))
     for name, text in fields:
         if re.search(rf"^      {name}:", pod, re.M):
