@@ -417,3 +417,55 @@ def test_cli_bootstrap_on_workload_identity(env, capsys, monkeypatch):
     ):
         assert cli.main([*argv, *extra]) == 1
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(line)
+
+
+# -- re-runs that drop a controller: stale federated credentials are reported, never deleted ---------------
+
+
+def _seed_credential(identity, name: str, issuer: str, subject: str) -> None:
+    """A federated credential someone else made on the identity (as ARM stores one)."""
+    identity.federated[name.lower()] = {
+        "id": f"{identity.id}/federatedIdentityCredentials/{name}", "name": name,
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        "properties": {"issuer": issuer, "subject": subject, "audiences": [AUDIENCE]}}
+
+
+def test_a_dropped_controller_s_credential_is_reported_stale_and_kept(functions_by_name, env):
+    """Components source- and notification-controller, then source-controller only: notification-controller's
+    credential (named by the app for this cluster) is listed in ``stale`` with the command that deletes it, and
+    nothing is deleted; credentials the app did not name (another hash, another name) are never reported. With
+    both controllers again, nothing is stale."""
+    issuer = env.mc.to_json()["properties"]["oidcIssuerProfile"]["issuerURL"]
+    # someone else's, on the same identity: our prefix with another hash (another cluster's), and a free name
+    _seed_credential(env.identity, "flux-aks-weu-1-helm-controller-0badc0de", issuer,
+                     "system:serviceaccount:flux-system:helm-controller")
+    _seed_credential(env.identity, "team-a-app", issuer, "system:serviceaccount:team-a:app")
+    both = {"clientId": CLIENT_ID, "identityResourceId": env.identity.id,
+            "components": ["source-controller", "notification-controller"]}
+    status, body = call(functions_by_name, request(env, sops=None, workloadIdentity=both))
+    assert status == 200, body
+    assert body["workloadIdentity"]["stale"] == []
+    notification = body["workloadIdentity"]["controllers"][1]["federatedCredential"]
+    assert notification["action"] == "created" and notification["name"].startswith("flux-aks-weu-1-notification-controller-")
+    names = [f["name"] for f in env.identity.credentials()]
+
+    status, body = call(functions_by_name, request(env, sops=None, workloadIdentity={**both, "components": ["source-controller"]}))
+    assert status == 200, body
+    subject = "system:serviceaccount:flux-system:notification-controller"
+    assert body["workloadIdentity"]["stale"] == [{"name": notification["name"], "subject": subject}]
+    command = (f"az identity federated-credential delete --name {notification['name']} --identity-name id-flux-weu "
+               f"--resource-group rg-identities --subscription {env.identity.subscription} --yes")
+    warnings = [line for line in body["log"] if line.startswith("⚠️") and "federated identity credential" in line]
+    assert len(warnings) == 1, body["log"]
+    assert f"\"{notification['name']}\" ({subject})" in warnings[0] and "notification-controller, which is no longer in " \
+        "workloadIdentity.components" in warnings[0] and warnings[0].endswith(command), warnings[0]
+    # reported, not deleted: the ARM peer saw no DELETE and the identity holds every credential it held
+    assert [r for r in env.arm.request_log if r.method == "DELETE" or r.action == "fic-delete"] == []
+    assert [f["name"] for f in env.identity.credentials()] == names
+
+    status, body = call(functions_by_name, request(env, sops=None, workloadIdentity=both))
+    assert status == 200, body
+    assert body["workloadIdentity"]["stale"] == []
+    assert [c["federatedCredential"]["action"] for c in body["workloadIdentity"]["controllers"]] == ["unchanged"] * 2
+    assert not any("no longer in workloadIdentity.components" in line for line in body["log"])
+    assert [r for r in env.arm.request_log if r.method == "DELETE"] == []

@@ -258,6 +258,32 @@ def credential_name(cluster_rid, namespace: str, controller: str) -> str:
     return f"flux-{cluster_rid.name.lower()}-{controller}-{digest}"
 
 
+def own_credential_names(cluster_rid, namespace: str) -> dict[str, str]:
+    """The names :func:`credential_name` gives this cluster's credentials, one per Flux component: lower-case
+    name → controller. Only a credential of one of these names is the app's own (another's is never reported)."""
+    from ..flux.patches import COMPONENTS
+
+    return {credential_name(cluster_rid, namespace, c).lower(): c for c in COMPONENTS}
+
+
+def stale_credentials(existing: Sequence, cluster_rid, namespace: str, components: Sequence[str],
+                      kept: Sequence[str] = ()) -> list[tuple[Any, str]]:
+    """The app's own credentials for this cluster and namespace (:func:`own_credential_names`) among ``existing``
+    whose controller is not in ``components`` (dropped by a re-run) and whose name is not in ``kept`` (the
+    credentials the plan writes or keeps): ``(credential, controller)`` pairs, in the identity's order. They still
+    trust their service account; they are reported, never deleted."""
+    own = own_credential_names(cluster_rid, namespace)
+    keep = {n.lower() for n in kept}
+    return [(c, own[c.name.lower()]) for c in existing
+            if c.name.lower() in own and own[c.name.lower()] not in components and c.name.lower() not in keep]
+
+
+def delete_command(identity_rid, name: str) -> str:
+    """The Azure CLI command that deletes federated identity credential ``name`` of the identity."""
+    return (f"az identity federated-credential delete --name {name} --identity-name {identity_rid.name} "
+            f"--resource-group {identity_rid.resource_group} --subscription {identity_rid.subscription_id} --yes")
+
+
 @dataclass
 class Federation:
     """The Azure side of one bootstrap with ``workloadIdentity``: what was read from ARM (:meth:`prepare`,
@@ -265,7 +291,9 @@ class Federation:
 
     ``issuer`` is the cluster's OIDC issuer (None for a cluster named by kubeconfig); ``identity`` the
     :class:`~shared.ports.azure.msi.IdentityInfo` of ``identityResourceId``; ``planned`` the credentials
-    :func:`shared.ports.azure.msi.plan` will write or keep; ``done`` what :meth:`apply` did."""
+    :func:`shared.ports.azure.msi.plan` will write or keep; ``done`` what :meth:`apply` did; ``stale`` the
+    app's own credentials of this cluster for controllers no longer in ``components`` (:func:`stale_credentials`,
+    ``(credential, controller)``), reported by :meth:`apply` and :meth:`summary`, never deleted."""
 
     workload: WorkloadIdentity
     namespace: str
@@ -275,6 +303,7 @@ class Federation:
     existing: list = field(default_factory=list)
     planned: list = field(default_factory=list)
     done: list = field(default_factory=list)
+    stale: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     msi: Any = field(default=None, repr=False)
 
@@ -284,7 +313,7 @@ class Federation:
         workload identity state (ARM ``managedClusters/read``; 409 ``Conflict`` naming
         :data:`ENABLE_COMMAND` when either is off), the identity (its client ID must be ``clientId``:
         400 otherwise) and, with ``federate``, its federated credentials (409 when the 20 allowed would not
-        hold ours). ``aks``/``msi`` default to :mod:`shared.services`'."""
+        hold ours) and which of the app's own are stale (:func:`stale_credentials`). ``aks``/``msi`` default to :mod:`shared.services`'."""
         from .. import services
         from ..ports.azure.msi import FederatedCredential, plan
 
@@ -317,11 +346,13 @@ class Federation:
                 wanted = [FederatedCredential(credential_name(rid, opts.namespace, c), fed.issuer,
                                               f"system:serviceaccount:{opts.namespace}:{c}") for c in wi.components]
                 fed.planned = plan(wanted, fed.existing, f"{FIELD}.identityResourceId")
+                fed.stale = stale_credentials(fed.existing, rid, opts.namespace, wi.components,
+                                              [c.name for c, _ in fed.planned])
         return fed
 
     def apply(self, progress) -> None:
         """Create or update the planned federated identity credentials (``federate``), one write at a time;
-        Flux-style ``progress`` lines. Raises as :meth:`shared.ports.azure.msi.MsiClient.ensure`."""
+        Flux-style ``progress`` lines, and a warning per stale credential with the command that deletes it. Raises as :meth:`shared.ports.azure.msi.MsiClient.ensure`."""
         for line in self.warnings:
             progress.warning(line)
         if not self.workload.federate:
@@ -333,10 +364,15 @@ class Federation:
         for item in self.done:
             what = "is up to date" if item.action == "unchanged" else item.action
             progress.success(f"federated identity credential \"{item.credential.name}\" ({item.credential.subject}) {what}")
+        for cred, controller in self.stale:
+            progress.warning(f"federated identity credential \"{cred.name}\" ({cred.subject}) was created by this app for "
+                             f"{controller}, which is no longer in {FIELD}.components, and still trusts that service "
+                             f"account; it is left in place: delete it with {delete_command(rid, cred.name)}")
 
     def summary(self, kustomization_path: str | None = None) -> dict:
         """The response's ``workloadIdentity``: the identity, the issuer, and per controller its service account,
-        client ID, federated credential (None when the app did not federate) and the patches written."""
+        client ID, federated credential (None when the app did not federate) and the patches written; ``stale``:
+        ``[{"name", "subject"}]``, the app's own credentials for controllers no longer selected (left in place)."""
         wi = self.workload
         done = {item.credential.subject: item for item in self.done}
         planned = {c.subject: (c, step) for c, step in self.planned}
@@ -370,9 +406,11 @@ class Federation:
             "federate": wi.federate,
             "kustomization": kustomization_path,
             "controllers": controllers,
+            "stale": [{"name": c.name, "subject": c.subject} for c, _ in self.stale],
         }
 
 
 __all__ = ["AZURE", "AZURE_CONTROLLERS", "ENABLE_COMMAND", "Federation", "MIN_AZURE_VERSION", "SOPS_AZURE_KEYVAULT",
            "WorkloadIdentity", "check_cluster", "check_options", "check_source_url", "check_version", "credential_name",
-           "default_components", "parse_sops", "parse_source_provider", "parse_workload_identity"]
+           "default_components", "delete_command", "own_credential_names", "parse_sops", "parse_source_provider",
+           "parse_workload_identity", "stale_credentials"]
