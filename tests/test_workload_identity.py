@@ -25,8 +25,9 @@ from shared.ports.kube import Cluster
 from shared.rotation.registry import ClusterRecord, Registry
 from tests.peers.entra_tokens import DEFAULT_OID, JwtTestCredential, make_jwt
 from tests.peers.git_server import log as git_log
-from tests.peers.git_server import read_tree
+from tests.peers.git_server import read_tree, seed
 from tests.test_aks_e2e import call, kube_writes
+from tests.test_bootstrap_patches import USER  # a user's kustomization.yaml: comment, own patch, images
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "flux" / "golden"
@@ -469,3 +470,39 @@ def test_a_dropped_controller_s_credential_is_reported_stale_and_kept(functions_
     assert [c["federatedCredential"]["action"] for c in body["workloadIdentity"]["controllers"]] == ["unchanged"] * 2
     assert not any("no longer in workloadIdentity.components" in line for line in body["log"])
     assert [r for r in env.arm.request_log if r.method == "DELETE"] == []
+
+
+# -- a user's own kustomization.yaml ---------------------------------------------------------------------
+
+
+def test_a_user_kustomization_keeps_its_own_and_gets_the_workload_identity_patches_once(functions_by_name, env):
+    """The folder already holds the user's kustomization.yaml: every byte of it is kept, the workload identity
+    and SOPS entries join its patches list once (in its indentation, before ``images``), the components are
+    installed with the user's patch and ours, and a re-run changes nothing."""
+    kfile = f"{FOLDER}/kustomization.yaml"
+    seed(env.bare, {kfile: USER})
+    status, body = call(functions_by_name, request(env))
+    assert status == 200, body
+    text = read_tree(env.bare, "main")[kfile]
+    # ours: the entries of a generated file (expected_kustomization), in the user's list indentation
+    ours = expected_kustomization().encode().split(b"\npatches:\n", 1)[1]
+    indented = b"".join(b"  " + line for line in ours.splitlines(keepends=True))
+    assert text == USER.replace(b"images:\n", indented + b"images:\n")
+    doc = yaml.safe_load(text)
+    assert doc["resources"] == ["gotk-components.yaml", "gotk-sync.yaml"] and doc["images"][0]["newTag"] == "v1.4.0"
+    entries = patches.workload_identity(WI_CONTROLLERS, CLIENT_ID, TENANT_ID) + [patches.sops_decryption("flux-system")]
+    assert doc["patches"] == [yaml.safe_load(USER)["patches"][0], *entries]
+    assert body["workloadIdentity"]["kustomization"] == kfile
+    with env.admin() as c:
+        kc = c.get("apps/v1", "Deployment", "kustomize-controller", "flux-system")
+        assert kc["spec"]["template"]["spec"]["containers"][0]["args"][-1] == "--concurrent=20"
+        assert kc["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+        for name in WI_CONTROLLERS:
+            sa = c.get("v1", "ServiceAccount", name, "flux-system")
+            assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == CLIENT_ID, name
+
+    status, again = call(functions_by_name, request(env))
+    assert status == 200, again
+    assert again["repository"]["commits"] == []
+    assert again["cluster"]["created"] == 0 and again["cluster"]["configured"] == 0, again["cluster"]
+    assert read_tree(env.bare, "main")[kfile] == text
