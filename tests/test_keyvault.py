@@ -44,7 +44,9 @@ def test_challenge_round_trip_then_bearer(keyvault_server):
         kv.set_secret("pat", SECRET)
         kv.get_secret("pat")
 
-    first, second, third = keyvault_server.request_log
+    log = keyvault_server.request_log
+    assert len(log) == 3, [(r.method, r.path, r.status, r.authorization is not None) for r in log]  # says why, if ever not
+    first, second, third = log
     # 1. the SDK elicits the challenge: no Authorization, no body
     assert (first.method, first.path, first.authorization, first.content_length, first.status) == (
         "PUT", "/secrets/pat", None, 0, 401)
