@@ -101,6 +101,37 @@ def test_publish_is_bounded_when_the_hub_never_answers(raw_listener):
     assert "no confirmation from fleet-events.servicebus.windows.net within 2 s" in result.error
 
 
+def test_a_hub_that_never_answers_leaves_no_worker_or_socket_behind(raw_listener):
+    """An instance runs for hours: each publish to a dead hub must end its worker and close its connection
+    itself (not leave the socket to the garbage collector: that is a ResourceWarning), soon after the timeout."""
+    import gc
+    import threading
+    import warnings
+
+    from azure.eventhub import TransportType
+
+    pub = EventHubPublisher("fleet-events.servicebus.windows.net", HUB, JwtTestCredential(), timeout=1,
+                            client_kwargs={"custom_endpoint_address": f"sb://127.0.0.1:{raw_listener.port}",
+                                           "transport_type": TransportType.Amqp, "use_tls": False})
+    before = set(threading.enumerate())
+
+    def workers():
+        return [t for t in threading.enumerate() if t not in before and t.name == "eventhub-publish" and t.is_alive()]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):
+            result = pub.publish([b"{}"])
+            assert result.failed == 1 and "within 1 s" in result.error, result
+        end = time.monotonic() + 3
+        while workers() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert workers() == []
+        gc.collect()
+    assert raw_listener.connections == 3
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_publisher_settings():
     from shared.errors import SettingError
 

@@ -19,8 +19,10 @@ notification-controllers publish to, so they are routed, deduped and delivered l
   sends them (``internal/notifier/azure_eventhub.go``).
 - **Bound**: :meth:`EventHubPublisher.publish` never raises and returns within ``timeout`` seconds
   (``NOTIFY_PUBLISH_TIMEOUT_SECONDS``, default 10): the SDK's own retries are cut to fit (2 retries,
-  backoff up to 2 s, ``auth_timeout`` = ``timeout``), and the send runs on a worker thread that is abandoned
-  (daemon) if it is still busy when the time is up; what was not confirmed counts as failed.
+  backoff up to 2 s, ``auth_timeout`` = ``timeout``), and the send runs on a worker thread (daemon) with the
+  async client (``azure.eventhub.aio``) on its own event loop; what was not confirmed when the time is up counts
+  as failed, and the send is cancelled then, which closes the client and its connection, so a hub that never
+  answers leaves no thread or socket behind (the sync client could not be stopped from outside).
 
 ``azure.eventhub`` and ``azure.identity`` are imported only when something is published (cold start).
 Errors name the namespace, the hub and the SDK's exception class, never a token.
@@ -155,45 +157,114 @@ class EventHubPublisher:
         return result
 
     def _send(self, bodies: list[bytes], deadline: float, progress: PublishResult, lock: threading.Lock) -> None:
-        from azure.eventhub import EventData, EventHubProducerClient
+        """The worker: the send on its own event loop, cancelled at ``deadline``. The sync client cannot be
+        stopped from outside (its open loop waits for the service's answer with no end of its own, holding the
+        client's lock, so ``close()`` blocks too): a hub that takes the connection and never answers kept the
+        worker and its socket for the life of the instance. Cancelling the async client's task ends it, and
+        ``async with`` closes the client (links, connection, socket) on the way out."""
+        import asyncio
+
+        async def bounded() -> None:
+            try:
+                await asyncio.wait_for(self._send_async(bodies, deadline, progress, lock),
+                                       max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                with lock:
+                    progress.error = progress.error or "TimeoutError: the time for publishing is up"
+
+        asyncio.run(bounded())
+
+    async def _send_async(self, bodies: list[bytes], deadline: float, progress: PublishResult,
+                          lock: threading.Lock) -> None:
+        import asyncio
+
+        from azure.eventhub import EventData
+        from azure.eventhub.aio import EventHubProducerClient
 
         budget = max(1.0, deadline - time.monotonic())
         client = EventHubProducerClient(
-            fully_qualified_namespace=self.namespace, eventhub_name=self.eventhub_name, credential=self.credential,
+            fully_qualified_namespace=self.namespace, eventhub_name=self.eventhub_name,
+            credential=_AsyncCredential(self.credential),
             retry_total=2, retry_backoff_factor=0.5, retry_backoff_max=2, auth_timeout=budget,
             **self.client_kwargs)
         too_big: list[int] = []
 
-        def send(batch) -> None:
+        async def send(batch) -> None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the time for publishing is up")
-            client.send_batch(batch, timeout=left)
+            await client.send_batch(batch, timeout=left)
             with lock:
                 progress.sent += len(batch)
                 progress.batches += 1
 
-        with client:
-            batch = client.create_batch()
-            for body in bodies:
-                try:
-                    batch.add(EventData(body))
-                    continue
-                except ValueError:  # the batch is full (or this one event is over the hub's limit)
-                    pass
+        async with client:
+            try:
+                batch = await client.create_batch()
+                for body in bodies:
+                    try:
+                        batch.add(EventData(body))
+                        continue
+                    except ValueError:  # the batch is full (or this one event is over the hub's limit)
+                        pass
+                    if len(batch):
+                        await send(batch)
+                        batch = await client.create_batch()
+                    try:
+                        batch.add(EventData(body))
+                    except ValueError:
+                        too_big.append(len(body))
                 if len(batch):
-                    send(batch)
-                    batch = client.create_batch()
-                try:
-                    batch.add(EventData(body))
-                except ValueError:
-                    too_big.append(len(body))
-            if len(batch):
-                send(batch)
+                    await send(batch)
+            except asyncio.CancelledError:
+                await _close_half_open(client)
+                raise
         if too_big:
             with lock:
                 progress.error = (f"{len(too_big)} event(s) over the hub's maximum message size "
                                   f"({max(too_big)} bytes) not sent")
+
+
+async def _close_half_open(client) -> None:
+    """Close the AMQP connection of a producer cancelled while it was opening. azure-eventhub 5.15's
+    ``close_async`` of a handler with no session yet returns early (``_pyamqp/aio/_client_async.py``) and
+    leaves the connection, and its socket, to the garbage collector. Best effort over the SDK's private
+    attributes (looked up with ``getattr``: a later SDK without them is left to its own ``close``), bounded to 1 s."""
+    import asyncio
+
+    for producer in list((getattr(client, "_producers", None) or {}).values()):
+        handler = getattr(producer, "_handler", None)
+        connection = getattr(handler, "_connection", None)
+        if connection is None or getattr(handler, "_session", True) is not None \
+                or getattr(handler, "_external_connection", False):
+            continue
+        try:
+            await asyncio.wait_for(connection.close(), 1.0)
+        except Exception as exc:  # noqa: BLE001 - closing after a timeout; the result already says why
+            log.debug("closing a half-open Event Hubs connection: %s", _describe(exc))
+
+
+class _AsyncCredential:
+    """A sync ``TokenCredential`` as the ``AsyncTokenCredential`` the async client awaits: ``get_token`` runs
+    on a thread (azure-identity's sync credentials bound their own requests). The wrapped credential is the
+    caller's: :meth:`close` leaves it open."""
+
+    def __init__(self, credential):
+        self._credential = credential
+
+    async def get_token(self, *scopes, **kwargs):
+        import asyncio
+
+        return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        pass
 
 
 def _describe(exc: BaseException) -> str:
