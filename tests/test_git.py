@@ -196,6 +196,32 @@ def test_pat_rotation_push_fails_then_ls_remote_with_new_pat(remote, auth, clone
     assert ls_remote(url, GitAuth(password="rotated-pat-value"), allow_insecure_http=True) == {}
 
 
+def test_refused_and_failed_requests_close_their_connections(remote, auth, clone, tmp_path):
+    """A 401 (the rotation's PAT check, every run), a 404 or a failed clone must close its socket, not leave
+    it to the garbage collector (dulwich raises without releasing the unread response)."""
+    import gc
+    import warnings
+
+    server, _, url = remote
+    repo = clone(url, "main", auth)
+    repo.write_file("a", b"a")
+    repo.commit("a")
+    repo.push()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):
+            with pytest.raises(GitAuthError):
+                ls_remote(url, GitAuth(password="not-the-pat"), allow_insecure_http=True)
+            with pytest.raises(g.RepositoryNotFound):
+                ls_remote(url + "-gone", auth, allow_insecure_http=True)
+            with pytest.raises(GitAuthError):
+                Repository.clone(url, "main", GitAuth(password="not-the-pat"), tmp_path / "refused",
+                                 allow_insecure_http=True)
+            assert ls_remote(url, auth, allow_insecure_http=True)["refs/heads/main"] == repo.head()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_bearer_token(remote, clone, entra_git_hosts):
     server, bare, url = remote
     token = "eyJ0eXAiOiJKV1Qi.entra.token"

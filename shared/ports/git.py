@@ -222,10 +222,25 @@ def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = No
                 cap = min(HTTP_TIMEOUT_S, left)
                 kw["timeout"] = urllib3.Timeout(connect=cap, read=cap)
                 kw["retries"] = urllib3.Retry(total=3, read=0, redirect=None if redirect else False)
-            return super().urlopen(method, url, redirect=redirect, **kw)
+            response = super().urlopen(method, url, redirect=redirect, **kw)
+            self.responses.append(response)
+            return response
+
+        def close(self) -> None:
+            """Close every response and connection. dulwich (1.2.21) raises on a 401, 404 or other
+            status without releasing its unread response (``preload_content=False``), so that connection
+            is in no pool for ``clear()`` to close: a PAT check that failed left its socket to the GC."""
+            responses, self.responses = self.responses, []
+            for response in responses:
+                try:
+                    response.close()
+                except Exception:  # noqa: BLE001 - closing; nothing to report
+                    pass
+            self.clear()
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.responses: list = []
             self.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
             if ca_pem:  # the system CAs and ca_pem, as go-git appends a CA bundle to the system pool
                 import ssl
@@ -245,7 +260,7 @@ def _checked_pool_manager(config, base_url: str, policy, ca_pem: str | None = No
 def _client(clean_url: str, auth: GitAuth, policy=None):
     """A dulwich client for ``clean_url``: yields ``(client, path)``, then closes its
     connections (dulwich 1.2.21's ``Urllib3HttpGitClient.close()`` is a no-op, so the urllib3
-    pool is cleared here). Its connections are checked by ``policy`` (:class:`shared.trust.GitPolicy`,
+    pool's responses and connections are closed here). Its connections are checked by ``policy`` (:class:`shared.trust.GitPolicy`,
     from the app settings by default). ``ssh://``: an SSH client on ``auth.ssh`` (each command is
     its own connection, closed with it)."""
     from dulwich.client import HttpGitClient
@@ -293,7 +308,7 @@ def _client(clean_url: str, auth: GitAuth, policy=None):
     try:
         yield client, parts.path
     finally:
-        client.pool_manager.clear()
+        client.pool_manager.close()
 
 
 def _is_transient(exc: BaseException) -> bool:
