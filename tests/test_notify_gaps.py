@@ -242,5 +242,7 @@ def test_no_function_key_is_needed_by_a_cluster(notify_env, functions_by_name):
     [trigger] = [b for b in json.loads(functions_by_name["flux_events_http"].get_function_json())["bindings"]
                  if b["type"] == "httpTrigger"]
     assert trigger["authLevel"] == "ANONYMOUS"
-    readme = open("README.md", encoding="utf-8").read()
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "/api/flux/events/prod-weu-1?code=" not in readme
