@@ -101,3 +101,31 @@ def test_the_port_imports_no_sdk():
             "print(sorted(m for m in sys.modules if m.startswith(('azure.data', 'azure.storage', 'azure.identity'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_created_once_creates_on_first_use_retries_after_a_failure_and_takes_exists_as_done():
+    from azure.core.exceptions import ResourceExistsError, ServiceRequestError
+
+    from shared.errors import UpstreamError
+    from shared.ports.azure.storage import CreatedOnce
+
+    calls, outcomes = [], [ServiceRequestError("down"), None]  # the first call fails, the second creates
+
+    def create():
+        calls.append(1)
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    once = CreatedOnce()
+    with pytest.raises(UpstreamError, match="table t: create failed"):
+        once.ensure(create, lambda exc: UpstreamError("table t: create failed"))
+    assert once.ensure(create, lambda exc: UpstreamError("unused")) is True  # tried again, created
+    assert once.ensure(create, lambda exc: UpstreamError("unused")) is False and len(calls) == 2  # not again
+
+    def exists():
+        raise ResourceExistsError("TableAlreadyExists")
+
+    other = CreatedOnce()
+    assert other.ensure(exists, lambda exc: UpstreamError("unused")) is False
+    assert other.ensure(lambda: calls.append(1), lambda exc: UpstreamError("unused")) is False and len(calls) == 2

@@ -28,13 +28,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from shared import errors
-from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, StorageAccount, storage_account
+from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, CreatedOnce, StorageAccount, check_table_name, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +223,7 @@ class OperationStore:
 
     def __init__(self, table_client):
         self._table = table_client
-        self._ready = False
-        self._lock = threading.Lock()
+        self._created = CreatedOnce()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE) -> "OperationStore":
@@ -234,12 +232,7 @@ class OperationStore:
     @classmethod
     def from_settings(cls, environ: Mapping[str, str] = os.environ) -> "OperationStore":
         """``FLEET_TABLE`` in the Functions storage account. Raises :class:`shared.errors.SettingError`."""
-        import re
-
-        table = (environ.get("FLEET_TABLE") or DEFAULT_TABLE).strip()
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
-            raise errors.SettingError("FLEET_TABLE", "app setting must be an Azure table name (3-63 letters and digits, "
-                                                     "starting with a letter)")
+        table = check_table_name((environ.get("FLEET_TABLE") or DEFAULT_TABLE).strip(), "FLEET_TABLE")
         return cls(storage_account(environ, services=("table",)).table_client(table, **TABLE_CLIENT_KWARGS))
 
     @property
@@ -256,20 +249,7 @@ class OperationStore:
         return errors.UpstreamError(f"fleet state (table {self.table_name}): {action} failed ({detail})")
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
-        from azure.core.exceptions import ResourceExistsError
-
-        with self._lock:
-            if self._ready:
-                return
-            try:
-                self._table.create_table()
-            except ResourceExistsError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - mapped
-                raise self._upstream("create table", exc) from None
-            self._ready = True
+        self._created.ensure(self._table.create_table, lambda exc: self._upstream("create table", exc))
 
     def _get(self, pk: str, rk: str):
         from azure.core.exceptions import ResourceNotFoundError

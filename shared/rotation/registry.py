@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from shared import errors
 from shared.flux.options import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from shared.ports.azure.keyvault import validate_secret_name
-from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, StorageAccount, storage_account
+from shared.ports.azure.storage import TABLE_CLIENT_KWARGS, CreatedOnce, StorageAccount, check_table_name, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,6 @@ SSH_INSTALL_FIELDS = ("sshHostkeyAlgos", "sshHostname", "privateKeySecret", "pas
 _CLUSTER_NAME = DNS1123_LABEL  # also safe as a RowKey
 _EVENTHUB_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?$")  # 1-256 chars
 _EVENTHUB_NS = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9](\.servicebus\.[a-z0-9.]+)?$")
-_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
 
 SettingError = errors.SettingError  # re-exported: callers import it from here too
@@ -333,12 +331,11 @@ class Registry:
 
     def __init__(self, table_client):
         self._table = table_client
-        self._ready = False
-        self._lock = threading.Lock()
+        self._created = CreatedOnce()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table: str = DEFAULT_TABLE) -> "Registry":
-        return cls(StorageAccount(connection_string=connection_string).table_client(_table_name(table),
+        return cls(StorageAccount(connection_string=connection_string).table_client(check_table_name(table, "table", setting=False),
                                                                                    **TABLE_CLIENT_KWARGS))
 
     @classmethod
@@ -346,7 +343,7 @@ class Registry:
         """From app settings (see the module docstring); ``REGISTRY_TABLE`` names the table.
         Raises :class:`SettingError` (``REGISTRY_STORAGE_CONNECTION`` when no account is configured,
         ``REGISTRY_TABLE`` for a bad table name)."""
-        table = _table_name((environ.get("REGISTRY_TABLE") or DEFAULT_TABLE).strip(), "REGISTRY_TABLE")
+        table = check_table_name((environ.get("REGISTRY_TABLE") or DEFAULT_TABLE).strip(), "REGISTRY_TABLE")
         account = storage_account(environ, "REGISTRY_STORAGE_CONNECTION", services=("table",),
                                   purpose="the registry lives in Azure Table storage")
         return cls(account.table_client(table, **TABLE_CLIENT_KWARGS))
@@ -359,21 +356,8 @@ class Registry:
         self._table.close()
 
     def _ensure_table(self) -> None:
-        if self._ready:
-            return
-        from azure.core.exceptions import ResourceExistsError
-
-        with self._lock:
-            if self._ready:
-                return
-            try:
-                self._table.create_table()
-                log.info("registry: created table %s", self.table_name)
-            except ResourceExistsError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - mapped below
-                raise self._upstream("create table", exc) from None
-            self._ready = True
+        if self._created.ensure(self._table.create_table, lambda exc: self._upstream("create table", exc)):
+            log.info("registry: created table %s", self.table_name)
 
     def _upstream(self, action: str, exc: BaseException) -> errors.UpstreamError:
         detail = getattr(exc, "error_code", None) or type(exc).__name__
@@ -464,12 +448,6 @@ class Registry:
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not _CLUSTER_NAME.fullmatch(name):
         raise errors.InvalidInput("name", "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit")
-    return name
-
-
-def _table_name(name: str, field: str = "table") -> str:
-    if not _TABLE_NAME.fullmatch(name or ""):
-        raise (SettingError if field == "REGISTRY_TABLE" else errors.InvalidInput)(field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
     return name
 
 

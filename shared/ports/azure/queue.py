@@ -18,11 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from typing import Mapping
 
 from shared import errors
-from shared.ports.azure.storage import StorageAccount, storage_account
+from shared.ports.azure.storage import CreatedOnce, StorageAccount, storage_account
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,7 @@ class WorkQueue:
 
     def __init__(self, client):
         self._client = client
-        self._ready = False
-        self._lock = threading.Lock()
+        self._created = CreatedOnce()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, name: str) -> "WorkQueue":
@@ -73,20 +71,7 @@ class WorkQueue:
 
     def ensure(self) -> None:
         """Create the queue if it does not exist (the template creates it in Azure)."""
-        if self._ready:
-            return
-        from azure.core.exceptions import ResourceExistsError
-
-        with self._lock:
-            if self._ready:
-                return
-            try:
-                self._client.create_queue()
-            except ResourceExistsError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - mapped
-                raise self._upstream("create", exc) from None
-            self._ready = True
+        self._created.ensure(self._client.create_queue, lambda exc: self._upstream("create", exc))
 
     def send(self, text: str, *, delay_seconds: float = 0) -> str:
         """Enqueue ``text`` (at most 48 KiB once base64-encoded, the service's 64 KiB limit), visible

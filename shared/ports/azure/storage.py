@@ -22,8 +22,9 @@ client is built (Functions cold start).
 from __future__ import annotations
 
 import os
+import re
 import threading
-from typing import Mapping
+from typing import Callable, Mapping
 
 from shared import errors
 
@@ -127,4 +128,50 @@ def storage_account(environ: Mapping[str, str] = os.environ, connection: str | N
     return StorageAccount(endpoints=endpoints)
 
 
-__all__ = ["SERVICES", "TABLE_CLIENT_KWARGS", "StorageAccount", "storage_account"]
+#: an Azure table name (learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model)
+TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
+
+
+def check_table_name(name: str, field: str, *, setting: bool = True) -> str:
+    """``name`` if it is an Azure table name (3-63 letters and digits, starting with a letter), else
+    :class:`shared.errors.SettingError` naming ``field`` (an app setting), or with ``setting`` false
+    :class:`shared.errors.InvalidInput`."""
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+        raise (errors.SettingError if setting else errors.InvalidInput)(
+            field, "must be an Azure table name (3-63 letters and digits, starting with a letter)")
+    return name
+
+
+class CreatedOnce:
+    """A table, queue or container that one client creates on first use (the template creates them in
+    Azure; local runs and tests start with none). Thread-safe."""
+
+    def __init__(self):
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def ensure(self, create: Callable[[], object], fail: Callable[[BaseException], Exception]) -> bool:
+        """Call ``create()`` unless an earlier call succeeded; an "already exists" answer counts as
+        success. Another error raises ``fail(exc)`` (the caller's error naming the resource; never the
+        SDK's text, which may quote the account) and the next call tries again. Returns True when this
+        call created the resource."""
+        if self._ready:
+            return False
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._lock:
+            if self._ready:
+                return False
+            try:
+                create()
+                created = True
+            except ResourceExistsError:
+                created = False
+            except Exception as exc:  # noqa: BLE001 - mapped by the caller
+                raise fail(exc) from None
+            self._ready = True
+            return created
+
+
+__all__ = ["SERVICES", "TABLE_CLIENT_KWARGS", "TABLE_NAME", "CreatedOnce", "StorageAccount", "check_table_name",
+           "storage_account"]
