@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,7 +17,8 @@ import yaml
 from shared.errors import AuthenticationFailed, NotFound, UpstreamError
 from shared.ports.kube import ApplyError, Change, Cluster
 
-GOLDEN_DIR = "/work/shared/flux/golden/talos-v2.9.2-4comp"
+GOLDEN_DIR = str(Path(__file__).resolve().parents[2] / "shared" / "flux" / "golden"  # ../shared beside the checkout
+         / "talos-v2.9.2-4comp")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 GITREPO_CRD = "gitrepositories.source.toolkit.fluxcd.io"
 

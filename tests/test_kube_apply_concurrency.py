@@ -5,12 +5,15 @@ every answer back 20 ms as a remote API server would."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from shared.ports.kube import ApplyError, Cluster
 
-GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-4comp/gotk-components.yaml"
+GOLDEN = str(Path(__file__).resolve().parents[2] / "shared" / "flux" / "golden"  # ../shared beside the checkout
+         / "talos-v2.9.2-4comp" / "gotk-components.yaml")
 
 
 @pytest.fixture(scope="module")

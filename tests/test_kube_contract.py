@@ -1,4 +1,4 @@
-"""Replays the exchanges recorded from a real kube-apiserver 1.36 (``/work/shared/kube-contract/``) against a
+"""Replays the exchanges recorded from a real kube-apiserver 1.36 (``../shared/kube-contract/``) against a
 fresh Kubernetes API test server, in the recorded order, and compares what the contract README lists:
 status codes, content types, body shapes and key order, with the run-dependent placeholders
 (``<uid>``, ``<rv>``, ``<time>``) matched by form only. Trimmed recordings are compared as subsets.
@@ -17,8 +17,9 @@ import yaml
 
 from tests.peers.kube_api import KubeApiServer
 
-CONTRACT = Path("/work/shared/kube-contract")
-GOLDEN = Path("/work/shared/flux/golden/talos-v2.9.2-4comp/gotk-components.yaml")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
+CONTRACT = SHARED / "kube-contract"
+GOLDEN = SHARED / "flux" / "golden" / "talos-v2.9.2-4comp" / "gotk-components.yaml"
 USER_AGENT = "OpenAPI-Generator/37.0.2/python"  # the kubernetes client's; 12a depends on it
 
 

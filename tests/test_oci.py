@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,8 @@ from shared.errors import AuthenticationFailed, InvalidInput, NotFound
 from shared.ports import oci
 from shared.ports.oci import OCIError, parse_reference, pull_flux_manifests, push_flux_manifests
 
-GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml"
+GOLDEN = str(Path(__file__).resolve().parents[2] / "shared" / "flux" / "golden"  # ../shared beside the checkout
+         / "talos-v2.9.2-6comp" / "gotk-components.yaml")
 
 # Spelled out here (not imported) so a typo in shared.ports.oci cannot hide in both places.
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -28,7 +28,8 @@ from shared.rotation import REQUESTED_AT, RotationSettings, Rotator, digest, jwt
 from tests.peers.entra_tokens import JwtTestCredential, make_jwt
 from tests.peers.kube_api import KubeApiServer
 
-GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-4comp/gotk-components.yaml"
+GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "flux", "golden", "talos-v2.9.2-4comp",
+                      "gotk-components.yaml")  # ../shared beside the checkout
 GITREPO_CRD = "gitrepositories.source.toolkit.fluxcd.io"
 GITREPO_API = "source.toolkit.fluxcd.io/v1"
 REAL = bool(os.environ.get("TEST_KUBECONFIG"))

@@ -1,6 +1,6 @@
 """Azure Key Vault test server: HTTPS on 127.0.0.1, used through the REAL ``SecretClient``.
 
-No Key Vault emulator is installable here (``/work/shared/docs/test-peers.md`` §4), so this is a small
+No Key Vault emulator is installable here (``../shared/docs/test-peers.md`` §4), so this is a small
 wire-level fake of the Key Vault secrets REST API that ``azure-keyvault-secrets`` 4.12 talks to:
 
 - TLS with a ``trustme`` CA (the SDK refuses bearer auth on ``http://``); clients pass

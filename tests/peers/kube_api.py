@@ -1,6 +1,6 @@
 """Kubernetes API test server: a loopback HTTPS server the real ``kubernetes`` client talks to.
 
-It reproduces the exchanges recorded from a real kube-apiserver 1.36 in ``/work/shared/kube-contract/``
+It reproduces the exchanges recorded from a real kube-apiserver 1.36 in ``../shared/kube-contract/``
 (``tests/test_kube_contract.py`` replays them): discovery, GET/LIST/POST/PUT/DELETE, JSON merge patch,
 server-side apply with managedFields, conflicts and ``force``, ``dryRun=All``, CRDs that become
 ``Established`` ~50 ms after creation and only then serve their kinds, CRD schema pruning, defaulting and
