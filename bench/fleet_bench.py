@@ -37,31 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-DISTRIBUTION = "/work/shared/flux/golden/talos-v2.9.2-6comp/gotk-components.yaml"
+from bench._kube_hosts import serve  # noqa: E402 - after the checkout is on sys.path
 
-
-def _host(conn, n: int) -> None:
-    """Child process holding the N API servers. Commands: ("delay", s) → counts since the last
-    command; ("counts",) → the same; ("stop",)."""
-    from tests.peers.kube_api import KubeApiServer
-
-    servers = [KubeApiServer().start() for _ in range(n)]
-    try:
-        conn.send([s.kubeconfig() for s in servers])
-        while True:
-            cmd = conn.recv()
-            counts = Counter(r.method for s in servers for r in s.request_log)
-            for s in servers:
-                s.request_log.clear()
-            if cmd[0] == "delay":
-                for s in servers:
-                    s.latency = cmd[1]
-            conn.send(dict(counts))
-            if cmd[0] == "stop":
-                return
-    finally:
-        for s in servers:
-            s.stop()
+DISTRIBUTION = os.path.join(os.path.dirname(ROOT), "shared", "flux", "golden", "talos-v2.9.2-6comp", "gotk-components.yaml")
 
 
 def main(argv=None) -> int:
@@ -96,7 +74,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="fleet-bench-")
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
-    child = ctx.Process(target=_host, args=(child_conn, args.clusters), daemon=True)
+    child = ctx.Process(target=serve, args=(child_conn, args.clusters), daemon=True)
     t_setup = time.monotonic()
     child.start()
     ok = True

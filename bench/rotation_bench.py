@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.rotation_bench [--clusters 500] [--delay-ms 20] [--concurrency 16]
 
-Starts N Kubernetes API test servers (``tests/peers/kube_api.py``, each wrapped to sleep ``--delay-ms``
-before every answer; in a child process, so their threads do not take the GIL from the run), each with Flux's GitRepository CRD, a GitRepository and a source Secret holding the
+Starts N Kubernetes API test servers (``tests/peers/kube_api.py``, each with a latency of ``--delay-ms``
+before every answer; in a child process, bench/_kube_hosts.py, so their threads do not take the GIL from the run), each with Flux's GitRepository CRD, a GitRepository and a source Secret holding the
 old PAT; the Key Vault test server with the N kubeconfigs and a new PAT version; the Azure DevOps-style
 git server accepting the new PAT; the registry on Azurite when it is installed (else records in memory).
 Then times two runs of :func:`shared.rotation.Rotator.run`: **rotate** (new PAT: every cluster checked,
@@ -17,6 +17,7 @@ timed and takes 1-3 minutes for 500 clusters.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import sys
@@ -30,24 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-GOLDEN = "/work/shared/flux/golden/talos-v2.9.2-4comp/gotk-components.yaml"
+from bench._kube_hosts import serve  # noqa: E402 - after the checkout is on sys.path
+
+GOLDEN = os.path.join(os.path.dirname(ROOT), "shared", "flux", "golden", "talos-v2.9.2-4comp", "gotk-components.yaml")
 GITREPO_CRD = "gitrepositories.source.toolkit.fluxcd.io"
-
-
-def _delayed_server_class():
-    from tests.peers.kube_api import KubeApiServer
-
-    class DelayedKubeApiServer(KubeApiServer):
-        """A KubeApiServer whose every answer comes ``delay`` seconds late (API latency of a remote AKS)."""
-
-        delay = 0.0
-
-        def handle(self, *args, **kwargs):
-            if self.delay:
-                time.sleep(self.delay)
-            return super().handle(*args, **kwargs)
-
-    return DelayedKubeApiServer
 
 
 def _crd() -> dict:
@@ -72,31 +59,12 @@ def _prepare(server, crd: dict, url: str, old_pat: str) -> None:
         c.reconcile_secret("flux-system", "flux-system", {"username": "git", "password": old_pat})
 
 
-def _host(conn, n: int, url: str, old_pat: str) -> None:
-    """Child process holding the N API servers, so their accept/poll threads do not compete with the
-    rotation for the GIL. Commands over ``conn``: ("delay", seconds) → request counts by method since
-    the last command, ("counts",) → the same, ("stop",)."""
-    Server = _delayed_server_class()
+def _prepare_all(url: str, old_pat: str, servers) -> None:
+    """What each cluster holds before the run (in the child process): the GitRepository CRD, the
+    flux-system GitRepository and its source Secret with the old PAT."""
     crd = _crd()
-    servers = [Server().start() for _ in range(n)]
-    try:
-        with ThreadPoolExecutor(32) as pool:
-            list(pool.map(lambda s: _prepare(s, crd, url, old_pat), servers))
-        conn.send([s.kubeconfig() for s in servers])
-        while True:
-            cmd = conn.recv()
-            counts = Counter(r.method for s in servers for r in s.request_log)
-            for s in servers:
-                s.request_log.clear()
-            if cmd[0] == "delay":
-                for s in servers:
-                    s.delay = cmd[1]
-            conn.send(dict(counts))
-            if cmd[0] == "stop":
-                return
-    finally:
-        for s in servers:
-            s.stop()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda s: _prepare(s, crd, url, old_pat), servers))
 
 
 def main(argv=None) -> int:
@@ -129,7 +97,7 @@ def main(argv=None) -> int:
         print(f"starting {args.clusters} Kubernetes API test servers (setup, not timed: a minute or more for 500)...", flush=True)
         ctx = multiprocessing.get_context("spawn")
         conn, child_conn = ctx.Pipe()
-        child = ctx.Process(target=_host, args=(child_conn, args.clusters, url, old_pat), daemon=True)
+        child = ctx.Process(target=serve, args=(child_conn, args.clusters, functools.partial(_prepare_all, url, old_pat)), daemon=True)
         child.start()
         try:
             kubeconfigs = conn.recv()
